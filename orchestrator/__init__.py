@@ -1,0 +1,1 @@
+"""YOLOv5 pruning sweep orchestrator."""

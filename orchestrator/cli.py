@@ -1,0 +1,63 @@
+"""``orchestrator`` command line: one subcommand per module under ``orchestrator/commands``.
+
+Each command module defines ``add_parser(subparsers)`` and ``run(args) -> int``. Errors a user can
+cause (:class:`OrchestratorError`) become one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .errors import OrchestratorError
+
+# name -> module under orchestrator.commands (in the order ``--help`` lists them)
+COMMANDS = {
+    "run": "run",
+    "check": "check",
+    "status": "status",
+    "pareto": "pareto",
+    "ui": "ui",
+    "val": "val",
+    "finetune": "finetune",
+    "prune": "prune",
+    "measure": "measure",
+    "layers": "layers",
+    "export": "export",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator", description="YOLOv5 pruning sweeps: Optuna search, Ray dispatch, MLflow tracking."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS.values():
+        try:
+            mod = importlib.import_module(f"orchestrator.commands.{module}")
+        except ModuleNotFoundError as e:
+            if e.name == f"orchestrator.commands.{module}":
+                continue  # command not built yet
+            raise
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except OrchestratorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
