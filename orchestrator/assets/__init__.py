@@ -1,0 +1,11 @@
+"""Where weights and datasets come from: a local path, ``$ORCHESTRATOR_ASSETS``, the cache, or a download.
+
+Downloads (official names, URLs, a data yaml's ``download:``) go to a temporary file, are checked, and
+only then move into the cache, so a partial or corrupt file never sits under its final name.
+"""
+
+from .datasets import resolve_data
+from .locations import cache_dir
+from .weights import resolve_weights
+
+__all__ = ["cache_dir", "resolve_data", "resolve_weights"]
