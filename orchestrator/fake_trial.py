@@ -1,0 +1,75 @@
+"""A trial without tensors (``trial: fake``): deterministic metrics from the ratios, a short sleep.
+
+It exercises the whole study loop (Optuna, Ray, MLflow, resume, failures) in seconds, and its
+fault switches (``fake.fail_on``, ``nan_on``, ``kill_on``) let tests break it on purpose.
+The metrics follow the shape of real pruning: cost falls linearly with the ratios, accuracy falls
+faster when one group is pruned much harder than the others (so a per-group search can beat uniform).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import time
+
+from .errors import TrainingError
+from .trial import BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
+
+_GROUPS = {"layer": 24, "block": 10, "stage": 4}
+_BASE = {"map50_95": 0.314, "map50": 0.491, "params": 1_867_405.0, "gflops": 1.13, "latency_ms": 40.0}
+
+
+def fake_groups(granularity: str) -> dict[str, list[str]]:
+    n = _GROUPS[granularity]
+    return {f"model.{i}": [f"model.{i}.conv"] for i in range(n)}
+
+
+def fake_baseline(workload: Workload, cache: WorkerCache) -> BaselineResult:
+    metrics = dict(_BASE)
+    metrics.update(nonzero_params=_BASE["params"], size_mb=7.5, size_zip_mb=6.9, speedup=1.0)
+    return BaselineResult(fake_groups(workload.granularity), metrics, "cpu (fake)", 0.0)
+
+
+def run_fake_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
+    fake = spec.workload.fake
+    items = cache.for_workload(spec.workload)
+    items["trials"] = items.get("trials", 0) + 1  # lets tests see that the cache survives across trials
+    if spec.number in fake.kill_on and spec.attempt == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(fake.sleep_s)
+    if spec.number in fake.fail_on:
+        raise RuntimeError(f"fake failure injected in trial {spec.number}")
+    groups = fake_groups(spec.workload.granularity)
+    ratios = [spec.ratios.get(g, 0.0) for g in groups]
+    mean = sum(ratios) / len(ratios)
+    spread = sum((r - mean) ** 2 for r in ratios) / len(ratios)
+    # weights: late groups hold more parameters; accuracy suffers with the mean and with the hardest cut
+    w = [(i + 1) / sum(range(1, len(ratios) + 1)) for i in range(len(ratios))]
+    kept = 1.0 - sum(wi * r for wi, r in zip(w, ratios))
+    recovery = 1.0 - 0.5 ** (1 + spec.epochs) * 0.4
+    acc = max(0.0, 1.0 - 1.6 * mean**2 - 2.0 * max(ratios) ** 3 + 0.5 * spread) * recovery
+    history = []
+    for epoch in range(spec.epochs):
+        if spec.number in fake.nan_on:
+            raise TrainingError(f"loss became nan at epoch {epoch} (lr0={spec.lr0:g}): lower lr0 or the ratios")
+        history.append({"box_loss": 0.05 / (epoch + 1), "obj_loss": 0.04, "cls_loss": 0.02, "map50_95": acc * 0.3})
+    metrics = {
+        "map50_95": round(_BASE["map50_95"] * acc, 6),
+        "map50": round(_BASE["map50"] * acc, 6),
+        "params": round(_BASE["params"] * kept),
+        "nonzero_params": round(_BASE["params"] * kept),
+        "size_mb": round(7.5 * kept, 4),
+        "size_zip_mb": round(6.9 * kept, 4),
+        "gflops": round(_BASE["gflops"] * kept, 5),
+        "latency_ms": round(_BASE["latency_ms"] * (0.3 + 0.7 * kept), 4),
+    }
+    metrics["speedup"] = round(_BASE["latency_ms"] / metrics["latency_ms"], 5)
+    files = {}
+    if spec.workload.save_checkpoint:
+        seed = hashlib.sha256(json.dumps(spec.ratios, sort_keys=True).encode()).digest()
+        files["checkpoint.pt"] = (seed * (fake.checkpoint_kb * 1024 // len(seed) + 1))[: fake.checkpoint_kb * 1024]
+    files["ratios.json"] = json.dumps(spec.ratios, indent=1, sort_keys=True).encode()
+    return TrialResult(spec.number, True, metrics, history, files, device=f"cpu (fake) {socket.gethostname()}")

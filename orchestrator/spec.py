@@ -1,0 +1,605 @@
+"""A study file (``studies/*.yaml``) loaded once into frozen dataclasses.
+
+Every problem is collected with its key path and reported at once in one :class:`ConfigError`
+(``studies/x.yaml: pruning.ratio.max: must be < 1, got 1.2``), so a user fixes a file in one pass.
+Past this edge the rest of the program only sees typed specs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+# metric -> the direction in which it gets better; the objectives a study may name
+METRICS: dict[str, str] = {
+    "map50_95": "maximize",
+    "map50": "maximize",
+    "params": "minimize",
+    "nonzero_params": "minimize",
+    "size_mb": "minimize",
+    "size_zip_mb": "minimize",
+    "gflops": "minimize",
+    "latency_ms": "minimize",
+    "speedup": "maximize",
+}
+METHODS = ("structured", "unstructured")
+GRANULARITIES = ("layer", "block", "stage")
+IMPORTANCES = ("l1", "l2", "taylor", "random")
+SAMPLERS = ("nsga2", "tpe", "random")
+ARTIFACT_POLICIES = ("all", "pareto", "none")
+TRIAL_KINDS = ("real", "fake")
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+DEFAULT_TRACKING = "sqlite:///mlruns/mlflow.db"
+DEFAULT_ARTIFACTS = "mlruns/artifacts"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_CONSTRAINT = re.compile(
+    r"^\s*(?P<metric>[a-z0-9_]+)\s*(?P<op>>=|<=)\s*(?:(?P<num>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?P<mul>\*\s*baseline)?"
+    r"|(?P<base>baseline))\s*$"
+)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A closed interval searched by the sampler; ``low == high`` fixes the value."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @property
+    def fixed(self) -> bool:
+        return self.low == self.high
+
+
+@dataclass(frozen=True)
+class GroupBounds:
+    """Ratio bounds for the groups whose name matches ``pattern`` (fnmatch, e.g. ``model.2*``)."""
+
+    pattern: str
+    ratio: Range
+
+
+@dataclass(frozen=True)
+class PruningSpec:
+    method: str = "structured"
+    granularity: str = "block"
+    importance: str = "l1"
+    ratio: Range = Range(0.0, 0.6)
+    step: float | None = None  # ratios on a grid (0.05 -> 0, 0.05, ...): fewer near-duplicate trials
+    groups: tuple[GroupBounds, ...] = ()
+    exclude: tuple[str, ...] = ()  # layers left alone (the Detect head is always left alone)
+    round_to: int = 8  # structured: channel counts kept to a multiple of this (tensor-core friendly)
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    epochs: Range = Range(0, 3)  # integers; 0 = no fine-tuning
+    lr0: Range = Range(0.002, 0.002)
+    hyp: str = "finetune"  # preset name or path of a hyp yaml
+    overrides: dict[str, Any] = field(default_factory=dict)  # hyp keys replaced on top of the preset
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric op value`` where value is ``number`` or ``number * baseline`` (the unpruned model's metric)."""
+
+    text: str
+    metric: str
+    op: str  # ">=" or "<="
+    value: float
+    relative: bool  # value is a multiple of the baseline's metric
+
+    def violation(self, metrics: dict[str, float], baseline: dict[str, float]) -> float:
+        """Optuna's convention: <= 0 when satisfied, the amount of violation otherwise."""
+        bound = self.value * baseline[self.metric] if self.relative else self.value
+        got = metrics[self.metric]
+        return bound - got if self.op == ">=" else got - bound
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str = "nsga2"
+    seed: int = 0
+    population_size: int = 16  # nsga2 only
+
+
+@dataclass(frozen=True)
+class BaselinesSpec:
+    """Uniform ratios (one ratio for every group, what the official ``prune()`` does), enqueued first."""
+
+    ratios: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
+    epochs: int | None = None  # None = the largest epochs the search may pick (same fine-tune budget)
+    lr0: float | None = None  # None = lr0 if fixed, else the geometric middle of its range
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    n_trials: int | None = 16  # completed trials to reach (a resumed study counts what it already has)
+    timeout_s: float | None = None  # wall clock for one `orchestrator run`; running trials are finished
+    max_failures: int | None = None  # stop after this many failed trials in one run (None = n_trials)
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    gpus_per_trial: float | None = None  # None = 1 when the cluster has GPUs and device allows, else 0
+    cpus_per_trial: int = 1
+    max_concurrent: int | None = None  # None = as many as the cluster's slots
+    address: str | None = None  # None = start a local Ray; "auto" or "ray://host:port" = join a cluster
+    num_cpus: int | None = None  # local Ray only: CPUs it may use (None = all)
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    uri: str = DEFAULT_TRACKING
+    experiment: str | None = None  # None = the study name
+    artifacts: str = "pareto"  # which trials keep their pruned checkpoint: all | pareto | none
+    artifact_location: str = DEFAULT_ARTIFACTS  # for local stores; a server decides its own
+    refresh_s: float = 10.0  # at most one refresh of the Pareto plots per this many seconds
+
+
+@dataclass(frozen=True)
+class FakeTrialSpec:
+    """A trial without tensors, for tests and benchmarks of the study loop (``trial: fake``)."""
+
+    sleep_s: float = 0.05
+    fail_on: tuple[int, ...] = ()  # trial numbers that raise
+    nan_on: tuple[int, ...] = ()  # trial numbers whose fine-tune diverges
+    kill_on: tuple[int, ...] = ()  # trial numbers whose worker process is SIGKILLed on the first attempt
+    checkpoint_kb: int = 64  # size of the fake checkpoint artifact
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    path: Path
+    name: str
+    model: str
+    data: str
+    imgsz: int = 640
+    batch: int = 16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    pruning: PruningSpec = PruningSpec()
+    finetune: FinetuneSpec = FinetuneSpec()
+    objectives: tuple[Objective, ...] = (Objective("map50_95", "maximize"), Objective("gflops", "minimize"))
+    constraints: tuple[Constraint, ...] = ()
+    sampler: SamplerSpec = SamplerSpec()
+    baselines: BaselinesSpec = BaselinesSpec()
+    budget: BudgetSpec = BudgetSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    storage: str = DEFAULT_STORAGE
+    tracking: TrackingSpec = TrackingSpec()
+    trial: str = "real"
+    fake: FakeTrialSpec = FakeTrialSpec()
+    text: str = ""  # the file as written, logged with the study
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+
+def load_study_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study file; raise one ConfigError listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [("", "study file not found")])
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ConfigError(str(path), [("", f"{where}not valid YAML ({getattr(e, 'problem', e)})")]) from None
+    return parse_study(raw, path, text)
+
+
+def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
+    """Build a StudySpec from already-parsed YAML (``path`` names the file in messages)."""
+    r = _Reader(str(path))
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), [("", f"must be a mapping of keys, got {type(raw).__name__}")])
+    top = r.section(raw, "")
+    name = r.take(top, "name", str, required=True)
+    if name is not None and not _NAME.match(name):
+        r.bad("name", f"must be letters, digits, '_', '-', '.', got {name!r}")
+    model = r.take(top, "model", str, required=True)
+    data = r.take(top, "data", str, required=True)
+    imgsz = r.take(top, "imgsz", int, 640, check=lambda v: v >= 32 and v % 32 == 0, rule="a multiple of 32")
+    batch = r.take(top, "batch", int, 16, check=lambda v: v >= 1, rule=">= 1")
+    device = r.take(top, "device", str, "auto", check=_is_device, rule="auto, cpu, cuda or cuda:N")
+    seed = r.take(top, "seed", int, 0)
+    spec = dict(
+        path=path,
+        name=name,
+        model=model,
+        data=data,
+        imgsz=imgsz,
+        batch=batch,
+        device=device,
+        seed=seed,
+        pruning=_pruning(r, r.section(top, "pruning")),
+        finetune=_finetune(r, r.section(top, "finetune")),
+        objectives=_objectives(r, top),
+        sampler=None,
+        baselines=_baselines(r, r.section(top, "baselines")),
+        budget=_budget(r, r.section(top, "budget")),
+        resources=_resources(r, r.section(top, "resources")),
+        storage=r.take(top, "storage", str, DEFAULT_STORAGE, check=_is_url, rule="a URL such as " + DEFAULT_STORAGE),
+        tracking=_tracking(r, r.section(top, "tracking")),
+        trial=r.take(top, "trial", str, "real", choices=TRIAL_KINDS),
+        fake=_fake(r, r.section(top, "fake")),
+        text=text,
+    )
+    spec["constraints"] = _constraints(r, top, spec["objectives"])
+    spec["sampler"] = _sampler(r, r.section(top, "sampler"), len(spec["objectives"] or ()), seed)
+    r.done(top, "")
+    if r.problems:
+        raise ConfigError(str(path), r.problems)
+    return StudySpec(**spec)
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _pruning(r: _Reader, d: dict) -> PruningSpec:
+    method = r.take(d, "method", str, "structured", choices=METHODS, at="pruning")
+    granularity = r.take(d, "granularity", str, "block", choices=GRANULARITIES, at="pruning")
+    importance = r.take(d, "importance", str, "l1", choices=IMPORTANCES, at="pruning")
+    ratio = _ratio_range(r, d.pop("ratio", None), "pruning.ratio", Range(0.0, 0.6))
+    step = r.take(d, "step", float, None, check=lambda v: 0 < v < 1, rule="between 0 and 1", at="pruning")
+    groups = []
+    raw_groups = d.pop("groups", None) or {}
+    if not isinstance(raw_groups, dict):
+        r.bad("pruning.groups", f"must map group names (or patterns) to ratio bounds, got {_show(raw_groups)}")
+        raw_groups = {}
+    for pattern, bounds in raw_groups.items():
+        rng = _ratio_range(r, bounds, f"pruning.groups.{pattern}", None)
+        if rng is not None:
+            groups.append(GroupBounds(str(pattern), rng))
+    exclude = r.take_list(d, "exclude", str, (), at="pruning")
+    round_to = r.take(d, "round_to", int, 8, check=lambda v: v >= 1, rule=">= 1", at="pruning")
+    r.done(d, "pruning")
+    return PruningSpec(method, granularity, importance, ratio, step, tuple(groups), tuple(exclude), round_to)
+
+
+def _ratio_range(r: _Reader, raw: Any, key: str, default: Range | None) -> Range | None:
+    """A ratio bound: a number (fixed) or {min, max}; ratios are fractions removed, so 0 <= min <= max < 1."""
+    if raw is None:
+        if default is None:
+            r.bad(key, "missing: give a ratio or {min, max}")
+        return default
+    if _is_number(raw):
+        lo = hi = float(raw)
+    elif isinstance(raw, dict):
+        d = dict(raw)
+        lo = r.take(d, "min", float, default.low if default else 0.0, at=key)
+        hi = r.take(d, "max", float, default.high if default else None, required=default is None, at=key)
+        r.done(d, key)
+        if lo is None or hi is None:
+            return default
+    else:
+        r.bad(key, f"must be a number or {{min, max}}, got {_show(raw)}")
+        return default
+    ok = True
+    for name, v in (("min", lo), ("max", hi)):
+        where = f"{key}.{name}" if isinstance(raw, dict) else key
+        if v >= 1:
+            r.bad(where, f"must be < 1, got {v:g}")
+        elif v < 0:
+            r.bad(where, f"must be >= 0, got {v:g}")
+        ok = ok and 0 <= v < 1
+        if not isinstance(raw, dict):
+            break
+    if ok and lo > hi:
+        r.bad(key, f"min <= max must hold, got min={lo:g} max={hi:g}")
+        ok = False
+    return Range(lo, hi) if ok else default
+
+
+def _finetune(r: _Reader, d: dict) -> FinetuneSpec:
+    epochs = Range(0, 3)
+    raw = d.pop("epochs", None)
+    if raw is not None:
+        if isinstance(raw, bool) or not isinstance(raw, int | dict):
+            r.bad("finetune.epochs", f"must be an integer or {{min, max}}, got {_show(raw)}")
+        elif isinstance(raw, int):
+            if raw >= 0:
+                epochs = Range(raw, raw)
+            else:
+                r.bad("finetune.epochs", f"must be >= 0, got {raw}")
+        else:
+            e = dict(raw)
+            lo = r.take(e, "min", int, 0, check=lambda v: v >= 0, rule=">= 0", at="finetune.epochs")
+            hi = r.take(e, "max", int, None, required=True, check=lambda v: v >= 0, rule=">= 0", at="finetune.epochs")
+            r.done(e, "finetune.epochs")
+            if lo is not None and hi is not None:
+                if lo > hi:
+                    r.bad("finetune.epochs", f"min <= max must hold, got min={lo} max={hi}")
+                else:
+                    epochs = Range(lo, hi)
+    lr0 = Range(0.002, 0.002)
+    raw = d.pop("lr0", None)
+    if raw is not None:
+        if _is_number(raw):
+            if raw > 0:
+                lr0 = Range(float(raw), float(raw))
+            else:
+                r.bad("finetune.lr0", f"must be > 0, got {raw:g}")
+        elif isinstance(raw, dict):
+            e = dict(raw)
+            lo = r.take(e, "min", float, None, required=True, check=lambda v: v > 0, rule="> 0", at="finetune.lr0")
+            hi = r.take(e, "max", float, None, required=True, check=lambda v: v > 0, rule="> 0", at="finetune.lr0")
+            log = r.take(e, "log", bool, True, at="finetune.lr0")
+            r.done(e, "finetune.lr0")
+            if lo is not None and hi is not None:
+                if lo > hi:
+                    r.bad("finetune.lr0", f"min <= max must hold, got min={lo:g} max={hi:g}")
+                else:
+                    lr0 = Range(lo, hi, bool(log))
+        else:
+            r.bad("finetune.lr0", f"must be a number or {{min, max}}, got {_show(raw)}")
+    hyp = r.take(d, "hyp", str, "finetune", at="finetune")
+    overrides = d.pop("overrides", None) or {}
+    if not isinstance(overrides, dict):
+        r.bad("finetune.overrides", f"must map hyp keys to numbers, got {_show(overrides)}")
+        overrides = {}
+    for k, v in overrides.items():
+        if not _is_number(v):
+            r.bad(f"finetune.overrides.{k}", f"must be a number, got {_show(v)}")
+    r.done(d, "finetune")
+    return FinetuneSpec(epochs, lr0, hyp, dict(overrides))
+
+
+def _objectives(r: _Reader, top: dict) -> tuple[Objective, ...]:
+    raw = top.pop("objectives", None)
+    if raw is None:
+        return StudySpec.objectives
+    if not isinstance(raw, list) or not raw:
+        r.bad("objectives", f"must be a non-empty list of {{metric, direction}}, got {_show(raw)}")
+        return ()
+    out, seen = [], set()
+    for i, item in enumerate(raw):
+        key = f"objectives[{i}]"
+        if isinstance(item, str):
+            item = {"metric": item}
+        if not isinstance(item, dict):
+            r.bad(key, f"must be {{metric, direction}}, got {_show(item)}")
+            continue
+        d = dict(item)
+        metric = r.take(d, "metric", str, None, required=True, choices=tuple(METRICS), at=key)
+        direction = r.take(d, "direction", str, None, choices=("maximize", "minimize"), at=key)
+        r.done(d, key)
+        if metric is None:
+            continue
+        natural = METRICS[metric]
+        if direction is not None and direction != natural:
+            r.bad(
+                f"{key}.direction",
+                f"{metric} is better when {'higher' if natural == 'maximize' else 'lower'}: "
+                f"must be {natural}, got {direction}",
+            )
+        if metric in seen:
+            r.bad(f"{key}.metric", f"{metric} is listed twice")
+        seen.add(metric)
+        out.append(Objective(metric, natural))
+    return tuple(out)
+
+
+def _constraints(r: _Reader, top: dict, objectives: tuple[Objective, ...]) -> tuple[Constraint, ...]:
+    raw = top.pop("constraints", None) or []
+    if not isinstance(raw, list):
+        r.bad("constraints", f"must be a list such as ['map50_95 >= 0.95 * baseline'], got {_show(raw)}")
+        return ()
+    out = []
+    for i, text in enumerate(raw):
+        key = f"constraints[{i}]"
+        m = _CONSTRAINT.match(text) if isinstance(text, str) else None
+        if m is None:
+            r.bad(key, f"must read '<metric> >= <number>[ * baseline]' (or <=), got {_show(text)}")
+            continue
+        if m["metric"] not in METRICS:
+            r.bad(key, f"unknown metric {m['metric']!r}, expected one of: {', '.join(METRICS)}")
+            continue
+        relative = bool(m["mul"] or m["base"])
+        value = 1.0 if m["base"] else float(m["num"])
+        out.append(Constraint(text.strip(), m["metric"], m["op"], value, relative))
+    return tuple(out)
+
+
+def _sampler(r: _Reader, d: dict, n_objectives: int, seed: int) -> SamplerSpec:
+    default = "nsga2" if n_objectives >= 2 else "tpe"
+    name = r.take(d, "name", str, default, choices=SAMPLERS, at="sampler")
+    s = r.take(d, "seed", int, seed, at="sampler")
+    pop = r.take(d, "population_size", int, 16, check=lambda v: v >= 2, rule=">= 2", at="sampler")
+    r.done(d, "sampler")
+    return SamplerSpec(name, s, pop)
+
+
+def _baselines(r: _Reader, d: dict) -> BaselinesSpec:
+    ratios = r.take_list(d, "ratios", float, BaselinesSpec.ratios, at="baselines")
+    for i, v in enumerate(ratios):
+        if not 0 <= v < 1:
+            r.bad(f"baselines.ratios[{i}]", f"must be >= 0 and < 1, got {v:g}")
+    epochs = r.take(d, "epochs", int, None, check=lambda v: v >= 0, rule=">= 0", at="baselines")
+    lr0 = r.take(d, "lr0", float, None, check=lambda v: v > 0, rule="> 0", at="baselines")
+    r.done(d, "baselines")
+    return BaselinesSpec(tuple(ratios), epochs, lr0)
+
+
+def _budget(r: _Reader, d: dict) -> BudgetSpec:
+    n = r.take(d, "n_trials", int, 16, check=lambda v: v >= 1, rule=">= 1", at="budget", nullable=True)
+    timeout = r.take(d, "timeout_s", float, None, check=lambda v: v > 0, rule="> 0", at="budget")
+    fails = r.take(d, "max_failures", int, None, check=lambda v: v >= 1, rule=">= 1", at="budget")
+    if n is None and timeout is None:
+        r.bad("budget", "give n_trials, timeout_s or both (the study must end)")
+    r.done(d, "budget")
+    return BudgetSpec(n, timeout, fails)
+
+
+def _resources(r: _Reader, d: dict) -> ResourcesSpec:
+    gpus = r.take(d, "gpus_per_trial", float, None, check=lambda v: v >= 0, rule=">= 0", at="resources")
+    cpus = r.take(d, "cpus_per_trial", int, 1, check=lambda v: v >= 1, rule=">= 1", at="resources")
+    conc = r.take(d, "max_concurrent", int, None, check=lambda v: v >= 1, rule=">= 1", at="resources")
+    address = r.take(
+        d, "address", str, None, check=_is_address, rule="auto, host:port or ray://host:port", at="resources"
+    )
+    num_cpus = r.take(d, "num_cpus", int, None, check=lambda v: v >= 1, rule=">= 1", at="resources")
+    r.done(d, "resources")
+    return ResourcesSpec(gpus, cpus, conc, address, num_cpus)
+
+
+def _tracking(r: _Reader, d: dict) -> TrackingSpec:
+    uri = r.take(
+        d, "uri", str, DEFAULT_TRACKING, check=_is_url, rule="a URL such as " + DEFAULT_TRACKING, at="tracking"
+    )
+    experiment = r.take(d, "experiment", str, None, at="tracking")
+    artifacts = r.take(d, "artifacts", str, "pareto", choices=ARTIFACT_POLICIES, at="tracking")
+    location = r.take(d, "artifact_location", str, DEFAULT_ARTIFACTS, at="tracking")
+    refresh = r.take(d, "refresh_s", float, 10.0, check=lambda v: v >= 0, rule=">= 0", at="tracking")
+    r.done(d, "tracking")
+    return TrackingSpec(uri, experiment, artifacts, location, refresh)
+
+
+def _fake(r: _Reader, d: dict) -> FakeTrialSpec:
+    sleep = r.take(d, "sleep_s", float, 0.05, check=lambda v: v >= 0, rule=">= 0", at="fake")
+    fail_on = r.take_list(d, "fail_on", int, (), at="fake")
+    nan_on = r.take_list(d, "nan_on", int, (), at="fake")
+    kill_on = r.take_list(d, "kill_on", int, (), at="fake")
+    kb = r.take(d, "checkpoint_kb", int, 64, check=lambda v: v >= 0, rule=">= 0", at="fake")
+    r.done(d, "fake")
+    return FakeTrialSpec(sleep, tuple(fail_on), tuple(nan_on), tuple(kill_on), kb)
+
+
+# ---------------------------------------------------------------- reading with key paths
+
+
+class _Reader:
+    """Pops keys from mappings, checks their types and rules, and records every problem with its key path."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.problems: list[tuple[str, str]] = []
+
+    def bad(self, key: str, msg: str) -> None:
+        self.problems.append((key, msg))
+
+    def section(self, parent: dict, key: str) -> dict:
+        raw = parent if key == "" else parent.pop(key, None)
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.bad(key, f"must be a mapping of keys, got {_show(raw)}")
+            return {}
+        return dict(raw)
+
+    def take(
+        self,
+        d: dict,
+        key: str,
+        kind: type,
+        default: Any = None,
+        *,
+        required: bool = False,
+        choices: tuple[str, ...] | None = None,
+        check=None,
+        rule: str = "",
+        at: str = "",
+        nullable: bool = False,
+    ) -> Any:
+        path = f"{at}.{key}" if at else key
+        if key not in d or (d[key] is None and not nullable):
+            d.pop(key, None)
+            if required:
+                self.bad(path, f"missing ({_expect(kind, choices)} expected)")
+            return default
+        v = d.pop(key)
+        if v is None:
+            return None
+        if kind is float and _is_number(v):
+            v = float(v)
+        elif kind is str and _is_number(v) and choices is None:
+            v = str(v)
+        elif not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+            self.bad(path, f"must be {_expect(kind, choices)}, got {_show(v)}")
+            return default
+        if choices is not None and v not in choices:
+            self.bad(path, f"must be one of {', '.join(choices)}, got {_show(v)}")
+            return default
+        if check is not None and not check(v):
+            self.bad(path, f"must be {rule}, got {_show(v)}")
+            return default
+        return v
+
+    def take_list(self, d: dict, key: str, kind: type, default: tuple, *, at: str = "") -> tuple:
+        path = f"{at}.{key}" if at else key
+        raw = d.pop(key, None)
+        if raw is None:
+            return default
+        if not isinstance(raw, list):
+            raw = [raw] if (kind is float and _is_number(raw)) or isinstance(raw, kind) else raw
+        if not isinstance(raw, list):
+            self.bad(path, f"must be a list of {_expect(kind, None)}s, got {_show(raw)}")
+            return default
+        out = []
+        for i, v in enumerate(raw):
+            if kind is float and _is_number(v):
+                out.append(float(v))
+            elif isinstance(v, kind) and not (kind is int and isinstance(v, bool)):
+                out.append(v)
+            else:
+                self.bad(f"{path}[{i}]", f"must be {_expect(kind, None)}, got {_show(v)}")
+        return tuple(out)
+
+    def done(self, d: dict, at: str) -> None:
+        """Whatever is left in ``d`` was not expected: report each key."""
+        for key in d:
+            self.bad(f"{at}.{key}" if at else str(key), "unknown key")
+
+
+def _expect(kind: type, choices: tuple[str, ...] | None) -> str:
+    if choices:
+        return "one of " + ", ".join(choices)
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, kind.__name__)
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int | float):
+        return f"{v:g}"
+    if v is None:
+        return "nothing"
+    return f"a {type(v).__name__} {v!r}"[:80]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_device(v: str) -> bool:
+    return v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None
+
+
+def _is_url(v: str) -> bool:
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", v) is not None
+
+
+def _is_address(v: str) -> bool:
+    return v == "auto" or v.startswith("ray://") or re.fullmatch(r"[\w.\-]+:\d+", v) is not None
