@@ -1,0 +1,256 @@
+"""COCO-mAP validation of a YOLOv5 model: one pure function for the CLI, the fine-tune loop and a sweep worker.
+
+:class:`ValSet` does the expensive data work once (decode, resize, letterbox into rectangular
+batches kept in RAM as uint8, and the COCO ground truth); :func:`validate` then runs
+inference -> NMS -> boxes back to original pixels -> COCOeval, and returns a :class:`ValResult`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .coco_map import coco_evaluate, coco_ground_truth
+from .data import DataConfig, LabeledImages, letterbox, load_image, rect_batch_shapes, scan_labels
+from .nms import non_max_suppression
+
+
+@dataclass(frozen=True)
+class ValResult:
+    """Validation scores; ``speed_ms`` is per image: preprocess, inference, nms (+ load, eval)."""
+
+    map50_95: float
+    map50: float
+    precision: float  # mean over classes with labels, at the confidence of the best mean F1 (IoU 0.5)
+    recall: float
+    images: int
+    instances: int
+    speed_ms: dict[str, float]
+    per_class: dict[str, float] | None = None  # class name -> AP@[.5:.95], classes with labels only
+    problems: tuple[str, ...] = ()  # images / label lines skipped while reading the data
+
+
+@dataclass(frozen=True)
+class _Batch:
+    images: torch.Tensor  # (B, 3, H, W) uint8 RGB, letterboxed to the batch shape
+    index: np.ndarray  # (B,) positions in ValSet.files
+    gain: np.ndarray  # (B,) resize factor original -> loaded
+    pad: np.ndarray  # (B, 2) letterbox padding (dw, dh) on each side
+
+
+class ValSet:
+    """Validation data prepared once and reused: rect batches in RAM plus the pycocotools ground truth.
+
+    Images are sorted by aspect ratio h/w and cut into batches of ``batch``; each batch is letterboxed
+    to ``ceil(ratio * imgsz / stride + 0.5) * stride`` (no upscaling), as the official rect loader does.
+    Memory is about ``images * 3 * imgsz * imgsz * 0.75`` bytes.
+    """
+
+    def __init__(
+        self,
+        source: DataConfig | LabeledImages,
+        imgsz: int = 640,
+        batch: int = 32,
+        *,
+        stride: int = 32,
+        nc: int | None = None,
+        names: Sequence[str] | None = None,
+        cache_dir: Path | None = None,
+    ):
+        if isinstance(source, DataConfig):
+            nc, names = source.nc, source.names
+            source = scan_labels(source.val, source.nc, cache_dir)
+        if not source.files:
+            raise ValueError("no usable validation images" + (f" ({source.problems[0]})" if source.problems else ""))
+        if nc is None:
+            nc = int(max((lb[:, 0].max() for lb in source.labels if len(lb)), default=0)) + 1
+        self.imgsz, self.batch, self.stride, self.nc = imgsz, batch, stride, nc
+        self.names = tuple(names) if names is not None else tuple(str(i) for i in range(nc))
+        self.files, self.labels, self.shapes = source.files, source.labels, np.asarray(source.shapes)
+        self.problems = source.problems
+        self.instances = source.instances
+        self.image_ids = np.arange(1, len(self.files) + 1)
+        # numpy's default argsort, on the same h/w values in the same file order as the official loader:
+        # images with equal ratios then land in the same batches, so predictions match it exactly.
+        order = np.argsort(self.shapes[:, 0] / self.shapes[:, 1])
+        shapes = rect_batch_shapes(self.shapes[order], imgsz, batch, stride)
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            self.batches = tuple(
+                self._make_batch(pool, order[i * batch : (i + 1) * batch], tuple(shapes[i])) for i in range(len(shapes))
+            )
+        self.gt = coco_ground_truth(self.labels, self.shapes, self.image_ids, nc)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _make_batch(self, pool: ThreadPoolExecutor, index: np.ndarray, shape: tuple[int, int]) -> _Batch:
+        out = np.empty((len(index), 3, *shape), dtype=np.uint8)
+        gain, pad = np.empty(len(index)), np.empty((len(index), 2))
+
+        def fill(j: int) -> None:
+            im, (h0, _), (h, _) = load_image(self.files[index[j]], self.imgsz)
+            im, _, p = letterbox(im, shape, auto=False, scaleup=False, stride=self.stride)
+            out[j] = im.transpose(2, 0, 1)[::-1]  # HWC BGR -> CHW RGB
+            gain[j], pad[j] = h / h0, p  # the official val rescales both axes by the height ratio
+
+        list(pool.map(fill, range(len(index))))
+        return _Batch(torch.from_numpy(out), np.asarray(index), gain, pad)
+
+
+def validate(
+    model: nn.Module,
+    data: DataConfig | ValSet,
+    *,
+    imgsz: int | None = None,
+    batch: int | None = None,
+    device: str | torch.device = "cpu",
+    half: bool = False,
+    conf: float = 0.001,
+    iou: float = 0.6,
+    max_det: int = 300,
+    per_class: bool = False,
+    fuse: bool = True,
+) -> ValResult:
+    """COCO mAP of ``model`` on ``data``; no printing, no files; the caller's model is left as it was.
+
+    ``imgsz``/``batch`` default to 640/32 for a DataConfig and to the ValSet's own (a different value
+    for a ValSet is an error). With ``fuse`` a BN-fused copy runs (what official val.py measures; prune
+    masks are made permanent in the copy); otherwise the model itself runs in eval mode and every
+    module's train/eval flag is restored afterwards.
+    """
+    t0 = time.perf_counter()
+    stride = max(32, int(_model_stride(model)))
+    if isinstance(data, ValSet):
+        for name, asked, have in (("imgsz", imgsz, data.imgsz), ("batch", batch, data.batch)):
+            if asked is not None and asked != have:
+                raise ValueError(f"{name}={asked} but the ValSet was built with {name}={have}")
+        if data.stride % stride:
+            raise ValueError(f"model stride {stride} does not divide the ValSet stride {data.stride}")
+        vs, load_s = data, 0.0
+    else:
+        vs = ValSet(data, imgsz or 640, batch or 32, stride=stride)
+        load_s = time.perf_counter() - t0
+    device = torch.device(device)
+    net, restore = _inference_model(model, device, half, fuse)
+    try:
+        dets, times = _predict(net, vs, device, half, conf, iou, max_det)
+    finally:
+        restore()
+    t1 = time.perf_counter()
+    scores = coco_evaluate(vs.gt, dets, vs.nc)
+    n = len(vs)
+    speed = {k: 1000 * v / n for k, v in times.items()}
+    speed.update(load=1000 * load_s / n, eval=1000 * (time.perf_counter() - t1) / n)
+    names = list(getattr(model, "names", None) or vs.names)
+    classes = None
+    if per_class:
+        classes = {
+            (names[c] if c < len(names) else str(c)): float(ap) for c, ap in enumerate(scores.per_class) if ap == ap
+        }
+    return ValResult(
+        map50_95=scores.map50_95,
+        map50=scores.map50,
+        precision=scores.precision,
+        recall=scores.recall,
+        images=n,
+        instances=vs.instances,
+        speed_ms=speed,
+        per_class=classes,
+        problems=vs.problems,
+    )
+
+
+def _model_stride(model: nn.Module) -> float:
+    s = getattr(model, "stride", None)
+    return float(s.max()) if isinstance(s, torch.Tensor) else 32.0
+
+
+def _predict(
+    net: nn.Module, vs: ValSet, device: torch.device, half: bool, conf: float, iou: float, max_det: int
+) -> tuple[np.ndarray, dict[str, float]]:
+    """All detections ``(M, 7)``: image_id, x, y, w, h in original pixels (rounded as official JSON), score, class."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = dict.fromkeys(("preprocess", "inference", "nms"), 0.0)
+    out = []
+    with torch.inference_mode():
+        for b in vs.batches:
+            t0 = time.perf_counter()
+            x = b.images.to(device, non_blocking=True)
+            x = (x.half() if half else x.float()) / 255
+            sync()
+            t1 = time.perf_counter()
+            y = net(x)
+            y = y[0] if isinstance(y, (tuple, list)) else y
+            sync()
+            t2 = time.perf_counter()
+            d = non_max_suppression(y, conf, iou, max_det).cpu().double().numpy()
+            out.append(_to_original(d, b, vs.shapes))
+            times["preprocess"] += t1 - t0
+            times["inference"] += t2 - t1
+            times["nms"] += time.perf_counter() - t2
+    dets = np.concatenate(out)
+    dets[:, 0] = vs.image_ids[dets[:, 0].astype(np.int64)]
+    # Same precision as official --save-json predictions, so pycocotools sees the same numbers.
+    dets[:, 1:5], dets[:, 5] = np.round(dets[:, 1:5], 3), np.round(dets[:, 5], 5)
+    return dets, times
+
+
+def _to_original(d: np.ndarray, b: _Batch, shapes: np.ndarray) -> np.ndarray:
+    """Batch detections (b, x1, y1, x2, y2, score, cls) -> (ValSet index, x, y, w, h original px, score, cls)."""
+    j = d[:, 0].astype(np.int64)
+    idx = b.index[j]
+    xyxy = (d[:, 1:5] - np.tile(b.pad[j], 2)) / b.gain[j, None]
+    h0, w0 = shapes[idx, 0:1], shapes[idx, 1:2]
+    xyxy[:, 0::2] = np.clip(xyxy[:, 0::2], 0, w0)
+    xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, h0)
+    return np.column_stack((idx, xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2], d[:, 5], d[:, 6]))
+
+
+def _inference_model(model: nn.Module, device: torch.device, half: bool, fuse: bool):
+    """(module to run, restore callback). Copies when fusing or when the device/dtype must change."""
+    p = next(model.parameters(), None)
+    want = torch.float16 if half else torch.float32
+    if fuse or (p is not None and (p.device != device or p.dtype != want)):
+        net = _detached_copy(model)
+        _make_pruning_permanent(net)
+        if fuse and hasattr(net, "fuse"):
+            net.fuse()
+        net = net.to(device=device, dtype=want).eval()
+        return net, lambda: None
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+
+    def restore() -> None:
+        for m, training in modes:
+            m.training = training
+
+    return model, restore
+
+
+def _detached_copy(model: nn.Module) -> nn.Module:
+    """deepcopy that also works with prune masks (their computed weights are non-leaf tensors)."""
+    memo = {}
+    for m in model.modules():
+        for hook in m._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                t = getattr(m, hook._tensor_name)
+                memo[id(t)] = t.detach().clone()
+    with torch.no_grad():
+        return copy.deepcopy(model, memo)
+
+
+def _make_pruning_permanent(net: nn.Module) -> None:
+    for m in net.modules():
+        pruned = [h._tensor_name for h in m._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)]
+        for name in pruned:
+            prune.remove(m, name)
