@@ -1,0 +1,62 @@
+"""``orchestrator check STUDY``: validate a study file without running anything (no Ray, no run, no file)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "check",
+        help="validate a study file without running anything",
+        description="Load and validate the study file, check that the weights and data resolve, and print the "
+        "search it describes. Starts no Ray, claims no GPU, creates no study, run or file.",
+    )
+    p.add_argument("study", help="study file (studies/*.yaml)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..search import baseline_budget
+    from ..spec import load_study_spec
+    from ..study_check import check_inputs
+
+    spec = load_study_spec(args.study)
+    found = check_inputs(spec)
+    epochs, lr0 = baseline_budget(spec)
+    ft, pr = spec.finetune, spec.pruning
+    summary = {
+        "study": spec.name,
+        "model": found.get("model", spec.model),
+        "data": found.get("data", spec.data),
+        "trial": spec.trial,
+        "method": pr.method,
+        "granularity": pr.granularity,
+        "groups": found.get("groups"),
+        "ratio": [pr.ratio.low, pr.ratio.high],
+        "epochs": [int(ft.epochs.low), int(ft.epochs.high)],
+        "lr0": [ft.lr0.low, ft.lr0.high],
+        "objectives": [f"{o.direction} {o.metric}" for o in spec.objectives],
+        "constraints": [c.text for c in spec.constraints],
+        "sampler": f"{spec.sampler.name} (seed {spec.sampler.seed})",
+        "baselines": {"ratios": list(spec.baselines.ratios), "epochs": epochs, "lr0": lr0},
+        "n_trials": spec.budget.n_trials,
+        "timeout_s": spec.budget.timeout_s,
+        "storage": found["storage"],
+        "tracking": found["tracking"],
+        "ray": spec.resources.address or "local",
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{args.study}: OK", show_header=False, title_justify="left")
+    for k, v in summary.items():
+        if v is not None:
+            t.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
+    Console().print(t)
+    return 0

@@ -1,0 +1,73 @@
+"""``orchestrator run STUDY``: run or resume a pruning sweep (Optuna search, Ray workers, MLflow tracking)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "run",
+        help="run or resume a pruning sweep described by a study file",
+        description="Run the study until n_trials trials are complete. Running the same command again resumes "
+        "the same study (same name and storage); Ctrl-C stops cleanly.",
+    )
+    p.add_argument("study", help="study file (studies/*.yaml)")
+    p.add_argument("--trials", type=int, default=None, help="complete trials to reach (overrides budget.n_trials)")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join: auto, host:port or ray://host:port (overrides resources.address)",
+    )
+    p.add_argument("--no-live", action="store_true", help="print one line per event instead of the live view")
+    p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..driver import run_study
+    from ..errors import OrchestratorError
+    from ..spec import load_study_spec
+
+    if args.trials is not None and args.trials < 1:
+        raise OrchestratorError(f"--trials: expected >= 1, got {args.trials}")
+    spec = load_study_spec(args.study)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view reports trials; no per-trial INFO lines
+    out = run_study(spec, n_trials=args.trials, address=args.address, live=False if args.no_live else None)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "study": spec.name,
+                    "complete": out.complete,
+                    "failed": out.failed,
+                    "target": out.target,
+                    "stopped": out.stopped,
+                    "front": list(out.front),
+                    "hypervolume": out.hypervolume,
+                    "tracker_pending": out.tracker_pending,
+                }
+            )
+        )
+    msg = {
+        "done": f"study {spec.name}: {out.complete} trials complete, {out.failed} failed; "
+        f"Pareto front: trials {', '.join(map(str, out.front)) or '-'} (hypervolume {out.hypervolume:.4f})",
+        "interrupted": f"stopped: {out.complete} of {out.target or '?'} trials complete. "
+        f"Resume with: orchestrator run {args.study}",
+        "timeout": f"timeout reached with {out.complete} trials complete. Continue with: orchestrator run {args.study}",
+        "failures": f"stopped after too many failed trials ({out.failed} in the study): see "
+        f"`orchestrator status {args.study}` for the reasons",
+        "lost lease": "stopped: another driver took the study over",
+    }[out.stopped]
+    print(msg, file=sys.stderr)
+    if out.tracker_pending:
+        print(
+            f"{out.tracker_pending} finished trials are not in MLflow yet (tracker unreachable); the next "
+            f"`orchestrator run {args.study}` logs them",
+            file=sys.stderr,
+        )
+    return {"done": 0, "interrupted": 130, "timeout": 0}.get(out.stopped, 1)

@@ -1,0 +1,399 @@
+"""The study loop: Optuna ask -> Ray worker -> Optuna tell -> MLflow, with resume and a clean stop.
+
+The driver sees only specs and results, never a tensor. It is the only writer of the Optuna storage
+and of MLflow. Running the same command again resumes: trials a dead driver left RUNNING are told
+FAIL and their parameters enqueued again, finished trials missing from MLflow are logged, and the
+loop goes on until ``n_trials`` trials are COMPLETE. A lease in the study's attributes keeps a second
+driver off the same study.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .dispatch import Cluster, WorkerPool, connect, disconnect
+from .errors import OrchestratorError
+from .progress import ProgressView, StudyProgress
+from .search import (
+    ATTR_BASELINE,
+    ATTR_CONSTRAINTS,
+    ATTR_DEVICE,
+    ATTR_FAILURE,
+    ATTR_HISTORY,
+    ATTR_METRICS,
+    ATTR_RETRY_OF,
+    ATTR_WALL,
+    ATTR_WORKER,
+    STUDY_BASELINE,
+    build_space,
+    create_or_load,
+    enqueue_baselines,
+    hypervolume,
+    objective_values,
+    open_storage,
+    pareto_front,
+    trial_ratios,
+    trial_summary,
+)
+from .spec import StudySpec
+from .tracking import Tracker, drop_staged, preflight, staging_dir
+from .trial import TrialResult, TrialSpec, Workload
+from .urls import mask_url
+
+LEASE = "driver"
+LEASE_STALE_S = 90.0  # a driver on another host that has not beaten for this long is presumed dead
+HEARTBEAT_S = 10.0
+TRACKER_RETRY_S = 30.0
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    complete: int
+    failed: int
+    target: int | None
+    stopped: str  # "done" | "interrupted" | "timeout" | "failures" | "lost lease"
+    front: tuple[int, ...]
+    hypervolume: float
+    tracker_pending: int  # finished trials not yet in MLflow (tracker unreachable)
+
+
+def workload_for(spec: StudySpec) -> Workload:
+    return Workload(
+        study=spec.name,
+        kind=spec.trial,
+        model=spec.model,
+        data=spec.data,
+        base_dir=str(spec.path.resolve().parent),
+        imgsz=spec.imgsz,
+        batch=spec.batch,
+        device=spec.device,
+        seed=spec.seed,
+        method=spec.pruning.method,
+        granularity=spec.pruning.granularity,
+        importance=spec.pruning.importance,
+        round_to=spec.pruning.round_to,
+        exclude=spec.pruning.exclude,
+        hyp=spec.finetune.hyp,
+        overrides=tuple(sorted(spec.finetune.overrides.items())),
+        save_checkpoint=spec.tracking.artifacts != "none",
+        threads=spec.resources.cpus_per_trial,
+        fake=spec.fake if spec.trial == "fake" else None,
+    )
+
+
+def run_study(
+    spec: StudySpec, *, n_trials: int | None = None, address: str | None = None, console=None, live: bool | None = None
+) -> StudyOutcome:
+    """Run (or resume) the study until ``n_trials`` trials are COMPLETE, the timeout passes or Ctrl-C."""
+    preflight(spec)
+    storage = open_storage(spec.storage)
+    study = create_or_load(spec, storage)
+    lease = _acquire_lease(study, spec)
+    progress = StudyProgress(spec, n_trials or spec.budget.n_trials)
+    view = ProgressView(progress, console, live)
+    try:
+        _recover_orphans(study, view)
+        tracker = Tracker(spec, spec.storage)
+        tracker.open()
+        r = spec.resources
+        cluster = connect(
+            address or r.address,
+            gpus_per_trial=r.gpus_per_trial,
+            cpus_per_trial=r.cpus_per_trial,
+            max_concurrent=r.max_concurrent,
+            device=spec.device,
+            num_cpus=r.num_cpus,
+        )
+        try:
+            return _Loop(spec, study, tracker, cluster, view, lease).run()
+        finally:
+            disconnect(cluster)
+    finally:
+        _release_lease(study, lease)
+
+
+class _Loop:
+    def __init__(self, spec: StudySpec, study, tracker: Tracker, cluster: Cluster, view: ProgressView, lease: dict):
+        self.spec, self.study, self.tracker, self.cluster, self.view, self.lease = (
+            spec,
+            study,
+            tracker,
+            cluster,
+            view,
+            lease,
+        )
+        self.p = view.p
+        self.p.slots = cluster.slots
+        self.workload = workload_for(spec)
+        self.asked: dict[int, object] = {}  # trial number -> optuna Trial
+        self.pending_log: set[int] = set()  # finished trials MLflow has not taken yet
+        self.tracker_down_since: float | None = None
+        self.failed_here = 0
+        self.started = time.monotonic()
+        self.last_beat = time.monotonic()
+
+    def run(self) -> StudyOutcome:
+        spec, study = self.spec, self.study
+        pool = WorkerPool(self.cluster, spec.trial)
+        stopped = "done"
+        try:
+            self.baseline = self._baseline(pool)
+            self.space = build_space(spec, list(self.baseline["groups"]))
+            self.dists = self.space.distributions()
+            enqueue_baselines(spec, study, self.space)
+            trials = study.get_trials(deepcopy=False)
+            self.pending_log = {t.number for t in trials if t.state.is_finished()}
+            self._sync_tracker(trials, force=True)
+            self.p.complete = sum(t.state.name == "COMPLETE" for t in trials)
+            self._refresh(trials)
+            with self.view:
+                self.view.event(
+                    f"study {spec.name}: {self.p.complete} complete already, "
+                    f"{self.cluster.slots} slot(s) on {self.cluster.address}"
+                )
+                stopped = self._loop(pool)
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            for ts in pool.cancel():
+                self._requeue(ts.number, "interrupted (Ctrl-C) before it finished")
+        finally:
+            pool.shutdown()
+        trials = study.get_trials(deepcopy=False)
+        self._sync_tracker(trials, force=True)
+        try:
+            self.tracker.refresh_front(trials, self.baseline_metrics, force=True)
+            self.tracker.finish("FINISHED" if stopped == "done" else "KILLED")
+        except Exception as e:  # the Optuna storage has everything: a later run catches up
+            self._tracker_failed(e)
+        front = pareto_front(trials, spec.directions)
+        return StudyOutcome(
+            self.p.complete,
+            sum(t.state.name == "FAIL" for t in trials),
+            self.p.target,
+            stopped,
+            tuple(t.number for t in front),
+            hypervolume(trials, spec, self.baseline_metrics),
+            len(self.pending_log),
+        )
+
+    def _loop(self, pool: WorkerPool) -> str:
+        spec = self.spec
+        budget = spec.budget
+        max_failures = budget.max_failures or max(self.p.target or 0, 10)
+        stopped = "done"
+        while True:
+            if time.monotonic() - self.last_beat > HEARTBEAT_S and not self._heartbeat():
+                stopped = "lost lease"
+            if budget.timeout_s is not None and time.monotonic() - self.started > budget.timeout_s:
+                stopped = "timeout"
+            if self.failed_here >= max_failures:
+                stopped = "failures"
+            while stopped == "done" and pool.free and self._want_more(pool):
+                pool.submit(self._ask())
+            self.p.running = [s.number for s in pool.running]
+            self.view.update()
+            if not pool.busy:
+                return stopped
+            for result in pool.wait(0.5):
+                self._finish(result)
+            for e in pool.events:
+                self.view.event(e)
+            pool.events.clear()
+
+    def _want_more(self, pool: WorkerPool) -> bool:
+        return self.p.target is None or self.p.complete + len(pool.busy) < self.p.target
+
+    def _ask(self) -> TrialSpec:
+        trial = self.study.ask(self.dists)
+        self.asked[trial.number] = trial
+        params = trial.params
+        return TrialSpec(trial.number, self.workload, trial_ratios(params), int(params["epochs"]), float(params["lr0"]))
+
+    def _finish(self, r: TrialResult) -> None:
+        from optuna.trial import TrialState
+
+        spec, study = self.spec, self.study
+        trial = self.asked.pop(r.number)
+        trial.set_user_attr(ATTR_DEVICE, r.device)
+        trial.set_user_attr(ATTR_WORKER, r.worker)
+        trial.set_user_attr(ATTR_WALL, round(r.wall_s, 3))
+        ok, failure = r.ok, r.failure
+        if ok:
+            try:
+                values = objective_values(spec, r.metrics)
+                if not all(math.isfinite(v) for v in values):
+                    raise ValueError(f"non-finite objective values {values}")
+            except (KeyError, ValueError) as e:
+                ok, failure = False, f"bad result: {e}"
+        if ok:
+            trial.set_user_attr(ATTR_METRICS, r.metrics)
+            trial.set_user_attr(ATTR_HISTORY, r.history)
+            if spec.constraints:
+                trial.set_user_attr(
+                    ATTR_CONSTRAINTS, [c.violation(r.metrics, self.baseline_metrics) for c in spec.constraints]
+                )
+            study.tell(trial, values)
+            self.p.complete += 1
+            self.p.durations.append(r.wall_s)
+            staged = self._stage(r)
+        else:
+            trial.set_user_attr(ATTR_FAILURE, failure)
+            study.tell(trial, state=TrialState.FAIL)
+            self.p.failed += 1
+            self.failed_here += 1
+            staged = None
+            self.view.event(f"trial {r.number} failed: {failure}")
+        trials = study.get_trials(deepcopy=False)
+        self.pending_log.add(r.number)
+        self._sync_tracker(trials, staged_for={r.number: staged} if staged else None)
+        self._refresh(trials)
+        if ok:
+            m = r.metrics
+            self.view.event(
+                f"trial {r.number} done in {r.wall_s:.1f}s: "
+                + ", ".join(f"{o.metric}={m[o.metric]:.4g}" for o in spec.objectives)
+            )
+
+    def _stage(self, r: TrialResult) -> Path | None:
+        if not r.files:
+            return None
+        folder = staging_dir(self.spec) / f"trial-{r.number:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in r.files.items():
+            (folder / name).write_bytes(data)
+        return folder
+
+    def _sync_tracker(self, trials: list, *, force: bool = False, staged_for: dict | None = None) -> None:
+        """Log every finished trial MLflow does not have yet; a tracker outage is waited out, not fatal."""
+        if not self.pending_log:
+            return
+        if self.tracker_down_since is not None and not force:
+            if time.monotonic() - self.tracker_down_since < TRACKER_RETRY_S:
+                return
+        policy = self.spec.tracking.artifacts
+        front = {t.number for t in pareto_front(trials, self.spec.directions)} if policy == "pareto" else set()
+        by_number = {t.number: t for t in trials}
+        try:
+            for n in sorted(self.pending_log):
+                t = by_number.get(n)
+                if t is None or not t.state.is_finished():
+                    continue
+                folder = staging_dir(self.spec) / f"trial-{n:04d}"
+                keep = policy == "all" or (policy == "pareto" and n in front)
+                self.tracker.log_trial(t, folder if folder.is_dir() else None, keep)
+                drop_staged(folder)
+                self.pending_log.discard(n)
+            self.tracker.refresh_front(trials, self.baseline_metrics, force=force)
+            if self.tracker_down_since is not None:
+                self.view.event("MLflow answers again: caught up")
+            self.tracker_down_since = None
+        except Exception as e:
+            self._tracker_failed(e)
+
+    def _tracker_failed(self, e: Exception) -> None:
+        first = self.tracker_down_since is None
+        self.tracker_down_since = time.monotonic()
+        if first:
+            self.view.event(
+                f"MLflow at {mask_url(self.spec.tracking.uri)} failed ({type(e).__name__}: "
+                f"{mask_url(str(e)).splitlines()[0][:120] if str(e) else ''}); results are safe in the Optuna "
+                f"storage and are logged when it answers again, or by the next `orchestrator run {self.spec.path}`"
+            )
+
+    def _refresh(self, trials: list) -> None:
+        front = pareto_front(trials, self.spec.directions)
+        self.p.front = [trial_summary(t) for t in sorted(front, key=lambda t: t.values[0], reverse=True)]
+        self.p.hypervolume = hypervolume(trials, self.spec, self.baseline_metrics)
+        self.p.failed = sum(t.state.name == "FAIL" for t in trials)
+
+    def _baseline(self, pool: WorkerPool) -> dict:
+        stored = self.study.user_attrs.get(STUDY_BASELINE)
+        if stored is None:
+            self.view.event("measuring the unpruned baseline ...")
+            b = pool.baseline(self.workload)
+            stored = {"groups": b.groups, "metrics": b.metrics, "device": b.device, "wall_s": b.wall_s}
+            self.study.set_user_attr(STUDY_BASELINE, stored)
+        self.baseline_metrics = stored["metrics"]
+        try:
+            self.tracker.log_baseline(stored["metrics"], stored["device"])
+        except Exception as e:
+            self._tracker_failed(e)
+        return stored
+
+    def _requeue(self, number: int, reason: str) -> None:
+        _fail_and_requeue(self.study, number, reason)
+
+    def _heartbeat(self) -> bool:
+        self.last_beat = time.monotonic()
+        cur = self.study.user_attrs.get(LEASE) or {}
+        if cur.get("token") != self.lease["token"]:
+            self.view.event(f"another driver took this study over ({cur.get('host')}:{cur.get('pid')}): stopping")
+            return False
+        self.lease["beat"] = time.time()
+        self.study.set_user_attr(LEASE, self.lease)
+        return True
+
+
+def _fail_and_requeue(study, number: int, reason: str) -> None:
+    """Tell a RUNNING trial FAIL with ``reason`` and enqueue its parameters again."""
+    from optuna.trial import Trial, TrialState
+
+    t = study.get_trials(deepcopy=False)[number]
+    handle = Trial(study, t._trial_id)
+    handle.set_user_attr(ATTR_FAILURE, reason)
+    study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    attrs = {ATTR_RETRY_OF: number}
+    if t.user_attrs.get(ATTR_BASELINE) is not None:
+        attrs[ATTR_BASELINE] = t.user_attrs[ATTR_BASELINE]
+    study.enqueue_trial(dict(t.params), user_attrs=attrs)
+
+
+def _recover_orphans(study, view: ProgressView) -> None:
+    """Trials left RUNNING by a dead driver: FAIL with the reason, parameters tried again."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        _fail_and_requeue(study, t.number, "the driver stopped before this trial finished; retried as a new trial")
+        view.event(f"trial {t.number} was left running by a stopped driver: marked FAIL, parameters enqueued again")
+
+
+def _acquire_lease(study, spec: StudySpec) -> dict:
+    """Refuse to run when another live driver holds the study; otherwise take it."""
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "beat": time.time()}
+    cur = study.user_attrs.get(LEASE)
+    if cur and _alive(cur):
+        raise OrchestratorError(
+            f"study {spec.name!r} is being run by another driver (pid {cur['pid']} on {cur['host']}): "
+            "wait for it to end or stop it, then run this command again"
+        )
+    study.set_user_attr(LEASE, mine)
+    time.sleep(0.3)  # two drivers starting together: the last writer wins, the other sees it here
+    if (study.user_attrs.get(LEASE) or {}).get("token") != mine["token"]:
+        raise OrchestratorError(f"study {spec.name!r} was just taken by another driver: not running it twice")
+    return mine
+
+
+def _release_lease(study, lease: dict) -> None:
+    try:
+        if (study.user_attrs.get(LEASE) or {}).get("token") == lease["token"]:
+            study.set_user_attr(LEASE, None)
+    except Exception:  # the storage went away: the lease goes stale by itself
+        pass
+
+
+def _alive(lease: dict) -> bool:
+    if lease.get("host") == socket.gethostname():
+        try:
+            os.kill(int(lease["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return int(lease["pid"]) != os.getpid()  # our own pid: a lease an earlier run here failed to release
+    return time.time() - float(lease.get("beat", 0)) < LEASE_STALE_S

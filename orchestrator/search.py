@@ -1,0 +1,303 @@
+"""The search space as Optuna distributions, the study itself (create, load, resume), Pareto front and hypervolume.
+
+Only the driver process talks to the Optuna storage (workers never do), so a SQLite file is safe for a
+local study; clusters use PostgreSQL or a journal file on shared disk (``journal:///path/study.log``).
+Trial attributes hold everything a trial produced (metrics, history, failure reason), so the storage
+alone is enough to rebuild the MLflow view of a study after a crash.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, OrchestratorError
+from .spec import StudySpec
+from .urls import mask_url
+
+RATIO_PREFIX = "ratio."
+# trial user attributes (the storage is the source of truth for everything a trial produced)
+ATTR_METRICS = "metrics"
+ATTR_HISTORY = "history"
+ATTR_FAILURE = "failure"
+ATTR_DEVICE = "device"
+ATTR_WORKER = "worker"
+ATTR_WALL = "wall_s"
+ATTR_BASELINE = "uniform_ratio"  # set on enqueued uniform baselines
+ATTR_RETRY_OF = "retry_of"
+ATTR_CONSTRAINTS = "constraints"
+# study user attributes
+STUDY_BASELINE = "baseline"  # the unpruned model's groups + metrics
+STUDY_SPEC = "study_file"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """One ratio per group plus the fine-tune knobs; fixed values are not searched but still recorded."""
+
+    ratios: dict[str, tuple[float, float]]  # group -> (low, high)
+    step: float | None
+    epochs: tuple[int, int]
+    lr0: tuple[float, float, bool]  # low, high, log
+
+    def distributions(self) -> dict[str, Any]:
+        import optuna.distributions as d
+
+        out: dict[str, Any] = {}
+        for group, (lo, hi) in self.ratios.items():
+            if self.step and hi - lo >= self.step:
+                hi = lo + math.floor((hi - lo) / self.step + 1e-9) * self.step
+                out[RATIO_PREFIX + group] = d.FloatDistribution(lo, round(hi, 10), step=self.step)
+            else:
+                out[RATIO_PREFIX + group] = d.FloatDistribution(lo, hi)
+        out["epochs"] = d.IntDistribution(*self.epochs)
+        lo, hi, log = self.lr0
+        out["lr0"] = d.FloatDistribution(lo, hi, log=log and lo < hi)
+        return out
+
+    def uniform_params(self, ratio: float, epochs: int, lr0: float) -> dict[str, float]:
+        params: dict[str, float] = {RATIO_PREFIX + g: ratio for g in self.ratios}
+        params.update(epochs=epochs, lr0=lr0)
+        return params
+
+
+def build_space(spec: StudySpec, groups: list[str]) -> SearchSpace:
+    """Apply global and per-group ratio bounds (first matching pattern wins) to the model's groups."""
+    problems = []
+    for gb in spec.pruning.groups:
+        if not any(fnmatch.fnmatchcase(g, gb.pattern) for g in groups):
+            problems.append((f"pruning.groups.{gb.pattern}", f"matches no group; the groups are: {', '.join(groups)}"))
+    if problems:
+        raise ConfigError(str(spec.path), problems)
+    ratios = {}
+    for g in groups:
+        rng = next((gb.ratio for gb in spec.pruning.groups if fnmatch.fnmatchcase(g, gb.pattern)), spec.pruning.ratio)
+        ratios[g] = (rng.low, rng.high)
+    if not ratios:
+        raise ConfigError(str(spec.path), [("pruning", "the model has no prunable group left: check exclude")])
+    ft = spec.finetune
+    return SearchSpace(
+        ratios, spec.pruning.step, (int(ft.epochs.low), int(ft.epochs.high)), (ft.lr0.low, ft.lr0.high, ft.lr0.log)
+    )
+
+
+def baseline_budget(spec: StudySpec) -> tuple[int, float]:
+    """Epochs and lr0 for the uniform baselines: the most fine-tuning a searched trial can get."""
+    b, ft = spec.baselines, spec.finetune
+    epochs = b.epochs if b.epochs is not None else int(ft.epochs.high)
+    lr0 = b.lr0 if b.lr0 is not None else math.sqrt(ft.lr0.low * ft.lr0.high)
+    return epochs, lr0
+
+
+# ---------------------------------------------------------------- storage and study
+
+
+def open_storage(url: str, *, create: bool = True):
+    """An Optuna storage from a URL; ``journal:///path`` is a journal file (for shared disks)."""
+    import optuna
+
+    try:
+        if url.startswith("journal://"):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = Path(url[len("journal://") :])
+            if not create and not path.exists():
+                raise OrchestratorError(f"no study storage at {path}: run `orchestrator run` first")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        if url.startswith("sqlite:///"):
+            path = Path(url[len("sqlite:///") :])
+            if not create and not path.exists():
+                raise OrchestratorError(f"no study storage at {path}: run `orchestrator run` first")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except OrchestratorError:
+        raise
+    except Exception as e:
+        msg = mask_url(str(e)).splitlines()[0]
+        raise OrchestratorError(f"cannot open the Optuna storage {mask_url(url)}: {msg}") from None
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30}}  # wait for a reader (status, ui) instead of "database is locked"
+    return {"pool_pre_ping": True}  # a server that restarted does not break a days-long study
+
+
+def make_sampler(spec: StudySpec, n_existing: int):
+    """The study's sampler; the seed is offset by the trials already there so a resume does not replay them."""
+    import optuna
+
+    s = spec.sampler
+    seed = s.seed + n_existing
+    constraints = constraints_func if spec.constraints else None
+    if s.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=seed, constraints_func=constraints)
+    if s.name == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            multivariate=True,
+            constraints_func=constraints,
+            n_startup_trials=min(10, max(2, len(spec.baselines.ratios) + 2)),
+        )
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def constraints_func(trial) -> list[float]:
+    """Optuna reads the violations the driver stored with the trial (<= 0 means satisfied)."""
+    return list(trial.user_attrs.get(ATTR_CONSTRAINTS, [0.0]))
+
+
+def create_or_load(spec: StudySpec, storage) -> Any:
+    """Create the study (and enqueue its baselines) or load it; objectives must match a study already there."""
+    import optuna
+
+    directions = spec.directions
+    try:
+        existing = optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        names = existing.user_attrs.get("objectives")
+        want = [o.metric for o in spec.objectives]
+        have_dirs = [d.name.lower() for d in existing.directions]
+        if (names is not None and names != want) or have_dirs != directions:
+            raise OrchestratorError(
+                f"study {spec.name!r} in the storage optimizes {names or have_dirs}, but {spec.path} asks for "
+                f"{want}: rename the study (name:) or use another storage"
+            )
+        n = len(existing.get_trials(deepcopy=False))
+        return optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, n))
+    study = optuna.create_study(
+        study_name=spec.name, storage=storage, directions=directions, sampler=make_sampler(spec, 0), load_if_exists=True
+    )
+    study.set_user_attr("objectives", [o.metric for o in spec.objectives])
+    return study
+
+
+def load_existing(spec: StudySpec) -> Any:
+    """The study as stored, for read-only commands; a clear error when it was never run."""
+    import optuna
+
+    storage = open_storage(spec.storage, create=False)
+    try:
+        return optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        raise OrchestratorError(
+            f"no study named {spec.name!r} in {mask_url(spec.storage)}: start it with `orchestrator run {spec.path}`"
+        ) from None
+
+
+def enqueue_baselines(spec: StudySpec, study, space: SearchSpace) -> int:
+    """Enqueue the uniform baselines once per study (before any searched trial)."""
+    if study.user_attrs.get("baselines_enqueued"):
+        return 0
+    epochs, lr0 = baseline_budget(spec)
+    for r in spec.baselines.ratios:
+        study.enqueue_trial(space.uniform_params(r, epochs, lr0), user_attrs={ATTR_BASELINE: r}, skip_if_exists=True)
+    study.set_user_attr("baselines_enqueued", True)
+    return len(spec.baselines.ratios)
+
+
+def trial_ratios(params: dict[str, Any]) -> dict[str, float]:
+    return {k[len(RATIO_PREFIX) :]: float(v) for k, v in params.items() if k.startswith(RATIO_PREFIX)}
+
+
+# ---------------------------------------------------------------- front and hypervolume
+
+
+def objective_values(spec: StudySpec, metrics: dict[str, float]) -> list[float]:
+    return [float(metrics[o.metric]) for o in spec.objectives]
+
+
+def feasible(trial) -> bool:
+    return all(v <= 0 for v in trial.user_attrs.get(ATTR_CONSTRAINTS, []))
+
+
+def pareto_front(trials: list, directions: list[str]) -> list:
+    """The non-dominated COMPLETE, feasible trials (small n: a plain pairwise check)."""
+    pts = [(t, _as_loss(t.values, directions)) for t in trials if _complete(t) and feasible(t)]
+    front = []
+    for t, a in pts:
+        if not any(_dominates(b, a) for _, b in pts):
+            front.append(t)
+    return front
+
+
+def hypervolume(trials: list, spec: StudySpec, baseline: dict[str, float]) -> float:
+    """Hypervolume of the trials' front, each objective as a fraction of the unpruned baseline.
+
+    Reference point: the baseline's cost for cost objectives (1.0) and zero quality for quality
+    objectives, so the value reads "quality kept x cost saved" and compares searched vs uniform runs.
+    """
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume
+
+    pts = []
+    for t in trials:
+        if not (_complete(t) and feasible(t)):
+            continue
+        pts.append(normalized_loss(t.values, spec, baseline))
+    if not pts:
+        return 0.0
+    ref = np.array([0.0 if o.direction == "maximize" else 1.0 for o in spec.objectives])
+    arr = np.array(pts, dtype=float)
+    arr = arr[np.all(arr < ref, axis=1)]
+    if len(arr) == 0:
+        return 0.0
+    return float(compute_hypervolume(arr, ref))
+
+
+def normalized_loss(values: list[float], spec: StudySpec, baseline: dict[str, float]) -> list[float]:
+    out = []
+    for v, o in zip(values, spec.objectives):
+        base = baseline.get(o.metric) or 1.0
+        out.append(-v / base if o.direction == "maximize" else v / base)
+    return out
+
+
+def hypervolume_history(trials: list, spec: StudySpec, baseline: dict[str, float]) -> list[tuple[int, float]]:
+    """Hypervolume after each finished trial, in trial-number order."""
+    done = sorted((t for t in trials if t.state.is_finished()), key=lambda t: t.number)
+    out, seen = [], []
+    for t in done:
+        seen.append(t)
+        out.append((t.number, hypervolume(seen, spec, baseline)))
+    return out
+
+
+def trial_summary(t) -> dict[str, Any]:
+    """A JSON-ready record of one trial (status/pareto commands and the CSV)."""
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "values": list(t.values) if t.values else None,
+        "metrics": t.user_attrs.get(ATTR_METRICS, {}),
+        "uniform_ratio": t.user_attrs.get(ATTR_BASELINE),
+        "epochs": t.params.get("epochs"),
+        "lr0": t.params.get("lr0"),
+        "ratios": trial_ratios(t.params),
+        "failure": t.user_attrs.get(ATTR_FAILURE, ""),
+        "device": t.user_attrs.get(ATTR_DEVICE, ""),
+        "wall_s": t.user_attrs.get(ATTR_WALL),
+    }
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def _complete(t) -> bool:
+    return t.state.name == "COMPLETE" and t.values is not None
+
+
+def _as_loss(values, directions: list[str]) -> tuple[float, ...]:
+    return tuple(-v if d == "maximize" else v for v, d in zip(values, directions))
+
+
+def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))

@@ -1,0 +1,105 @@
+"""Checks of a study's inputs that need no run: weights and data can be found, groups exist.
+
+Nothing here downloads, writes a file, starts Ray or opens a storage: ``orchestrator check`` must leave
+no trace. Problems are reported together as one ConfigError with their key paths.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, OrchestratorError
+from .spec import StudySpec
+from .urls import mask_url
+
+
+def local_ref(ref: str, base_dir: Path) -> str:
+    """A relative path that exists next to the study file wins over the working folder and official names."""
+    p = Path(ref).expanduser()
+    if not p.is_absolute() and len(p.parts) > 1 and (base_dir / p).exists():
+        return str(base_dir / p)
+    return ref
+
+
+def find_weights(ref: str) -> tuple[Path | None, str]:
+    """(local file or None, how it will be obtained) without downloading."""
+    from .assets.locations import OFFICIAL_WEIGHTS, in_assets, is_url, weights_cache
+
+    p = Path(ref).expanduser()
+    if p.is_file():
+        return p, str(p)
+    if is_url(ref):
+        return None, f"downloaded from {mask_url(ref)} at the first run"
+    if len(p.parts) != 1:
+        raise ValueError("no such weights file")
+    for found in (in_assets(p.name), weights_cache() / p.name):
+        if found is not None and found.is_file():
+            return found, str(found)
+    if p.name in OFFICIAL_WEIGHTS:
+        return None, f"official {p.name}, downloaded at the first run"
+    raise ValueError(f"no such weights file, and not an official name ({', '.join(OFFICIAL_WEIGHTS)})")
+
+
+def find_data(ref: str) -> str:
+    from .assets.locations import in_assets
+
+    p = Path(ref).expanduser()
+    if p.is_file():
+        return str(p)
+    if len(p.parts) != 1:
+        raise ValueError("no such data yaml")
+    names = [p.name] if p.suffix in (".yaml", ".yml") else [p.name, f"{p.name}.yaml"]
+    for name in names:
+        found = in_assets(name)
+        if found is not None:
+            return str(found)
+    shipped = Path(__file__).parent / "data"
+    for name in names:
+        if (shipped / name).is_file():
+            return f"shipped {name} (its dataset is downloaded at the first run if missing)"
+    raise ValueError(f"no such data yaml (shipped: {', '.join(sorted(q.name for q in shipped.glob('*.yaml')))})")
+
+
+def check_inputs(spec: StudySpec, *, groups: bool = True) -> dict[str, Any]:
+    """Validate weights, data and per-group bounds; return what was found (for ``orchestrator check``)."""
+    base = spec.path.resolve().parent
+    problems: list[tuple[str, str]] = []
+    found: dict[str, Any] = {"storage": mask_url(spec.storage), "tracking": mask_url(spec.tracking.uri)}
+    weights = None
+    if spec.trial == "real":
+        try:
+            weights, found["model"] = find_weights(local_ref(spec.model, base))
+        except ValueError as e:
+            problems.append(("model", f"{spec.model}: {e}"))
+        try:
+            found["data"] = find_data(local_ref(spec.data, base))
+        except ValueError as e:
+            problems.append(("data", f"{spec.data}: {e}"))
+    if problems:
+        raise ConfigError(str(spec.path), problems)
+    if groups and weights is not None:
+        names = model_groups(weights, spec)
+        found["groups"] = len(names)
+        for gb in spec.pruning.groups:
+            if not any(fnmatch.fnmatchcase(g, gb.pattern) for g in names):
+                problems.append(
+                    (f"pruning.groups.{gb.pattern}", f"matches no group; the groups are: {', '.join(names)}")
+                )
+        if problems:
+            raise ConfigError(str(spec.path), problems)
+    return found
+
+
+def model_groups(weights: Path, spec: StudySpec) -> list[str]:
+    """Group names of the checkpoint at the study's granularity (CPU only; nothing is written)."""
+    from .prune.layers import prunable_groups
+    from .yolo.checkpoint import load_model
+
+    model = load_model(weights)
+    method = "structured" if spec.pruning.method == "structured" else "unstructured"
+    try:
+        return list(prunable_groups(model, spec.pruning.granularity, spec.pruning.exclude, method=method))
+    except OrchestratorError as e:
+        raise ConfigError(str(spec.path), [("pruning.exclude", str(e))]) from None
