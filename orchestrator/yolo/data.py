@@ -61,7 +61,7 @@ def load_data_config(path: str | Path, *, need: Sequence[str] = ("train", "val")
     root = (root if root.is_absolute() else file.parent / root).resolve()
     names, nc = _names(doc, file)
     splits: dict[str, tuple[Path, ...]] = {}
-    for key in ("train", "val"):
+    for key in ("val", "train"):  # val first: its problem is the one every command hits
         value = doc.get(key)
         if value in (None, "", []):
             if key in need:
@@ -161,9 +161,14 @@ class LabeledImages:
 
 
 def default_cache_dir() -> Path:
-    """``$ORCHESTRATOR_CACHE`` or ``~/.cache/orchestrator``: caches never go into a dataset folder."""
+    """``$ORCHESTRATOR_CACHE``, else ``$XDG_CACHE_HOME/orchestrator`` (``~/.cache/orchestrator``).
+
+    Caches never go into a dataset folder: it may be read-only or shared.
+    """
     env = os.environ.get("ORCHESTRATOR_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "orchestrator"
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orchestrator"
 
 
 def scan_labels(images: Sequence[Path], nc: int, cache_dir: Path | None = None) -> LabeledImages:

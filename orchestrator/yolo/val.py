@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from ..errors import DataError
 from .coco_map import coco_evaluate, coco_ground_truth
 from .data import DataConfig, LabeledImages, letterbox, load_image, rect_batch_shapes, scan_labels
 from .nms import non_max_suppression
@@ -71,11 +72,12 @@ class ValSet:
             nc, names = source.nc, source.names
             source = scan_labels(source.val, source.nc, cache_dir)
         if not source.files:
-            raise ValueError("no usable validation images" + (f" ({source.problems[0]})" if source.problems else ""))
+            first = f"; first problem: {source.problems[0]}" if source.problems else ""
+            raise DataError(f"no usable validation images ({len(source.problems)} problems{first})")
         if nc is None:
             nc = int(max((lb[:, 0].max() for lb in source.labels if len(lb)), default=0)) + 1
         self.imgsz, self.batch, self.stride, self.nc = imgsz, batch, stride, nc
-        self.names = tuple(names) if names is not None else tuple(str(i) for i in range(nc))
+        self.names = tuple(names) if names is not None else None  # None: use the model's names
         self.files, self.labels, self.shapes = source.files, source.labels, np.asarray(source.shapes)
         self.problems = source.problems
         self.instances = source.instances
@@ -151,7 +153,7 @@ def validate(
     n = len(vs)
     speed = {k: 1000 * v / n for k, v in times.items()}
     speed.update(load=1000 * load_s / n, eval=1000 * (time.perf_counter() - t1) / n)
-    names = list(getattr(model, "names", None) or vs.names)
+    names = list(vs.names or getattr(model, "names", None) or [])
     classes = None
     if per_class:
         classes = {

@@ -1,0 +1,131 @@
+"""``orchestrator val``: COCO mAP of a checkpoint on a data yaml's ``val`` split (rich table or one JSON object)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import OrchestratorError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "val",
+        help="COCO mAP of a YOLOv5 checkpoint on a dataset",
+        description="Validate a YOLOv5 checkpoint (official .pt or ours) on the val split of a YOLOv5 data yaml: "
+        "rect batches, NMS (conf 0.001, IoU 0.6, 300 per image), pycocotools mAP.",
+    )
+    p.add_argument("--weights", required=True, help="checkpoint file (official YOLOv5 .pt or one of ours)")
+    p.add_argument("--data", required=True, help="YOLOv5 data yaml (path, val, names)")
+    p.add_argument("--imgsz", type=int, default=640, help="long side of the inference images in pixels (default 640)")
+    p.add_argument("--batch", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    p.add_argument("--per-class", action="store_true", help="also report AP@[.5:.95] per class")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.imgsz < 32 or args.imgsz % 32:
+        raise OrchestratorError(f"--imgsz: expected a positive multiple of 32, got {args.imgsz}")
+    if args.batch < 1:
+        raise OrchestratorError(f"--batch: expected >= 1, got {args.batch}")
+    # Heavy imports here, not at module top: every command module is imported to build the parser.
+    import torch
+
+    from ..errors import DataError
+    from ..yolo.checkpoint import load_model
+    from ..yolo.data import load_data_config
+    from ..yolo.val import ValSet, validate
+
+    device = _device(args.device, args.half, torch)
+    weights, data = Path(args.weights), Path(args.data)  # ASSETS: resolve_weights(args.weights), resolve_data(...)
+    cfg = load_data_config(data, need=("val",))
+    model = load_model(weights)
+    if model.nc != cfg.nc:
+        raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {cfg.file} has nc={cfg.nc}")
+    stride = max(32, int(model.stride.max()))
+    if args.imgsz % stride:
+        raise OrchestratorError(f"--imgsz: must be a multiple of the model stride {stride}, got {args.imgsz}")
+    try:
+        vs = ValSet(cfg, args.imgsz, args.batch, stride=stride)
+    except DataError as e:
+        raise DataError(f"{cfg.file}: val: {e}") from None
+    if vs.problems:
+        _warn(vs.problems)
+    r = validate(model, vs, device=device, half=args.half, per_class=args.per_class)
+    if args.json:
+        out = {
+            "weights": str(weights),
+            "data": str(cfg.file),
+            "imgsz": args.imgsz,
+            "batch": args.batch,
+            "device": str(device),
+            "map50_95": r.map50_95,
+            "map50": r.map50,
+            "precision": r.precision,
+            "recall": r.recall,
+            "images": r.images,
+            "instances": r.instances,
+            "speed_ms": r.speed_ms,
+            "problems": list(r.problems),
+        }
+        if r.per_class is not None:
+            out["per_class"] = r.per_class
+        print(json.dumps(out))
+    else:
+        _print_table(r, weights, cfg.file, args.imgsz)
+    return 0
+
+
+def _device(name: str, half: bool, torch):
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise OrchestratorError(f"--device: expected cpu or cuda[:N], got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OrchestratorError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if device.type not in ("cpu", "cuda"):
+        raise OrchestratorError(f"--device: expected cpu or cuda[:N], got {name!r}")
+    if half and device.type != "cuda":
+        raise OrchestratorError("--half: float16 inference needs a CUDA device (on CPU it is slower and less exact)")
+    return device
+
+
+def _warn(problems: tuple[str, ...]) -> None:
+    shown = "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
+    print(f"warning: {len(problems)} data problem(s), images skipped or rows dropped: {shown}", file=sys.stderr)
+
+
+def _print_table(r, weights: Path, data: Path, imgsz: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"{weights.name} on {data.name} (val, imgsz {imgsz})")
+    for col in ("Images", "Instances", "P", "R", "mAP50", "mAP50-95"):
+        t.add_column(col, justify="right")
+    t.add_row(
+        str(r.images),
+        str(r.instances),
+        f"{r.precision:.3f}",
+        f"{r.recall:.3f}",
+        f"{r.map50:.4f}",
+        f"{r.map50_95:.4f}",
+    )
+    console.print(t)
+    if r.per_class:
+        pc = Table(title="AP@[.5:.95] per class")
+        pc.add_column("class")
+        pc.add_column("AP", justify="right")
+        for name, ap in sorted(r.per_class.items(), key=lambda kv: -kv[1]):
+            pc.add_row(name, f"{ap:.4f}")
+        console.print(pc)
+    s = r.speed_ms
+    console.print(
+        f"Speed per image: {s['preprocess']:.1f} ms preprocess, {s['inference']:.1f} ms inference, "
+        f"{s['nms']:.1f} ms NMS, {s.get('eval', 0):.1f} ms COCOeval (data prepared once: {s.get('load', 0):.1f} ms)"
+    )
