@@ -26,7 +26,7 @@ class LocalServer:
         self.routes: dict[str, Route] = {}
         self.hits: Counter[str] = Counter()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 
     @property

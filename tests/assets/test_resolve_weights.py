@@ -47,9 +47,9 @@ def test_official_name_downloads_through_mirror_into_cache(cache, yolov5n_pt, se
 
 
 def test_explicit_cache_dir_argument(cache, yolov5n_pt, server, tmp_path):
-    url = server.serve("custom.pt", yolov5n_pt.read_bytes())
+    url = server.serve("custom.bin", b"weights" * 1000)  # not .pt: no checkpoint check needed here
     got = resolve_weights(url, cache_dir=tmp_path / "mine", progress=False)
-    assert got == tmp_path / "mine" / "custom.pt" and got.is_file()
+    assert got == tmp_path / "mine" / "custom.bin" and got.is_file()
     assert files_under(cache) == []
 
 
@@ -67,9 +67,9 @@ def test_truncated_download_is_retried_boundedly_and_never_cached(cache, yolov5n
 
 
 def test_passing_server_errors_are_retried(cache, yolov5n_pt, server):
-    url = server.serve("flaky.pt", yolov5n_pt.read_bytes(), fail_first=TRIES - 1)
+    url = server.serve("flaky.bin", b"weights" * 1000, fail_first=TRIES - 1)
     got = resolve_weights(url, progress=False)
-    assert got == cache / "weights" / "flaky.pt" and server.hits["/flaky.pt"] == TRIES
+    assert got == cache / "weights" / "flaky.bin" and server.hits["/flaky.bin"] == TRIES
 
 
 def test_wrong_checksum_is_refused_at_once(cache, yolov5n_pt, server):
