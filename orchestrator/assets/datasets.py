@@ -28,6 +28,7 @@ from .download import fetch
 from .locations import (
     ENV_ALLOW_LARGE,
     assets_dir,
+    assets_hint,
     datasets_cache,
     in_assets,
     is_url,
@@ -60,14 +61,15 @@ def resolve_data(ref: str | Path, *, allow_large: bool = False, progress: bool =
     (COCO: about 20 GB) are refused unless ``allow_large`` or ``$ORCHESTRATOR_ALLOW_LARGE_DOWNLOADS=1``.
     """
     yaml_file, shipped = _locate(ref)
-    text = shipped.read_text() if shipped is not None else yaml_file.read_text()
-    spec = _parse(yaml_file if shipped is None else shipped, text)
+    source = shipped or yaml_file  # the file messages name: the copy of a shipped yaml is written last
+    text = source.read_text()
+    spec = _parse(source, text)
     root = dataset_root(yaml_file, spec)
     if not root.is_dir():
-        items = download_items(yaml_file, spec, root)
+        items = download_items(source, spec, root)
         allowed = allow_large or large_downloads_allowed()
-        _refuse_large(yaml_file, root, items, allowed)
-        _download_dataset(yaml_file, spec, root, items, allowed=allowed, progress=progress)
+        _refuse_large(source, root, items, allowed)
+        _download_dataset(source, spec, root, items, allowed=allowed, progress=progress)
     if shipped is not None and (not yaml_file.is_file() or yaml_file.read_text() != text):
         _write_atomic(yaml_file, text)
     return yaml_file
@@ -188,7 +190,7 @@ def _download_dataset(
 ) -> None:
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".partial"))
-    hint = f"download and unpack it by hand so that {root} exists"
+    hint = f"unpack it by hand so that {root} exists, or put {yaml_file.name} and its dataset in {assets_hint()}"
     try:
         for item in items:
             url = mirrored(item.url)
