@@ -163,3 +163,19 @@ def test_coco_with_consent_follows_the_official_layout(consent, cache, assets, s
     assert cfg.root == (_datasets(cache) / "coco").resolve()
     assert sorted(server.hits) == ["/coco2017labels.zip", "/train2017.zip", "/val2017.zip"]
     assert not [n for n in files_under(_datasets(cache)) if n.endswith((".zip", ".part"))]
+
+
+def test_download_entry_sha256_and_dir_are_checked(cache, tmp_path, coco128_zip, server):
+    url = server.serve("c.zip", coco128_zip)
+    data = tmp_path / "c.yaml"
+    entry = {"url": url, "sha256": "0" * 64}
+    data.write_text(yaml.safe_dump({"path": "c", "train": "images/train2017", "val": "images/train2017",
+                                    "names": ["x"], "download": [entry]}))  # fmt: skip
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        resolve_data(data, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["c.yaml"]
+    entry["dir"] = "../outside"
+    data.write_text(yaml.safe_dump({"path": "c", "train": "a", "val": "a", "names": ["x"], "download": [entry]}))
+    with pytest.raises(DataError, match=r"download\[0\]: 'dir' must be a folder inside the dataset root"):
+        resolve_data(data, progress=False)
+    assert server.hits["/c.zip"] == 1
