@@ -98,9 +98,6 @@ def run_study(
     progress = StudyProgress(spec, n_trials or spec.budget.n_trials)
     view = ProgressView(progress, console, live)
     try:
-        _recover_orphans(study, view)
-        tracker = Tracker(spec, spec.storage)
-        tracker.open()
         r = spec.resources
         cluster = connect(
             address or r.address,
@@ -111,6 +108,9 @@ def run_study(
             num_cpus=r.num_cpus,
         )
         try:
+            _recover_orphans(study, view)
+            tracker = Tracker(spec, spec.storage)
+            tracker.open()
             return _Loop(spec, study, tracker, cluster, view, lease).run()
         finally:
             disconnect(cluster)
