@@ -28,8 +28,13 @@ def test_name_found_in_assets_folder_before_any_download(cache, assets, server, 
     assert not server.hits and files_under(cache) == []
 
 
-def test_cache_dir_follows_env(cache):
+def test_cache_dir_follows_env(cache, tmp_path, monkeypatch):
     assert cache_dir() == cache
+    monkeypatch.delenv("ORCHESTRATOR_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "orchestrator"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == Path.home() / ".cache" / "orchestrator"
 
 
 def test_official_name_downloads_through_mirror_into_cache(cache, yolov5n_pt, server, monkeypatch):
