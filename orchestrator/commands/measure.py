@@ -1,0 +1,84 @@
+"""``orchestrator measure``: parameters, nonzeros, file bytes, GFLOPs and latency of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import OrchestratorError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "measure",
+        help="parameters, bytes, GFLOPs and latency of a checkpoint (and speed-up against a baseline)",
+        description="Measure a checkpoint: parameters and nonzeros, fp16 official-layout file bytes and their "
+        "zip-deflated size, GFLOPs (FlopCounterMode; a multiply-add counts 2), and the median latency of the "
+        "BN-fused model after warm-up. With --baseline both are timed in this process, interleaved run by run, "
+        "and the speed-up is the median of the per-pair ratios.",
+    )
+    p.add_argument("--weights", required=True, help="checkpoint file (official YOLOv5 .pt or one of ours)")
+    p.add_argument("--imgsz", type=int, default=640, help="square input size in pixels (default 640)")
+    p.add_argument("--batch", type=int, default=1, help="also time this batch size (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or N (default cpu)")
+    p.add_argument("--baseline", metavar="W0", help="unpruned checkpoint to compute the speed-up against")
+    p.add_argument("--runs", type=int, default=None, help="timed runs (default 20 on CPU, 50 on GPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default 3 on CPU, 10 on GPU)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads while timing (default: torch's)")
+    p.add_argument("--half", action="store_true", help="time in float16 (CUDA only)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("runs", "threads"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise OrchestratorError(f"--{name}: expected >= 1, got {v}")
+    if args.warmup is not None and args.warmup < 0:
+        raise OrchestratorError(f"--warmup: expected >= 0, got {args.warmup}")
+    from ..measure import measure
+    from ..yolo.checkpoint import load_model
+
+    weights = Path(args.weights)  # ASSETS: resolve_weights(args.weights)
+    model = load_model(weights)
+    baseline = load_model(Path(args.baseline)) if args.baseline else None  # ASSETS: resolve_weights(args.baseline)
+    m = measure(
+        model,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        device=args.device,
+        baseline=baseline,
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+        half=args.half,
+    )
+    out = m.to_dict()
+    if baseline is None:
+        for k in ("speedup", "speedup_batch", "baseline_latency_ms"):
+            out.pop(k)
+    if args.json:
+        print(json.dumps({"weights": str(weights), **out}))
+        return 0
+    _print(out, weights)
+    return 0
+
+
+def _print(d: dict, weights: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{weights.name} on {d['device']} (imgsz {d['imgsz']})", show_header=False, title_justify="left")
+    t.add_row("params", f"{d['params']:,} ({d['nonzero_params']:,} nonzero)")
+    t.add_row("file (fp16, official layout)", f"{d['size_mb']:.3f} MB ({d['size_zip_mb']:.3f} MB zip-deflated)")
+    t.add_row("GFLOPs (multiply-add = 2)", f"{d['gflops']:.3f}")
+    t.add_row("latency batch 1", f"{d['latency_ms']:.2f} ms (median of {d['runs']})")
+    if d["batch"] > 1:
+        t.add_row(f"latency batch {d['batch']}", f"{d['latency_ms_batch']:.2f} ms per batch")
+    if "speedup" in d:
+        t.add_row("speed-up vs baseline", f"{d['speedup']:.3f}x (baseline {d['baseline_latency_ms']:.2f} ms)")
+        if d["batch"] > 1:
+            t.add_row(f"speed-up batch {d['batch']}", f"{d['speedup_batch']:.3f}x")
+    Console().print(t)

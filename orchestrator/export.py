@@ -1,0 +1,91 @@
+"""Export a (pruned) model to ONNX: BN-fused, eval mode, one output ``output0`` = the decoded predictions.
+
+``output0`` is ``(batch, anchors, 5 + nc)``: xywh in input pixels, objectness, class scores, the same
+tensor the official export writes, so NMS code written for official YOLOv5 ONNX files applies unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .errors import OrchestratorError
+from .measure import deployable
+
+OPSET = 17
+
+
+class _Decoded(nn.Module):
+    """Eval forward returning only the decoded tensor (ONNX graphs want plain tensor outputs)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[0]
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """Where the file went and what it expects/returns."""
+
+    path: Path
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    opset: int
+    max_abs_diff: float | None = None  # vs PyTorch, when onnxruntime checked it
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    imgsz: int = 640,
+    batch: int = 1,
+    opset: int = OPSET,
+    dynamic: bool = False,
+    check: bool = True,
+) -> OnnxExport:
+    """Write ``model`` as ONNX; with ``check`` (and onnxruntime installed) compare outputs with PyTorch."""
+    if opset < 12:
+        raise OrchestratorError(f"opset must be at least 12, got {opset}")
+    if imgsz <= 0 or imgsz % 32:
+        raise OrchestratorError(f"imgsz must be a positive multiple of 32 (the largest stride), got {imgsz}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = _Decoded(deployable(model)).eval()
+    ch = model.yaml.get("ch", 3) if hasattr(model, "yaml") else 3
+    x = torch.rand(batch, ch, imgsz, imgsz)
+    with torch.no_grad():
+        y = net(x)
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
+    torch.onnx.export(
+        net,
+        (x,),
+        str(path),
+        input_names=["images"],
+        output_names=["output0"],
+        opset_version=opset,
+        dynamic_axes=axes if dynamic else None,
+        do_constant_folding=True,
+        dynamo=False,  # the TorchScript exporter needs no onnxscript and handles this graph fully
+    )
+    diff = None
+    if check:
+        diff = onnx_max_abs_diff(path, x, y)
+    return OnnxExport(path, tuple(x.shape), tuple(y.shape), opset, diff)
+
+
+def onnx_max_abs_diff(path: str | Path, x: torch.Tensor, expected: torch.Tensor) -> float | None:
+    """Largest |onnxruntime - PyTorch| on ``x``; None when onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(["output0"], {"images": x.numpy()})
+    return float((torch.from_numpy(out) - expected).abs().max())

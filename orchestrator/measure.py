@@ -1,0 +1,262 @@
+"""What a pruned model really costs: parameters, nonzeros, file bytes, FLOPs and latency on a device.
+
+* ``size_mb``: bytes of the model saved in the official layout (fp16 module), in MB of 10**6 bytes;
+  ``size_zip_mb``: the same file zip-deflated, which is where unstructured zeros show up.
+* ``gflops``: ``torch.utils.flop_counter`` FLOPs of one image at ``imgsz`` x ``imgsz`` on the BN-fused
+  model, / 1e9. A multiply-add counts as 2 FLOPs (so it matches the "GFLOPs" YOLOv5 prints: 2 x MACs).
+* latency: the BN-fused eval model (what deployment runs), warm-up runs, then the median of ``runs``
+  timed forward passes at batch 1 and at batch ``batch`` (ms per batch). On GPU, CUDA events around
+  each run, synchronised; on CPU, ``time.perf_counter`` with a fixed thread count.
+* ``speedup``: against ``baseline`` measured in the same call, interleaved run by run (baseline,
+  model, baseline, model ...): the median of the per-pair time ratios, so machine noise common to a
+  pair cancels.
+
+Unstructured zeros leave a dense conv as slow as before: PyTorch's kernels multiply zeros too.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.utils.prune as tprune
+
+from .errors import OrchestratorError
+from .prune.unstructured import copy_pruned
+
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Costs of one model; latencies in ms (``latency_ms_batch`` is per batch of ``batch`` images)."""
+
+    params: int
+    nonzero_params: int
+    size_mb: float
+    size_zip_mb: float
+    gflops: float
+    latency_ms: float
+    latency_ms_batch: float
+    speedup: float | None
+    device: str
+    imgsz: int
+    batch: int
+    speedup_batch: float | None = None
+    baseline_latency_ms: float | None = None
+    runs: int = 0
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:1`` or a bare index ``0``; a CUDA device that is not there is an error."""
+    d = str(device).strip().lower()
+    if d.isdigit():
+        d = f"cuda:{d}"
+    try:
+        dev = torch.device(d)
+    except RuntimeError:
+        raise OrchestratorError(f"device: expected cpu, cuda, cuda:N or N, got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OrchestratorError(f"device {device!r}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise OrchestratorError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type != "cpu":
+        raise OrchestratorError(f"device: expected cpu, cuda, cuda:N or N, got {device!r}")
+    return dev
+
+
+def _without_masks(model: nn.Module) -> nn.Module:
+    """A copy with ``torch.nn.utils.prune`` masks baked into the weights."""
+    net = copy_pruned(model)
+    for m in net.modules():
+        for hook in list(m._forward_pre_hooks.values()):
+            if isinstance(hook, tprune.BasePruningMethod):
+                tprune.remove(m, hook._tensor_name)
+    return net
+
+
+def deployable(model: nn.Module) -> nn.Module:
+    """A float32 eval copy with masks baked in and BatchNorms fused, as inference runs it."""
+    net = _without_masks(model).float().eval()
+    if hasattr(net, "fuse"):
+        net.fuse()
+    return net
+
+
+def count_nonzero(model: nn.Module) -> tuple[int, int]:
+    """(parameters, nonzero parameters) of the unfused model, masks applied."""
+    net = _without_masks(model)
+    total = sum(p.numel() for p in net.parameters())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in net.parameters())
+    return total, nonzero
+
+
+def file_sizes(model: nn.Module) -> tuple[int, int]:
+    """(bytes of the official-layout fp16 checkpoint, bytes of that file zip-deflated)."""
+    import tempfile
+    from pathlib import Path
+
+    from .yolo.official_layout import save_official
+
+    with tempfile.TemporaryDirectory() as d:
+        raw = save_official(model, Path(d) / "m.pt").read_bytes()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("m.pt", raw)
+    return len(raw), buf.getbuffer().nbytes
+
+
+def count_gflops(net: nn.Module, imgsz: int, device: torch.device | str = "cpu") -> float:
+    """FLOPs / 1e9 of one forward pass of one ``imgsz`` square image (a multiply-add counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ch = net.yaml.get("ch", 3) if hasattr(net, "yaml") else 3
+    x = torch.zeros(1, ch, imgsz, imgsz, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return counter.get_total_flops() / 1e9
+
+
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Fix torch's intra-op thread count for the duration (restored after)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
+    if device.type == "cuda":
+
+        def run(fn: Callable[[], Any]) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            return start.elapsed_time(end)
+
+        return run
+
+    def run_cpu(fn: Callable[[], Any]) -> float:
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1e3
+
+    return run_cpu
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Median ms of the model, of the baseline (if any), and the median per-pair ratio baseline/model."""
+
+    ms: float
+    baseline_ms: float | None
+    speedup: float | None
+
+
+def time_models(
+    net: nn.Module, baseline: nn.Module | None, x: torch.Tensor, *, runs: int, warmup: int, device: torch.device
+) -> Timing:
+    """Warm up both, then time them alternately run by run."""
+    timer = _timer(device)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            net(x)
+            if baseline is not None:
+                baseline(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        ts, tb = [], []
+        for i in range(runs):
+            # alternate which goes first so neither always runs on a cache warmed by the other
+            order = [(net, ts), (baseline, tb)] if i % 2 else [(baseline, tb), (net, ts)]
+            for m, out in order:
+                if m is not None:
+                    out.append(timer(lambda m=m: m(x)))
+    ms = statistics.median(ts)
+    if baseline is None:
+        return Timing(ms, None, None)
+    return Timing(ms, statistics.median(tb), statistics.median(b / t for b, t in zip(tb, ts)))
+
+
+def measure(
+    model: nn.Module,
+    *,
+    imgsz: int = 640,
+    batch: int = 1,
+    device: str | torch.device = "cpu",
+    baseline: nn.Module | None = None,
+    runs: int | None = None,
+    warmup: int | None = None,
+    threads: int | None = None,
+    half: bool = False,
+) -> Measurements:
+    """Parameters, nonzeros, file bytes, GFLOPs and latency of ``model`` (not changed; copies are measured).
+
+    ``runs``/``warmup`` default to 50/10 on GPU and 20/3 on CPU. ``half`` times fp16 (GPU only).
+    """
+    dev = resolve_device(device)
+    if imgsz <= 0 or imgsz % 32:
+        raise OrchestratorError(f"imgsz must be a positive multiple of 32 (the largest stride), got {imgsz}")
+    if batch < 1:
+        raise OrchestratorError(f"batch must be at least 1, got {batch}")
+    runs = runs if runs is not None else (50 if dev.type == "cuda" else 20)
+    warmup = warmup if warmup is not None else (10 if dev.type == "cuda" else 3)
+    params, nonzero = count_nonzero(model)
+    size, size_zip = file_sizes(model)
+    net = deployable(model).to(dev)
+    base = deployable(baseline).to(dev) if baseline is not None else None
+    if half:
+        if dev.type != "cuda":
+            raise OrchestratorError("half precision timing needs a CUDA device")
+        net.half()
+        base = base.half() if base is not None else None
+    gflops = count_gflops(net, imgsz, dev) if not half else count_gflops(deployable(model), imgsz)
+    ch = model.yaml.get("ch", 3) if hasattr(model, "yaml") else 3
+    dtype = torch.float16 if half else torch.float32
+    with cpu_threads(threads if dev.type == "cpu" else None):
+        x1 = torch.rand(1, ch, imgsz, imgsz, device=dev, dtype=dtype)
+        t1 = time_models(net, base, x1, runs=runs, warmup=warmup, device=dev)
+        if batch > 1:
+            xb = torch.rand(batch, ch, imgsz, imgsz, device=dev, dtype=dtype)
+            tb = time_models(net, base, xb, runs=runs, warmup=warmup, device=dev)
+        else:
+            tb = t1
+        used_threads = torch.get_num_threads() if dev.type == "cpu" else None
+    return Measurements(
+        params=params,
+        nonzero_params=nonzero,
+        size_mb=size / MB,
+        size_zip_mb=size_zip / MB,
+        gflops=gflops,
+        latency_ms=t1.ms,
+        latency_ms_batch=tb.ms,
+        speedup=t1.speedup,
+        device=str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+        imgsz=imgsz,
+        batch=batch,
+        speedup_batch=tb.speedup,
+        baseline_latency_ms=t1.baseline_ms,
+        runs=runs,
+        threads=used_threads,
+    )
