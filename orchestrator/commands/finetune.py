@@ -1,0 +1,171 @@
+"""``orchestrator finetune``: fine-tune a checkpoint on a data yaml, save the best EMA (progress bar, table or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import OrchestratorError
+
+PRESETS = ("finetune", "scratch-low")  # orchestrator.yolo.hyp.PRESETS (not imported: it pulls in nothing heavy,
+# but the command list must stay importable without torch)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a YOLOv5 checkpoint (pruned or not) and save the best EMA",
+        description="Fine-tune a YOLOv5 checkpoint on the train split of a data yaml, validating the EMA on the val "
+        "split after every epoch; the best EMA is saved. Unstructured prune masks stay in force while training.",
+    )
+    p.add_argument("--weights", required=True, help="checkpoint file (official YOLOv5 .pt or one of ours)")
+    p.add_argument("--data", required=True, help="YOLOv5 data yaml (path, train, val, names)")
+    p.add_argument("--epochs", type=int, required=True, help="training epochs (0: validate only)")
+    p.add_argument("--imgsz", type=int, default=640, help="training and validation image size (default 640)")
+    p.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: the preset's)")
+    p.add_argument("--preset", choices=PRESETS, default="finetune", help="hyperparameters (default finetune)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--workers", type=int, default=None, help="data loader processes (default: min(2, cores))")
+    p.add_argument("--out", required=True, help="where to write the fine-tuned checkpoint (.pt)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.epochs < 0:
+        raise OrchestratorError(f"--epochs: expected >= 0, got {args.epochs}")
+    if args.imgsz < 32 or args.imgsz % 32:
+        raise OrchestratorError(f"--imgsz: expected a positive multiple of 32, got {args.imgsz}")
+    if args.batch < 1:
+        raise OrchestratorError(f"--batch: expected >= 1, got {args.batch}")
+    if args.lr0 is not None and not args.lr0 > 0:
+        raise OrchestratorError(f"--lr0: expected > 0, got {args.lr0}")
+    if args.workers is not None and args.workers < 0:
+        raise OrchestratorError(f"--workers: expected >= 0, got {args.workers}")
+    # Heavy imports here, not at module top: every command module is imported to build the parser.
+    import torch
+
+    from ..yolo.checkpoint import load_model, save_checkpoint
+    from ..yolo.data import load_data_config
+    from ..yolo.train import conv_sparsity, finetune
+
+    device = _device(args.device, torch)
+    weights, out = Path(args.weights), Path(args.out)
+    cfg = load_data_config(Path(args.data), need=("train", "val"))
+    model = load_model(weights)
+    if model.nc != cfg.nc:
+        raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {cfg.file} has nc={cfg.nc}")
+    stride = max(32, int(model.stride.max()))
+    if args.imgsz % stride:
+        raise OrchestratorError(f"--imgsz: must be a multiple of the model stride {stride}, got {args.imgsz}")
+
+    with _EpochBars(args.epochs) as bars:
+        result = finetune(
+            model, cfg, args.epochs, imgsz=args.imgsz, batch=args.batch, hyp=args.preset, lr0=args.lr0,
+            device=device, seed=args.seed, workers=args.workers, progress=bars.epoch_done, on_batch=bars.batch,
+        )  # fmt: skip
+    meta = {
+        "finetune": {
+            "data": str(cfg.file), "epochs": args.epochs, "best_epoch": result.best_epoch, "imgsz": args.imgsz,
+            "batch": args.batch, "preset": args.preset, "lr0": result.hyp.lr0, "seed": args.seed,
+            "map50_95": result.metrics.map50_95, "map50": result.metrics.map50, "source": str(weights),
+        }
+    }  # fmt: skip
+    save_checkpoint(result.model, out, epoch=result.best_epoch, meta=meta)
+    r, sparsity = result.metrics, conv_sparsity(result.model)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "weights": str(weights), "data": str(cfg.file), "out": str(out), "epochs": args.epochs,
+                    "best_epoch": result.best_epoch, "imgsz": args.imgsz, "batch": args.batch, "preset": args.preset,
+                    "lr0": result.hyp.lr0, "device": str(device), "seed": args.seed,
+                    "map50_95": r.map50_95, "map50": r.map50, "precision": r.precision, "recall": r.recall,
+                    "conv_sparsity": sparsity, "seconds": result.seconds,
+                    "history": [rec.__dict__ for rec in result.history],
+                }
+            )
+        )  # fmt: skip
+    else:
+        _print_table(result, out, sparsity)
+    return 0
+
+
+def _device(name: str, torch):
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise OrchestratorError(f"--device: expected cpu or cuda[:N], got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise OrchestratorError(f"--device: expected cpu or cuda[:N], got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OrchestratorError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return device
+
+
+class _EpochBars:
+    """One rich progress bar per epoch on stderr: batches done, running loss parts, images/s, then mAP."""
+
+    def __init__(self, epochs: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}/" + str(epochs)),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=epochs == 0,
+        )
+        self.tasks: dict[int, int] = {}
+
+    def __enter__(self) -> _EpochBars:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def batch(self, b) -> None:
+        if b.epoch not in self.tasks:
+            self.tasks[b.epoch] = self.progress.add_task("", total=b.batches, epoch=b.epoch, info="")
+        info = f"box {b.box:.4f} obj {b.obj:.4f} cls {b.cls:.4f} {b.images_per_s:.1f} img/s"
+        self.progress.update(self.tasks[b.epoch], completed=b.batch, info=info)
+
+    def epoch_done(self, e) -> None:
+        info = (
+            f"box {e.box:.4f} obj {e.obj:.4f} cls {e.cls:.4f} {e.images_per_s:.1f} img/s  "
+            f"mAP50 {e.map50:.4f} mAP50-95 {e.map50_95:.4f}"
+        )
+        if e.epoch in self.tasks:
+            self.progress.update(self.tasks[e.epoch], info=info)
+
+
+def _print_table(result, out: Path, sparsity: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"fine-tuned -> {out} (best epoch {result.best_epoch})")
+    for col in ("Epoch", "box", "obj", "cls", "img/s", "P", "R", "mAP50", "mAP50-95"):
+        t.add_column(col, justify="right")
+    for e in result.history:
+        t.add_row(
+            str(e.epoch), f"{e.box:.4f}", f"{e.obj:.4f}", f"{e.cls:.4f}", f"{e.images_per_s:.1f}",
+            f"{e.precision:.3f}", f"{e.recall:.3f}", f"{e.map50:.4f}", f"{e.map50_95:.4f}",
+        )  # fmt: skip
+    r = result.metrics
+    t.add_row(
+        "best", "", "", "", "", f"{r.precision:.3f}", f"{r.recall:.3f}", f"{r.map50:.4f}", f"{r.map50_95:.4f}",
+        style="bold",
+    )  # fmt: skip
+    console.print(t)
+    console.print(f"conv weight sparsity {sparsity:.4f}; {r.images} val images, {r.instances} instances")
+    if r.problems:
+        print(f"warning: {len(r.problems)} data problem(s) in the val split", file=sys.stderr)
