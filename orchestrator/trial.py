@@ -116,12 +116,194 @@ def execute_baseline(workload: Workload, cache: WorkerCache) -> BaselineResult:
 
 
 def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
-    """Prune the baseline with the spec's ratios, fine-tune, validate, measure, serialize the checkpoint."""
-    raise OrchestratorError("the real trial is not wired in yet: use `trial: fake` in the study file")
+    """Prune the cached baseline with the spec's ratios, fine-tune, validate, measure, serialize the checkpoint."""
+    import copy
+
+    import torch
+
+    from .measure import measure
+    from .prune import apply_ratios
+    from .yolo.train import finetune
+
+    w = spec.workload
+    ctx = _context(w, cache)
+    torch.manual_seed(w.seed + spec.number)
+    model = copy.deepcopy(ctx["model"])
+    report = apply_ratios(
+        model,
+        spec.ratios,
+        method=w.method,
+        granularity=w.granularity,
+        importance=w.importance,
+        round_to=w.round_to if w.method == "structured" else None,
+    )
+    history: list[dict[str, float]] = []
+    train_images = _train_images(ctx, w) if spec.epochs > 0 else None
+    ft = finetune(
+        model,
+        ctx["data"],
+        spec.epochs,
+        imgsz=w.imgsz,
+        batch=w.batch,
+        hyp=ctx["hyp"],
+        lr0=spec.lr0,
+        device=ctx["device"],
+        seed=w.seed,
+        workers=_loader_workers(w.threads),
+        val_set=ctx["val_set"],
+        train_images=train_images,
+        progress=lambda rec: history.append(_epoch_dict(rec)),
+    )
+    m = measure(ft.model, imgsz=w.imgsz, batch=1, device=ctx["device"], baseline=ctx["model"], threads=w.threads)
+    metrics = _metrics(ft.metrics, m)
+    metrics["sparsity"] = report.sparsity
+    files = {"ratios.json": _ratio_map(spec, report)}
+    if w.save_checkpoint:
+        files["pruned.pt"] = _official_bytes(ft.model, spec)
+    return TrialResult(spec.number, True, metrics, history, files, device=_device_name(ctx["device"]))
 
 
 def run_baseline(workload: Workload, cache: WorkerCache) -> BaselineResult:
-    raise OrchestratorError("the real trial is not wired in yet: use `trial: fake` in the study file")
+    """Groups of the unpruned model (the search space), its mAP and its costs, measured once."""
+    import time as _time
+
+    from .measure import measure
+    from .prune import prunable_groups
+    from .yolo.val import validate
+
+    t0 = _time.perf_counter()
+    ctx = _context(workload, cache)
+    method = "structured" if workload.method == "structured" else "unstructured"
+    groups = prunable_groups(ctx["model"], workload.granularity, workload.exclude, method=method)
+    res = validate(ctx["model"], ctx["val_set"], device=ctx["device"])
+    m = measure(ctx["model"], imgsz=workload.imgsz, batch=1, device=ctx["device"], threads=workload.threads)
+    metrics = _metrics(res, m)
+    metrics["speedup"] = 1.0
+    return BaselineResult(groups, metrics, _device_name(ctx["device"]), _time.perf_counter() - t0)
+
+
+def _context(w: Workload, cache: WorkerCache) -> dict[str, Any]:
+    """Load the baseline model, data config, validation set and hyp once per worker and workload."""
+    items = cache.for_workload(w)
+    if "model" in items:
+        return items
+    from dataclasses import replace as _replace
+    from pathlib import Path
+
+    import torch
+
+    from .assets import resolve_data, resolve_weights
+    from .measure import resolve_device
+    from .study_check import local_ref
+    from .yolo.checkpoint import load_model
+    from .yolo.data import load_data_config
+    from .yolo.hyp import get_hyp
+    from .yolo.train import VAL_BATCH
+    from .yolo.val import ValSet
+
+    base = Path(w.base_dir)
+    device = "cuda" if w.device == "auto" and torch.cuda.is_available() else w.device
+    device = resolve_device("cpu" if device == "auto" else device)
+    weights = resolve_weights(local_ref(w.model, base), progress=False)
+    data = load_data_config(resolve_data(local_ref(w.data, base), progress=False))
+    model = load_model(weights).eval()
+    if model.nc != data.nc:
+        raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {data.file} has nc={data.nc}")
+    stride = max(32, int(model.stride.max()))
+    hyp = get_hyp(w.hyp)
+    if w.overrides:
+        hyp = _replace(hyp, **dict(w.overrides))
+    items.update(
+        model=model, data=data, device=device, hyp=hyp, val_set=ValSet(data, w.imgsz, VAL_BATCH, stride=stride)
+    )
+    return items
+
+
+def _train_images(ctx: dict[str, Any], w: Workload):
+    if "train_images" not in ctx:
+        from .yolo.train import TrainImages
+
+        ctx["train_images"] = TrainImages(ctx["data"], w.imgsz)
+    return ctx["train_images"]
+
+
+def _loader_workers(threads: int) -> int:
+    return 0 if threads <= 1 else min(2, threads - 1)
+
+
+def _metrics(val, m) -> dict[str, float]:
+    return {
+        "map50_95": float(val.map50_95),
+        "map50": float(val.map50),
+        "precision": float(val.precision),
+        "recall": float(val.recall),
+        "params": float(m.params),
+        "nonzero_params": float(m.nonzero_params),
+        "size_mb": float(m.size_mb),
+        "size_zip_mb": float(m.size_zip_mb),
+        "gflops": float(m.gflops),
+        "latency_ms": float(m.latency_ms),
+        "speedup": float(m.speedup) if m.speedup is not None else 1.0,
+    }
+
+
+def _epoch_dict(rec) -> dict[str, float]:
+    return {
+        k: float(getattr(rec, k))
+        for k in (
+            "box",
+            "obj",
+            "cls",
+            "lr",
+            "map50_95",
+            "map50",
+            "precision",
+            "recall",
+            "images_per_s",
+            "train_s",
+            "val_s",
+        )
+    }
+
+
+def _ratio_map(spec: TrialSpec, report) -> bytes:
+    import json
+
+    doc = {
+        "trial": spec.number,
+        "study": spec.workload.study,
+        "epochs": spec.epochs,
+        "lr0": spec.lr0,
+        "ratios": spec.ratios,
+        "report": report.to_dict(),
+    }
+    return json.dumps(doc, indent=1, sort_keys=True, default=str).encode()
+
+
+def _official_bytes(model, spec: TrialSpec) -> bytes:
+    """The pruned model in the official checkpoint layout, as bytes (the driver may be on another node)."""
+    import tempfile
+    from pathlib import Path
+
+    from .yolo.official_layout import save_official
+
+    with tempfile.TemporaryDirectory(prefix="trial-") as tmp:
+        path = save_official(
+            model,
+            Path(tmp) / "pruned.pt",
+            extra={"orchestrator_trial": spec.number, "orchestrator_study": spec.workload.study},
+        )
+        return path.read_bytes()
+
+
+def _device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _where(e: BaseException) -> str:
