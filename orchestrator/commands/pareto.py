@@ -1,0 +1,109 @@
+"""``orchestrator pareto STUDY [--export DIR]``: the Pareto front, and its checkpoints (+ ONNX) copied out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "pareto",
+        help="the Pareto front of a study; --export copies its checkpoints and ONNX files",
+        description="List the non-dominated trials. With --export DIR, fetch each one's pruned checkpoint and "
+        "ratio map from MLflow into DIR/trial-NNNN/ and export it to ONNX.",
+    )
+    p.add_argument("study", help="study file (studies/*.yaml)")
+    p.add_argument("--export", metavar="DIR", default=None, help="folder to copy the front's checkpoints into")
+    p.add_argument("--no-onnx", action="store_true", help="with --export: copy the checkpoints only")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from ..search import load_existing, pareto_front, trial_summary
+    from ..spec import load_study_spec
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a table follows, not progress bars
+    spec = load_study_spec(args.study)
+    trials = load_existing(spec).get_trials(deepcopy=False)
+    front = sorted(pareto_front(trials, spec.directions), key=lambda t: t.number)
+    records = [trial_summary(t) for t in front]
+    if args.export:
+        for rec in records:
+            rec["files"] = [str(p) for p in _export(spec, rec["number"], Path(args.export), onnx=not args.no_onnx)]
+    if args.json:
+        print(json.dumps({"study": spec.name, "front": records}, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    metrics = [o.metric for o in spec.objectives]
+    t = Table(title=f"{spec.name}: Pareto front ({len(records)} trials)", title_justify="left")
+    for col in ["#", "uniform", *metrics, "epochs", "files"]:
+        t.add_column(col, justify="right" if col != "files" else "left", overflow="fold")
+    for r in records:
+        t.add_row(
+            str(r["number"]),
+            "" if r["uniform_ratio"] is None else f"{r['uniform_ratio']:g}",
+            *[f"{r['metrics'].get(m, float('nan')):.4g}" for m in metrics],
+            str(r["epochs"]),
+            "\n".join(r.get("files", [])),
+        )
+    Console().print(t)
+    return 0
+
+
+def _export(spec, number: int, out: Path, *, onnx: bool) -> list[Path]:
+    """Download the trial's ``model/`` artifacts from MLflow; add an ONNX file next to a real checkpoint."""
+    from mlflow.tracking import MlflowClient
+
+    from ..errors import OrchestratorError
+    from ..urls import mask_url
+
+    c = MlflowClient(spec.tracking.uri)
+    exp = c.get_experiment_by_name(spec.experiment)
+    runs = (
+        c.search_runs(
+            [exp.experiment_id],
+            f"tags.role = 'trial' and tags.study = '{spec.name}' and tags.trial_number = '{number}'",
+        )
+        if exp
+        else []
+    )
+    if not runs:
+        raise OrchestratorError(
+            f"trial {number} has no run in MLflow at {mask_url(spec.tracking.uri)}: "
+            f"run `orchestrator run {spec.path}` once to catch the tracker up"
+        )
+    target = out / f"trial-{number:04d}"
+    target.mkdir(parents=True, exist_ok=True)
+    names = [a.path for a in c.list_artifacts(runs[0].info.run_id, "model")]
+    if not names:
+        raise OrchestratorError(
+            f"trial {number} has no saved checkpoint (tracking.artifacts is "
+            f"{spec.tracking.artifacts!r}; use 'pareto' or 'all')"
+        )
+    files = [Path(c.download_artifacts(runs[0].info.run_id, n, str(target))) for n in names]
+    files = [target / Path(f).name if not f.parent == target else f for f in files]
+    pt = next((f for f in files if f.name == "pruned.pt"), None)
+    if onnx and pt is not None:
+        files.append(_onnx(pt, spec.imgsz))
+    return files
+
+
+def _onnx(checkpoint: Path, imgsz: int) -> Path:
+    import torch
+
+    from ..yolo.checkpoint import load_model
+
+    model = load_model(checkpoint).float().eval()
+    path = checkpoint.with_suffix(".onnx")
+    x = torch.zeros(1, 3, imgsz, imgsz)
+    torch.onnx.export(
+        model, x, str(path), input_names=["images"], output_names=["output"], opset_version=17, dynamo=False
+    )
+    return path

@@ -1,0 +1,86 @@
+"""``orchestrator status STUDY``: the study's trials from its Optuna storage, Pareto front marked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "status",
+        help="trials of a study (state, objectives, failure reasons), Pareto front marked",
+        description="Read the study's Optuna storage (nothing is started or written) and list its trials.",
+    )
+    p.add_argument("study", help="study file (studies/*.yaml)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..search import STUDY_BASELINE, hypervolume, load_existing, pareto_front, trial_summary
+    from ..spec import load_study_spec
+
+    spec = load_study_spec(args.study)
+    study = load_existing(spec)
+    trials = study.get_trials(deepcopy=False)
+    front = {t.number for t in pareto_front(trials, spec.directions)}
+    baseline = (study.user_attrs.get(STUDY_BASELINE) or {}).get("metrics", {})
+    hv = hypervolume(trials, spec, baseline) if baseline else 0.0
+    records = [dict(trial_summary(t), pareto=t.number in front) for t in trials]
+    counts = {s: sum(r["state"] == s for r in records) for s in ("COMPLETE", "FAIL", "RUNNING", "WAITING")}
+    lease = study.user_attrs.get("driver")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "study": spec.name,
+                    "target": spec.budget.n_trials,
+                    "counts": counts,
+                    "hypervolume": hv,
+                    "baseline": baseline,
+                    "driver": lease,
+                    "trials": records,
+                },
+                default=str,
+            )
+        )
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    metrics = [o.metric for o in spec.objectives]
+    t = Table(
+        title=f"{spec.name}: {counts['COMPLETE']}/{spec.budget.n_trials or '-'} complete, {counts['FAIL']} failed, "
+        f"{counts['RUNNING']} running, {counts['WAITING']} waiting · hypervolume {hv:.4f}",
+        title_justify="left",
+    )
+    for col in ["#", "state", "front", "uniform", *metrics, "epochs", "lr0", "mean ratio", "failure"]:
+        t.add_column(col, justify="left" if col in ("state", "failure") else "right", overflow="fold")
+    if baseline:
+        t.add_row("base", "unpruned", "", "", *[_fmt(baseline.get(m)) for m in metrics], "", "", "0", "")
+    for r in records:
+        ratios = list(r["ratios"].values())
+        t.add_row(
+            str(r["number"]),
+            r["state"],
+            "*" if r["pareto"] else "",
+            "" if r["uniform_ratio"] is None else f"{r['uniform_ratio']:g}",
+            *[_fmt(r["metrics"].get(m)) for m in metrics],
+            str(r["epochs"] if r["epochs"] is not None else ""),
+            _fmt(r["lr0"]),
+            _fmt(sum(ratios) / len(ratios)) if ratios else "",
+            r["failure"][:200],
+        )
+    Console().print(t)
+    if lease:
+        Console().print(f"driver running: pid {lease.get('pid')} on {lease.get('host')}")
+    return 0
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)

@@ -1,0 +1,63 @@
+"""``orchestrator ui STUDY``: the MLflow UI on the study's tracking store, light and bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "ui",
+        help="open the MLflow UI on a study's tracking store",
+        description="Serve the MLflow UI for the study's tracking store with one worker and no job runners "
+        "(MLflow's defaults take about 3 GB). Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    p.add_argument("study", help="study file (studies/*.yaml)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+    import sys
+
+    from ..errors import OrchestratorError
+    from ..spec import load_study_spec
+    from ..urls import mask_url
+
+    spec = load_study_spec(args.study)
+    uri = spec.tracking.uri
+    if uri.startswith(("http://", "https://")):
+        print(f"{spec.name} is tracked by the MLflow server at {mask_url(uri)}: open it in a browser")
+        return 0
+    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///") :]):
+        raise OrchestratorError(
+            f"no MLflow store at {uri[len('sqlite:///') :]} yet: run `orchestrator run {args.study}`"
+        )
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS="false")
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
+    where = "this machine only" if args.host in ("127.0.0.1", "localhost") else "reachable from the network"
+    print(
+        f"MLflow UI for {spec.name}: http://{args.host}:{args.port} ({where}; experiment {spec.experiment!r}). "
+        "Ctrl-C stops it.",
+        flush=True,
+    )
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
