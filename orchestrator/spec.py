@@ -7,8 +7,9 @@ Past this edge the rest of the program only sees typed specs.
 
 from __future__ import annotations
 
+import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ METRICS: dict[str, str] = {
 }
 METHODS = ("structured", "unstructured")
 GRANULARITIES = ("layer", "block", "stage")
-IMPORTANCES = ("l1", "l2", "taylor", "random")
+IMPORTANCES = ("l1", "l2", "bn_scale")  # bn_scale: structured only (BatchNorm gamma)
 SAMPLERS = ("nsga2", "tpe", "random")
 ARTIFACT_POLICIES = ("all", "pareto", "none")
 TRIAL_KINDS = ("real", "fake")
@@ -273,6 +274,8 @@ def _pruning(r: _Reader, d: dict) -> PruningSpec:
             groups.append(GroupBounds(str(pattern), rng))
     exclude = r.take_list(d, "exclude", str, (), at="pruning")
     round_to = r.take(d, "round_to", int, 8, check=lambda v: v >= 1, rule=">= 1", at="pruning")
+    if importance == "bn_scale" and method == "unstructured":
+        r.bad("pruning.importance", "bn_scale ranks whole channels: use it with method structured, or l1/l2")
     r.done(d, "pruning")
     return PruningSpec(method, granularity, importance, ratio, step, tuple(groups), tuple(exclude), round_to)
 
@@ -353,14 +356,27 @@ def _finetune(r: _Reader, d: dict) -> FinetuneSpec:
                     lr0 = Range(lo, hi, bool(log))
         else:
             r.bad("finetune.lr0", f"must be a number or {{min, max}}, got {_show(raw)}")
-    hyp = r.take(d, "hyp", str, "finetune", at="finetune")
+    from .yolo.hyp import PRESETS, Hyp  # plain dataclasses: no torch
+
+    hyp = r.take(d, "hyp", str, "finetune", choices=tuple(PRESETS), at="finetune")
     overrides = d.pop("overrides", None) or {}
     if not isinstance(overrides, dict):
         r.bad("finetune.overrides", f"must map hyp keys to numbers, got {_show(overrides)}")
         overrides = {}
-    for k, v in overrides.items():
-        if not _is_number(v):
-            r.bad(f"finetune.overrides.{k}", f"must be a number, got {_show(v)}")
+    known = {f.name: f.type for f in fields(Hyp)}
+    for k, v in list(overrides.items()):
+        if k not in known:
+            r.bad(f"finetune.overrides.{k}", f"unknown hyp key{_close(str(k), known)}")
+        elif k == "lr0":
+            r.bad(f"finetune.overrides.{k}", "set finetune.lr0 instead (it may be searched)")
+        elif not (_is_number(v) or (isinstance(v, bool) and "bool" in str(known[k]))):
+            r.bad(
+                f"finetune.overrides.{k}",
+                f"must be {'true or false' if 'bool' in str(known[k]) else 'a number'}, got {_show(v)}",
+            )
+        else:
+            continue
+        overrides.pop(k)
     r.done(d, "finetune")
     return FinetuneSpec(epochs, lr0, hyp, dict(overrides))
 
@@ -566,9 +582,47 @@ class _Reader:
         return tuple(out)
 
     def done(self, d: dict, at: str) -> None:
-        """Whatever is left in ``d`` was not expected: report each key."""
+        """Whatever is left in ``d`` was not expected: report each key (with the closest known one)."""
         for key in d:
-            self.bad(f"{at}.{key}" if at else str(key), "unknown key")
+            self.bad(f"{at}.{key}" if at else str(key), f"unknown key{_close(str(key), _KNOWN.get(at, ()))}")
+
+
+_KNOWN: dict[str, tuple[str, ...]] = {
+    "": (
+        "name",
+        "model",
+        "data",
+        "imgsz",
+        "batch",
+        "device",
+        "seed",
+        "pruning",
+        "finetune",
+        "objectives",
+        "constraints",
+        "sampler",
+        "baselines",
+        "budget",
+        "resources",
+        "storage",
+        "tracking",
+        "trial",
+        "fake",
+    ),
+    "pruning": ("method", "granularity", "importance", "ratio", "step", "groups", "exclude", "round_to"),
+    "finetune": ("epochs", "lr0", "hyp", "overrides"),
+    "sampler": ("name", "seed", "population_size"),
+    "baselines": ("ratios", "epochs", "lr0"),
+    "budget": ("n_trials", "timeout_s", "max_failures"),
+    "resources": ("gpus_per_trial", "cpus_per_trial", "max_concurrent", "address", "num_cpus"),
+    "tracking": ("uri", "experiment", "artifacts", "artifact_location", "refresh_s"),
+    "fake": ("sleep_s", "fail_on", "nan_on", "kill_on", "checkpoint_kb"),
+}
+
+
+def _close(key: str, known) -> str:
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _expect(kind: type, choices: tuple[str, ...] | None) -> str:
