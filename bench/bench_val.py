@@ -1,0 +1,77 @@
+"""Time ``validate`` against the bare model forward over the same batches; print the share spent outside the forward.
+
+    .venv/bin/python bench/bench_val.py [--imgsz 320] [--batch 32] [--repeat 3] [--no-fuse]
+
+Runs are interleaved (forward, validate, forward, ...) and the median is reported, because on shared
+machines the load changes from one second to the next. "Outside the forward" = data preparation
+(decode, resize, letterbox: once per ValSet), preprocessing, NMS and COCOeval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from orchestrator.yolo.checkpoint import load_model
+from orchestrator.yolo.data import load_data_config
+from orchestrator.yolo.val import ValSet, validate
+
+ASSETS = Path(os.environ.get("ORCHESTRATOR_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+
+
+def bare_forward(net: torch.nn.Module, vs: ValSet) -> float:
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for b in vs.batches:
+            net(b.images.float() / 255)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=str(ASSETS / "yolov5n.pt"))
+    ap.add_argument("--data", default=str(ASSETS / "coco128.yaml"))
+    ap.add_argument("--imgsz", type=int, default=320)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-fuse", action="store_true")
+    args = ap.parse_args()
+    fuse = not args.no_fuse
+
+    t = time.perf_counter()
+    model = load_model(args.weights)
+    t_load = time.perf_counter() - t
+    cfg = load_data_config(args.data, need=("val",))
+    t = time.perf_counter()
+    vs = ValSet(cfg, args.imgsz, args.batch)
+    t_data = time.perf_counter() - t
+    net = copy.deepcopy(model).fuse().eval() if fuse else model.eval()
+    bare_forward(net, vs)  # warm-up: first-call allocations and kernel selection
+
+    fwd, val, parts = [], [], []
+    for _ in range(args.repeat):
+        fwd.append(bare_forward(net, vs))
+        t = time.perf_counter()
+        r = validate(model, vs, fuse=fuse)
+        val.append(time.perf_counter() - t)
+        parts.append(r.speed_ms)
+    n = len(vs)
+    f, v = statistics.median(fwd), statistics.median(val)
+    ms = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+    total = v + t_data  # what one `orchestrator val` run spends after loading the model
+    print(f"{n} images, imgsz {args.imgsz}, batch {args.batch}, fuse {fuse}, torch threads {torch.get_num_threads()}")
+    print(f"model load {t_load:.2f} s | data preparation (ValSet, once) {t_data:.2f} s")
+    print(f"bare forward {f:.2f} s ({1000 * f / n:.1f} ms/img) | validate {v:.2f} s (median of {args.repeat})")
+    print("validate per image: " + ", ".join(f"{k} {x:.1f} ms" for k, x in ms.items()))
+    print(f"mAP50-95 {r.map50_95:.5f}")
+    print(f"outside the forward: {1 - f / v:.1%} of validate with a reused ValSet, {1 - f / total:.1%} with data prep")
+
+
+if __name__ == "__main__":
+    main()
