@@ -1,0 +1,114 @@
+"""Stopping the driver for real (Ctrl-C, then SIGKILL) and running the same command again.
+
+Each driver is a subprocess running ``python -m orchestrator run`` on a fake-trial study with its own
+local Ray instance: nothing is mocked. The study must end with exactly n_trials COMPLETE, the
+interrupted trials' parameters tried again, and one MLflow run per finished trial.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from study_files import fake_study, trial_runs
+
+from orchestrator.spec import load_study_spec
+
+pytestmark = pytest.mark.slow
+N_TRIALS = 8
+
+
+def _driver(study, cwd, log):
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", str(study), "--no-live"],
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_for(spec, proc, complete: int, timeout: float = 240.0) -> None:
+    """Until ``complete`` trials are COMPLETE and one is RUNNING (read-only look at the storage)."""
+    import optuna
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the driver ended early"
+        try:
+            study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+            states = [t.state.name for t in study.get_trials(deepcopy=False)]
+            if states.count("COMPLETE") >= complete and "RUNNING" in states:
+                return
+        except (KeyError, Exception):  # not created yet
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"the driver did not reach {complete} complete trials in {timeout:.0f}s")
+
+
+def _end_group(proc) -> None:
+    """Kill what is left of a driver we started (its local Ray) by its process group id."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def test_ctrl_c_then_kill_9_then_resume(tmp_path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = fake_study(tmp_path, fake={"sleep_s": 1.5, "checkpoint_kb": 8}, budget={"n_trials": N_TRIALS})
+    spec = load_study_spec(path)
+    log = open(tmp_path / "driver.log", "w+")
+
+    first = _driver(path, tmp_path, log)
+    try:
+        _wait_for(spec, first, 2)
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=120) == 130
+    finally:
+        _end_group(first)
+    log.seek(0)
+    text = log.read()
+    assert f"Resume with: orchestrator run {path}" in text, text[-2000:]
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    interrupted = [t for t in study.get_trials(deepcopy=False) if "interrupted" in t.user_attrs.get("failure", "")]
+    assert interrupted and all(t.state.name == "FAIL" for t in interrupted)
+
+    second = _driver(path, tmp_path, log)
+    try:
+        _wait_for(spec, second, 4)
+        os.kill(second.pid, signal.SIGKILL)  # the driver only: no cleanup of any kind runs
+        second.wait(timeout=30)
+    finally:
+        _end_group(second)
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    orphans = [t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+    assert orphans, "the SIGKILLed driver should have left running trials"
+
+    third = _driver(path, tmp_path, log)
+    try:
+        assert third.wait(timeout=300) == 0
+    finally:
+        _end_group(third)
+
+    trials = optuna.load_study(study_name=spec.name, storage=spec.storage).get_trials(deepcopy=False)
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == N_TRIALS
+    assert set(states) <= {"COMPLETE", "FAIL"}
+    for n in orphans:  # marked FAIL with the reason, and their parameters tried again
+        t = trials[n]
+        assert t.state.name == "FAIL" and "driver stopped" in t.user_attrs["failure"]
+        retries = [r for r in trials if r.user_attrs.get("retry_of") == n]
+        assert len(retries) == 1 and retries[0].params == t.params and retries[0].state.name == "COMPLETE"
+    for t in interrupted:
+        assert [r.params for r in trials if r.user_attrs.get("retry_of") == t.number] == [t.params]
+    runs = trial_runs(spec)  # fails on a trial logged twice
+    assert sorted(runs) == [t.number for t in trials]
+    assert all(runs[t.number].info.status == ("FINISHED" if t.state.name == "COMPLETE" else "FAILED") for t in trials)
