@@ -42,7 +42,9 @@ class ValResult:
 
 
 @dataclass(frozen=True)
-class _Batch:
+class ValBatch:
+    """One rect batch, ready for the model, and what maps its boxes back to original pixels."""
+
     images: torch.Tensor  # (B, 3, H, W) uint8 RGB, letterboxed to the batch shape
     index: np.ndarray  # (B,) positions in ValSet.files
     gain: np.ndarray  # (B,) resize factor original -> loaded
@@ -95,7 +97,7 @@ class ValSet:
     def __len__(self) -> int:
         return len(self.files)
 
-    def _make_batch(self, pool: ThreadPoolExecutor, index: np.ndarray, shape: tuple[int, int]) -> _Batch:
+    def _make_batch(self, pool: ThreadPoolExecutor, index: np.ndarray, shape: tuple[int, int]) -> ValBatch:
         out = np.empty((len(index), 3, *shape), dtype=np.uint8)
         gain, pad = np.empty(len(index)), np.empty((len(index), 2))
 
@@ -106,7 +108,7 @@ class ValSet:
             gain[j], pad[j] = h / h0, p  # the official val rescales both axes by the height ratio
 
         list(pool.map(fill, range(len(index))))
-        return _Batch(torch.from_numpy(out), np.asarray(index), gain, pad)
+        return ValBatch(torch.from_numpy(out), np.asarray(index), gain, pad)
 
 
 def validate(
@@ -115,7 +117,7 @@ def validate(
     *,
     imgsz: int | None = None,
     batch: int | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = "cpu",
     half: bool = False,
     conf: float = 0.001,
     iou: float = 0.6,
@@ -123,12 +125,13 @@ def validate(
     per_class: bool = False,
     fuse: bool = True,
 ) -> ValResult:
-    """COCO mAP of ``model`` on ``data``; no printing, no files; the caller's model is left as it was.
+    """COCO mAP of ``model`` on ``data``; no printing; the caller's model is left as it was.
 
     ``imgsz``/``batch`` default to 640/32 for a DataConfig and to the ValSet's own (a different value
-    for a ValSet is an error). With ``fuse`` a BN-fused copy runs (what official val.py measures; prune
-    masks are made permanent in the copy); otherwise the model itself runs in eval mode and every
-    module's train/eval flag is restored afterwards.
+    for a ValSet is an error); ``device=None`` runs where the model's parameters are. With ``fuse`` a
+    BN-fused copy runs (what official val.py measures; prune masks are made permanent in the copy);
+    otherwise the model itself runs in eval mode and every module's train/eval flag is restored
+    afterwards. The only file ever written is the label cache when a ValSet is built here.
     """
     t0 = time.perf_counter()
     stride = max(32, int(_model_stride(model)))
@@ -142,7 +145,7 @@ def validate(
     else:
         vs = ValSet(data, imgsz or 640, batch or 32, stride=stride)
         load_s = time.perf_counter() - t0
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else _model_device(model)
     net, restore = _inference_model(model, device, half, fuse)
     try:
         dets, times = _predict(net, vs, device, half, conf, iou, max_det)
@@ -172,6 +175,11 @@ def validate(
     )
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def _model_stride(model: nn.Module) -> float:
     s = getattr(model, "stride", None)
     return float(s.max()) if isinstance(s, torch.Tensor) else 32.0
@@ -181,7 +189,11 @@ def _predict(
     net: nn.Module, vs: ValSet, device: torch.device, half: bool, conf: float, iou: float, max_det: int
 ) -> tuple[np.ndarray, dict[str, float]]:
     """All detections ``(M, 7)``: image_id, x, y, w, h in original pixels (rounded as official JSON), score, class."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def sync() -> None:  # honest timings: CUDA calls return before the work is done
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     times = dict.fromkeys(("preprocess", "inference", "nms"), 0.0)
     out = []
     with torch.inference_mode():
@@ -207,7 +219,7 @@ def _predict(
     return dets, times
 
 
-def _to_original(d: np.ndarray, b: _Batch, shapes: np.ndarray) -> np.ndarray:
+def _to_original(d: np.ndarray, b: ValBatch, shapes: np.ndarray) -> np.ndarray:
     """Batch detections (b, x1, y1, x2, y2, score, cls) -> (ValSet index, x, y, w, h original px, score, cls)."""
     j = d[:, 0].astype(np.int64)
     idx = b.index[j]
