@@ -6,6 +6,7 @@ tensor the official export writes, so NMS code written for official YOLOv5 ONNX 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,17 +64,19 @@ def export_onnx(
     with torch.no_grad():
         y = net(x)
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
-    torch.onnx.export(
-        net,
-        (x,),
-        str(path),
-        input_names=["images"],
-        output_names=["output0"],
-        opset_version=opset,
-        dynamic_axes=axes if dynamic else None,
-        do_constant_folding=True,
-        dynamo=False,  # the TorchScript exporter needs no onnxscript and handles this graph fully
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter warns that it is legacy; it is the one that needs
+        warnings.simplefilter("ignore", DeprecationWarning)  # no onnxscript, and it handles this graph fully
+        torch.onnx.export(
+            net,
+            (x,),
+            str(path),
+            input_names=["images"],
+            output_names=["output0"],
+            opset_version=opset,
+            dynamic_axes=axes if dynamic else None,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     diff = None
     if check:
         diff = onnx_max_abs_diff(path, x, y)
