@@ -55,6 +55,7 @@ def connect(
         where = "this process's Ray"
     elif address:
         where = mask_url(address)
+        _check_reachable(address, where)
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         except Exception as e:  # ConnectionError, TimeoutError, RuntimeError depending on the path
@@ -91,6 +92,23 @@ def connect(
     slots = math.floor(gpus / gpus_per_trial + 1e-9) if gpus_per_trial > 0 else math.floor(cpus / cpus_per_trial)
     slots = max(1, min(slots, max_concurrent or slots))
     return Cluster(where, started, cpus, gpus, slots, cpus_per_trial, gpus_per_trial)
+
+
+def _check_reachable(address: str, where: str) -> None:
+    """Fail in seconds when nothing listens at host:port (Ray itself retries for minutes)."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rsplit("@", 1)[-1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise OrchestratorError(
+            f"cannot join the Ray cluster at {where}: nothing answers there ({e.strerror or e}); "
+            "start it with `ray start --head` or fix --address / resources.address"
+        ) from None
 
 
 def disconnect(cluster: Cluster) -> None:

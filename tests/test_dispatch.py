@@ -1,0 +1,106 @@
+"""Joining an existing Ray cluster (``--address``): a real second instance started by the test on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from study_files import fake_study, trial_runs
+
+from orchestrator.spec import load_study_spec
+
+pytestmark = pytest.mark.slow
+RAY = Path(sys.executable).with_name("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """``ray start --head --block`` in its own process group; the group is ended after the test."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # unix socket paths must stay under 107 bytes
+    # Ray's token authentication: one throwaway token for this cluster and the drivers that join it
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex)
+    log = open(tmp_path / "ray_head.log", "w")
+    proc = subprocess.Popen(
+        [
+            str(RAY),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            f"--temp-dir={temp}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (tmp_path / "ray_head.log").read_text()[-2000:]
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.5)
+    yield address, env
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=20)
+            break
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_run_joins_the_cluster_given_by_address(tmp_path, ray_head):
+    address, env = ray_head
+    path = fake_study(tmp_path, budget={"n_trials": 4})
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", str(path), "--address", address, "--no-live", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["complete"] == 4 and result["stopped"] == "done"
+    assert f"2 slot(s) on {address}" in out.stderr  # the cluster's 2 CPUs, not a local instance
+    assert sorted(trial_runs(load_study_spec(path))) == [0, 1, 2, 3]
+
+
+def test_unreachable_address_is_one_line(tmp_path):
+    path = fake_study(tmp_path)
+    port = _free_port()
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", str(path), "--address", f"127.0.0.1:{port}", "--no-live"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2
+    assert f"error: cannot join the Ray cluster at 127.0.0.1:{port}" in out.stderr
