@@ -148,6 +148,8 @@ def prune_structured(
             if keep < n:
                 group = dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=list(range(n)))
                 scores = imp(group)
+                if scores is None:
+                    raise PruningError(f"ratios: {key}: importance {importance!r} cannot rank {members[0]}'s channels")
                 drop = torch.argsort(scores)[: n - keep].tolist()
                 dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=sorted(drop)).prune()
             cuts.append(ChannelCut(members, key, ratio, n, root.out_channels))
