@@ -119,3 +119,26 @@ def test_map_that_empties_a_layer_is_an_error(yolov5n):
 def test_refuses_fused_model(yolov5n):
     with pytest.raises(PruningError, match="unfused"):
         apply_ratios(deployable(yolov5n), {"model.0.conv": 0.3}, method="structured")
+
+
+def _kept_rows(before: torch.Tensor, after: torch.Tensor) -> list[int]:
+    return [int((before - r).flatten(1).abs().sum(1).argmin()) for r in after]
+
+
+@pytest.mark.parametrize(
+    "key, consumers", [("model.0.conv", ["model.1.conv"]), ("model.8.cv3.conv", ["model.9.cv1.conv"])]
+)
+def test_cut_equals_zeroing_the_removed_inputs(yolov5n, key, consumers):
+    """The cut is exact: the pruned model computes what the unpruned one does with those inputs zeroed."""
+    m = copy.deepcopy(yolov5n)
+    apply_ratios(m, {key: 0.5}, method="structured")
+    before = yolov5n.get_submodule(key).weight
+    kept = _kept_rows(before, m.get_submodule(key).weight)
+    dropped = [i for i in range(before.shape[0]) if i not in kept]
+    assert len(dropped) == before.shape[0] // 2
+    ref = copy.deepcopy(yolov5n)
+    with torch.no_grad():
+        for c in consumers:
+            ref.get_submodule(c).weight[:, dropped] = 0
+        x = torch.rand(1, 3, 160, 128)
+        torch.testing.assert_close(m.eval()(x)[0], ref(x)[0], rtol=0, atol=1e-3)
