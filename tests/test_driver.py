@@ -140,3 +140,55 @@ def test_unreachable_tracker_stops_before_any_trial(tmp_path):
     msg = str(e.value)
     assert "does not answer" in msg and "hunter2" not in msg and "user:***@" in msg
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_status_pareto_and_ui_commands(tmp_path, capsys):
+    import json
+    import signal
+    import socket
+
+    from orchestrator.cli import main
+
+    path = fake_study(tmp_path, fake={"fail_on": [3]}, budget={"n_trials": 5})
+    run_study(load_study_spec(path), live=False)
+    capsys.readouterr()
+    assert main(["status", str(path), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["counts"]["COMPLETE"] == 5 and status["counts"]["FAIL"] == 1
+    assert status["trials"][3]["failure"].startswith("RuntimeError: fake failure injected in trial 3 (fake_trial.py:")
+    assert status["driver"] is None  # released at the end
+    assert main(["pareto", str(path), "--json", "--export", str(tmp_path / "front"), "--no-onnx"]) == 0
+    front = json.loads(capsys.readouterr().out)["front"]
+    assert front and all(r["number"] in [t["number"] for t in status["trials"] if t["pareto"]] for r in front)
+    for r in front:
+        assert sorted(p.rsplit("/", 1)[-1] for p in r["files"]) == ["checkpoint.pt", "ratios.json"]
+        assert (tmp_path / "front" / f"trial-{r['number']:04d}" / "checkpoint.pt").is_file()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "ui", str(path), "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert f"http://127.0.0.1:{port} (this machine only" in ui.stdout.readline()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the MLflow UI did not start")
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)
+        time.sleep(1)
+        with socket.socket() as s:  # the server went with it: nothing left listening
+            assert s.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        if ui.poll() is None:
+            ui.kill()

@@ -20,6 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import signal
     import subprocess
     import sys
 
@@ -57,7 +58,24 @@ def run(args: argparse.Namespace) -> int:
         "Ctrl-C stops it.",
         flush=True,
     )
+    # the server (and the uvicorn it starts) live in their own process group, ended with us on Ctrl-C or SIGTERM
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return subprocess.call(cmd, env=env)
+        return proc.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=10)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
