@@ -170,9 +170,14 @@ def validate_ratios(
     model: nn.Module, ratios: Mapping[str, object], granularity: str = "layer", *, method: str = "unstructured"
 ) -> dict[str, float]:
     """The ratio map checked against the model's groups: known keys only, each ratio in [0, 1)."""
+    return _validate(model, ratios, granularity, method, prunable_groups(model, granularity, method=method))
+
+
+def _validate(
+    model: nn.Module, ratios: Mapping[str, object], granularity: str, method: str, groups: Mapping[str, list[str]]
+) -> dict[str, float]:
     if not isinstance(ratios, Mapping):
         raise PruningError(f"ratios: expected a mapping of layer names to ratios, got {type(ratios).__name__}")
-    groups = prunable_groups(model, granularity, method=method)
     out: dict[str, float] = {}
     for key, value in ratios.items():
         key = str(key)
@@ -199,6 +204,6 @@ def conv_ratios(
     model: nn.Module, ratios: Mapping[str, object], granularity: str = "layer", *, method: str = "unstructured"
 ) -> dict[str, tuple[str, float]]:
     """Each conv named by a validated ratio map -> (the key that named it, its ratio)."""
-    valid = validate_ratios(model, ratios, granularity, method=method)
     groups = prunable_groups(model, granularity, method=method)
+    valid = _validate(model, ratios, granularity, method, groups)
     return {conv: (key, r) for key, r in valid.items() for conv in groups[key]}

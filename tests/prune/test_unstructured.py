@@ -56,7 +56,7 @@ def test_masks_keep_zeros_through_training(pruned30):
     zero = conv.weight_mask == 0
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     for _ in range(2):
-        out = m(torch.rand(2, 3, 64, 64))
+        out = m(torch.rand(2, 3, 32, 32))
         loss = sum(o.square().mean() for o in out)
         opt.zero_grad()
         loss.backward()
