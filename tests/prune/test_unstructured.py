@@ -55,7 +55,7 @@ def test_masks_keep_zeros_through_training(pruned30):
     conv = m.model[6].m[0].cv1.conv
     zero = conv.weight_mask == 0
     opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    for _ in range(2):
+    for _ in range(2):  # the second step moves weight_orig by momentum even where the gradient is zero
         out = m(torch.rand(2, 3, 32, 32))
         loss = sum(o.square().mean() for o in out)
         opt.zero_grad()
