@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,11 @@ def open_storage(url: str, *, create: bool = True):
             if not create and not path.exists():
                 raise OrchestratorError(f"no study storage at {path}: run `orchestrator run` first")
             path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        except Exception:  # two processes creating the schema at once (a `status` during the first `run`)
+            time.sleep(1.0)
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except OrchestratorError:
         raise
     except Exception as e:

@@ -34,8 +34,18 @@ def run(args: argparse.Namespace) -> int:
     if args.trials is not None and args.trials < 1:
         raise OrchestratorError(f"--trials: expected >= 1, got {args.trials}")
     spec = load_study_spec(args.study)
+    import os
+
     import optuna
 
+    # a tracking server that went away must not stall the loop for minutes per request (MLflow's defaults:
+    # 7 retries, 120 s timeout); results are safe in the Optuna storage and logged when it answers again
+    for key, value in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30"),
+    ):
+        os.environ.setdefault(key, value)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view reports trials; no per-trial INFO lines
     out = run_study(spec, n_trials=args.trials, address=args.address, live=False if args.no_live else None)
     if args.json:
