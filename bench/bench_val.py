@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/bench_val.py [--imgsz 320] [--batch 32] [--repeat 3] [--no-fuse]
 
-Runs are interleaved (forward, validate, forward, ...) and the median is reported, because on shared
-machines the load changes from one second to the next. "Outside the forward" = data preparation
+Runs are interleaved (forward, validate, forward, ...) and the best is reported, because on shared
+machines other processes only ever add time; process CPU time is printed too, which with
+``OMP_NUM_THREADS=1`` does not depend on the machine's load. "Outside the forward" = data preparation
 (decode, resize, letterbox: once per ValSet), preprocessing, NMS and COCOeval.
 """
 
@@ -24,12 +25,13 @@ from orchestrator.yolo.val import ValSet, validate
 ASSETS = Path(os.environ.get("ORCHESTRATOR_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 
 
-def bare_forward(net: torch.nn.Module, vs: ValSet) -> float:
-    t = time.perf_counter()
+def bare_forward(net: torch.nn.Module, vs: ValSet) -> tuple[float, float]:
+    """(wall s, process CPU s) of the model alone over the ValSet's batches."""
+    t, c = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for b in vs.batches:
             net(b.images.float() / 255)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def main() -> None:
@@ -53,12 +55,15 @@ def main() -> None:
     net = copy.deepcopy(model).fuse().eval() if fuse else model.eval()
     bare_forward(net, vs)  # warm-up: first-call allocations and kernel selection
 
-    fwd, val, parts = [], [], []
+    fwd, val, parts, fwd_cpu, val_cpu = [], [], [], [], []
     for _ in range(args.repeat):
-        fwd.append(bare_forward(net, vs))
-        t = time.perf_counter()
+        w, c = bare_forward(net, vs)
+        fwd.append(w)
+        fwd_cpu.append(c)
+        t, c = time.perf_counter(), time.process_time()
         r = validate(model, vs, fuse=fuse)
         val.append(time.perf_counter() - t)
+        val_cpu.append(time.process_time() - c)
         parts.append(r.speed_ms)
     n = len(vs)
     # min, not mean: on a shared machine other processes only ever add time
@@ -74,6 +79,9 @@ def main() -> None:
     inside = ms["inference"]
     outside = sum(x for k, x in ms.items() if k != "inference")
     print(f"from validate's own clock (same run, load-robust): {outside / (inside + outside):.1%} outside the forward")
+    fc, vc = min(fwd_cpu), min(val_cpu)
+    print(f"CPU time (load-robust with OMP_NUM_THREADS=1): bare forward {fc:.2f} s, validate {vc:.2f} s, ", end="")
+    print(f"{1 - fc / vc:.1%} outside the forward")
     print(f"spread of bare forward runs: {min(fwd):.2f}..{max(fwd):.2f} s (other processes on this machine add noise)")
 
 
