@@ -240,6 +240,8 @@ class _Loop:
         trial.set_user_attr(ATTR_DEVICE, r.device)
         trial.set_user_attr(ATTR_WORKER, r.worker)
         trial.set_user_attr(ATTR_WALL, round(r.wall_s, 3))
+        if r.attempt:
+            trial.set_user_attr("attempt", r.attempt)  # retried once after its worker died
         ok, failure = r.ok, r.failure
         if ok:
             try:

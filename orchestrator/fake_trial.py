@@ -37,7 +37,7 @@ def run_fake_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     fake = spec.workload.fake
     items = cache.for_workload(spec.workload)
     items["trials"] = items.get("trials", 0) + 1  # lets tests see that the cache survives across trials
-    if spec.number in fake.kill_on and spec.attempt == 0:
+    if spec.number in fake.kill_on and (spec.attempt == 0 or fake.kill_twice):
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(fake.sleep_s)
     if spec.number in fake.fail_on:

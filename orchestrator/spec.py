@@ -159,6 +159,7 @@ class FakeTrialSpec:
     nan_on: tuple[int, ...] = ()  # trial numbers whose fine-tune diverges
     kill_on: tuple[int, ...] = ()  # trial numbers whose worker process is SIGKILLed on the first attempt
     checkpoint_kb: int = 64  # size of the fake checkpoint artifact
+    kill_twice: bool = False  # kill_on also kills the retry
 
 
 @dataclass(frozen=True)
@@ -497,8 +498,9 @@ def _fake(r: _Reader, d: dict) -> FakeTrialSpec:
     nan_on = r.take_list(d, "nan_on", int, (), at="fake")
     kill_on = r.take_list(d, "kill_on", int, (), at="fake")
     kb = r.take(d, "checkpoint_kb", int, 64, check=lambda v: v >= 0, rule=">= 0", at="fake")
+    twice = r.take(d, "kill_twice", bool, False, at="fake")
     r.done(d, "fake")
-    return FakeTrialSpec(sleep, tuple(fail_on), tuple(nan_on), tuple(kill_on), kb)
+    return FakeTrialSpec(sleep, tuple(fail_on), tuple(nan_on), tuple(kill_on), kb, twice)
 
 
 # ---------------------------------------------------------------- reading with key paths
@@ -616,7 +618,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     "budget": ("n_trials", "timeout_s", "max_failures"),
     "resources": ("gpus_per_trial", "cpus_per_trial", "max_concurrent", "address", "num_cpus"),
     "tracking": ("uri", "experiment", "artifacts", "artifact_location", "refresh_s"),
-    "fake": ("sleep_s", "fail_on", "nan_on", "kill_on", "checkpoint_kb"),
+    "fake": ("sleep_s", "fail_on", "nan_on", "kill_on", "checkpoint_kb", "kill_twice"),
 }
 
 

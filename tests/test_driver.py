@@ -93,7 +93,22 @@ def test_killed_worker_is_replaced_and_its_trial_retried(tmp_path):
     out = run_study(spec, live=False)
     assert out.complete == 3 and out.failed == 0
     t1 = load_existing(spec).get_trials(deepcopy=False)[1]
-    assert t1.state.name == "COMPLETE" and t1.user_attrs["worker"]
+    assert t1.state.name == "COMPLETE" and t1.user_attrs["attempt"] == 1  # ran again on a fresh worker
+    assert "attempt" not in load_existing(spec).get_trials(deepcopy=False)[0].user_attrs
+
+
+def test_a_worker_that_dies_twice_fails_its_trial_only(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    spec = load_study_spec(fake_study(tmp_path, fake={"kill_on": [2], "kill_twice": True}, budget={"n_trials": 3}))
+    buf = io.StringIO()
+    out = run_study(spec, live=True, console=Console(file=buf, force_terminal=True, width=120))
+    assert out.complete == 3 and out.failed == 1
+    t2 = load_existing(spec).get_trials(deepcopy=False)[2]
+    assert t2.state.name == "FAIL" and t2.user_attrs["failure"].startswith("worker died twice: ")
+    assert "fake: 3/3 complete" in buf.getvalue() and "current Pareto front" in buf.getvalue()  # the live view
 
 
 def test_resume_reaches_n_trials_without_logging_twice(tmp_path):
