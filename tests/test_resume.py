@@ -112,3 +112,27 @@ def test_ctrl_c_then_kill_9_then_resume(tmp_path):
     runs = trial_runs(spec)  # fails on a trial logged twice
     assert sorted(runs) == [t.number for t in trials]
     assert all(runs[t.number].info.status == ("FINISHED" if t.state.name == "COMPLETE" else "FAILED") for t in trials)
+
+
+def test_two_drivers_started_together_never_share_the_study(tmp_path):
+    import optuna
+
+    path = fake_study(tmp_path, fake={"sleep_s": 0.3, "checkpoint_kb": 8}, budget={"n_trials": 4})
+    spec = load_study_spec(path)
+    logs = [open(tmp_path / f"driver{i}.log", "w+") for i in range(2)]
+    procs = [_driver(path, tmp_path, log) for log in logs]
+    try:
+        codes = sorted(p.wait(timeout=300) for p in procs)
+    finally:
+        for p in procs:
+            _end_group(p)
+    texts = []
+    for log in logs:
+        log.seek(0)
+        texts.append(log.read())
+    assert codes == [0, 2], texts
+    refused = next(t for t in texts if "error: study" in t)
+    assert "being run by another driver" in refused or "was just taken by another driver" in refused
+    trials = optuna.load_study(study_name=spec.name, storage=spec.storage).get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4  # numbers 0..3, each once
+    assert sorted(trial_runs(spec)) == [0, 1, 2, 3]
