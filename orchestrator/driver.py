@@ -42,6 +42,7 @@ from .search import (
     trial_summary,
 )
 from .spec import StudySpec
+from .study_check import check_inputs
 from .tracking import Tracker, drop_staged, preflight, staging_dir
 from .trial import TrialResult, TrialSpec, Workload
 from .urls import mask_url
@@ -91,6 +92,8 @@ def run_study(
     spec: StudySpec, *, n_trials: int | None = None, address: str | None = None, console=None, live: bool | None = None
 ) -> StudyOutcome:
     """Run (or resume) the study until ``n_trials`` trials are COMPLETE, the timeout passes or Ctrl-C."""
+    if spec.trial == "real":  # weights and data must be findable before anything is created
+        check_inputs(spec, groups=False)
     preflight(spec)
     storage = open_storage(spec.storage)
     study = create_or_load(spec, storage)

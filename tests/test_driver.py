@@ -207,3 +207,14 @@ def test_status_pareto_and_ui_commands(tmp_path, capsys):
     finally:
         if ui.poll() is None:
             ui.kill()
+
+
+def test_missing_weights_and_data_stop_before_anything_is_created(tmp_path):
+    spec = load_study_spec(fake_study(tmp_path, trial="real", model="weights/nope.pt", data="nowhere/data.yaml"))
+    with pytest.raises(OrchestratorError) as e:
+        run_study(spec, live=False)
+    assert str(e.value).splitlines() == [
+        f"{spec.path}: model: weights/nope.pt: no such weights file",
+        f"{spec.path}: data: nowhere/data.yaml: no such data yaml",
+    ]
+    assert not (tmp_path / "mlruns").exists()
