@@ -136,6 +136,7 @@ class _Loop:
         self.workload = workload_for(spec)
         self.asked: dict[int, object] = {}  # trial number -> optuna Trial
         self.ready: list[TrialSpec] = []  # asked ahead, waiting for a free slot
+        self.baseline_metrics: dict[str, float] = {}
         self.pending_log: set[int] = set()  # finished trials MLflow has not taken yet
         self.tracker_down_since: float | None = None
         self.failed_here = 0

@@ -7,7 +7,6 @@ Past this edge the rest of the program only sees typed specs.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from .config_reader import KeyReader, close_match, is_number, show
 from .errors import ConfigError
 
 # metric -> the direction in which it gets better; the objectives a study may name
@@ -212,7 +212,7 @@ def load_study_spec(path: str | Path) -> StudySpec:
 
 def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     """Build a StudySpec from already-parsed YAML (``path`` names the file in messages)."""
-    r = _Reader(str(path))
+    r = KeyReader(str(path), _KNOWN)
     if not isinstance(raw, dict):
         raise ConfigError(str(path), [("", f"must be a mapping of keys, got {type(raw).__name__}")])
     top = r.section(raw, "")
@@ -258,7 +258,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
 # ---------------------------------------------------------------- sections
 
 
-def _pruning(r: _Reader, d: dict) -> PruningSpec:
+def _pruning(r: KeyReader, d: dict) -> PruningSpec:
     method = r.take(d, "method", str, "structured", choices=METHODS, at="pruning")
     granularity = r.take(d, "granularity", str, "block", choices=GRANULARITIES, at="pruning")
     importance = r.take(d, "importance", str, "l1", choices=IMPORTANCES, at="pruning")
@@ -267,7 +267,7 @@ def _pruning(r: _Reader, d: dict) -> PruningSpec:
     groups = []
     raw_groups = d.pop("groups", None) or {}
     if not isinstance(raw_groups, dict):
-        r.bad("pruning.groups", f"must map group names (or patterns) to ratio bounds, got {_show(raw_groups)}")
+        r.bad("pruning.groups", f"must map group names (or patterns) to ratio bounds, got {show(raw_groups)}")
         raw_groups = {}
     for pattern, bounds in raw_groups.items():
         rng = _ratio_range(r, bounds, f"pruning.groups.{pattern}", None)
@@ -281,13 +281,13 @@ def _pruning(r: _Reader, d: dict) -> PruningSpec:
     return PruningSpec(method, granularity, importance, ratio, step, tuple(groups), tuple(exclude), round_to)
 
 
-def _ratio_range(r: _Reader, raw: Any, key: str, default: Range | None) -> Range | None:
+def _ratio_range(r: KeyReader, raw: Any, key: str, default: Range | None) -> Range | None:
     """A ratio bound: a number (fixed) or {min, max}; ratios are fractions removed, so 0 <= min <= max < 1."""
     if raw is None:
         if default is None:
             r.bad(key, "missing: give a ratio or {min, max}")
         return default
-    if _is_number(raw):
+    if is_number(raw):
         lo = hi = float(raw)
     elif isinstance(raw, dict):
         d = dict(raw)
@@ -297,7 +297,7 @@ def _ratio_range(r: _Reader, raw: Any, key: str, default: Range | None) -> Range
         if lo is None or hi is None:
             return default
     else:
-        r.bad(key, f"must be a number or {{min, max}}, got {_show(raw)}")
+        r.bad(key, f"must be a number or {{min, max}}, got {show(raw)}")
         return default
     ok = True
     for name, v in (("min", lo), ("max", hi)):
@@ -315,12 +315,12 @@ def _ratio_range(r: _Reader, raw: Any, key: str, default: Range | None) -> Range
     return Range(lo, hi) if ok else default
 
 
-def _finetune(r: _Reader, d: dict) -> FinetuneSpec:
+def _finetune(r: KeyReader, d: dict) -> FinetuneSpec:
     epochs = Range(0, 3)
     raw = d.pop("epochs", None)
     if raw is not None:
         if isinstance(raw, bool) or not isinstance(raw, int | dict):
-            r.bad("finetune.epochs", f"must be an integer or {{min, max}}, got {_show(raw)}")
+            r.bad("finetune.epochs", f"must be an integer or {{min, max}}, got {show(raw)}")
         elif isinstance(raw, int):
             if raw >= 0:
                 epochs = Range(raw, raw)
@@ -339,7 +339,7 @@ def _finetune(r: _Reader, d: dict) -> FinetuneSpec:
     lr0 = Range(0.002, 0.002)
     raw = d.pop("lr0", None)
     if raw is not None:
-        if _is_number(raw):
+        if is_number(raw):
             if raw > 0:
                 lr0 = Range(float(raw), float(raw))
             else:
@@ -356,24 +356,24 @@ def _finetune(r: _Reader, d: dict) -> FinetuneSpec:
                 else:
                     lr0 = Range(lo, hi, bool(log))
         else:
-            r.bad("finetune.lr0", f"must be a number or {{min, max}}, got {_show(raw)}")
+            r.bad("finetune.lr0", f"must be a number or {{min, max}}, got {show(raw)}")
     from .yolo.hyp import PRESETS, Hyp  # plain dataclasses: no torch
 
     hyp = r.take(d, "hyp", str, "finetune", choices=tuple(PRESETS), at="finetune")
     overrides = d.pop("overrides", None) or {}
     if not isinstance(overrides, dict):
-        r.bad("finetune.overrides", f"must map hyp keys to numbers, got {_show(overrides)}")
+        r.bad("finetune.overrides", f"must map hyp keys to numbers, got {show(overrides)}")
         overrides = {}
     known = {f.name: f.type for f in fields(Hyp)}
     for k, v in list(overrides.items()):
         if k not in known:
-            r.bad(f"finetune.overrides.{k}", f"unknown hyp key{_close(str(k), known)}")
+            r.bad(f"finetune.overrides.{k}", f"unknown hyp key{close_match(str(k), known)}")
         elif k == "lr0":
             r.bad(f"finetune.overrides.{k}", "set finetune.lr0 instead (it may be searched)")
-        elif not (_is_number(v) or (isinstance(v, bool) and "bool" in str(known[k]))):
+        elif not (is_number(v) or (isinstance(v, bool) and "bool" in str(known[k]))):
             r.bad(
                 f"finetune.overrides.{k}",
-                f"must be {'true or false' if 'bool' in str(known[k]) else 'a number'}, got {_show(v)}",
+                f"must be {'true or false' if 'bool' in str(known[k]) else 'a number'}, got {show(v)}",
             )
         else:
             continue
@@ -382,12 +382,12 @@ def _finetune(r: _Reader, d: dict) -> FinetuneSpec:
     return FinetuneSpec(epochs, lr0, hyp, dict(overrides))
 
 
-def _objectives(r: _Reader, top: dict) -> tuple[Objective, ...]:
+def _objectives(r: KeyReader, top: dict) -> tuple[Objective, ...]:
     raw = top.pop("objectives", None)
     if raw is None:
         return StudySpec.objectives
     if not isinstance(raw, list) or not raw:
-        r.bad("objectives", f"must be a non-empty list of {{metric, direction}}, got {_show(raw)}")
+        r.bad("objectives", f"must be a non-empty list of {{metric, direction}}, got {show(raw)}")
         return ()
     out, seen = [], set()
     for i, item in enumerate(raw):
@@ -395,7 +395,7 @@ def _objectives(r: _Reader, top: dict) -> tuple[Objective, ...]:
         if isinstance(item, str):
             item = {"metric": item}
         if not isinstance(item, dict):
-            r.bad(key, f"must be {{metric, direction}}, got {_show(item)}")
+            r.bad(key, f"must be {{metric, direction}}, got {show(item)}")
             continue
         d = dict(item)
         metric = r.take(d, "metric", str, None, required=True, choices=tuple(METRICS), at=key)
@@ -417,17 +417,17 @@ def _objectives(r: _Reader, top: dict) -> tuple[Objective, ...]:
     return tuple(out)
 
 
-def _constraints(r: _Reader, top: dict, objectives: tuple[Objective, ...]) -> tuple[Constraint, ...]:
+def _constraints(r: KeyReader, top: dict, objectives: tuple[Objective, ...]) -> tuple[Constraint, ...]:
     raw = top.pop("constraints", None) or []
     if not isinstance(raw, list):
-        r.bad("constraints", f"must be a list such as ['map50_95 >= 0.95 * baseline'], got {_show(raw)}")
+        r.bad("constraints", f"must be a list such as ['map50_95 >= 0.95 * baseline'], got {show(raw)}")
         return ()
     out = []
     for i, text in enumerate(raw):
         key = f"constraints[{i}]"
         m = _CONSTRAINT.match(text) if isinstance(text, str) else None
         if m is None:
-            r.bad(key, f"must read '<metric> >= <number>[ * baseline]' (or <=), got {_show(text)}")
+            r.bad(key, f"must read '<metric> >= <number>[ * baseline]' (or <=), got {show(text)}")
             continue
         if m["metric"] not in METRICS:
             r.bad(key, f"unknown metric {m['metric']!r}, expected one of: {', '.join(METRICS)}")
@@ -438,7 +438,7 @@ def _constraints(r: _Reader, top: dict, objectives: tuple[Objective, ...]) -> tu
     return tuple(out)
 
 
-def _sampler(r: _Reader, d: dict, n_objectives: int, seed: int) -> SamplerSpec:
+def _sampler(r: KeyReader, d: dict, n_objectives: int, seed: int) -> SamplerSpec:
     default = "nsga2" if n_objectives >= 2 else "tpe"
     name = r.take(d, "name", str, default, choices=SAMPLERS, at="sampler")
     s = r.take(d, "seed", int, seed, at="sampler")
@@ -447,7 +447,7 @@ def _sampler(r: _Reader, d: dict, n_objectives: int, seed: int) -> SamplerSpec:
     return SamplerSpec(name, s, pop)
 
 
-def _baselines(r: _Reader, d: dict) -> BaselinesSpec:
+def _baselines(r: KeyReader, d: dict) -> BaselinesSpec:
     ratios = r.take_list(d, "ratios", float, BaselinesSpec.ratios, at="baselines")
     for i, v in enumerate(ratios):
         if not 0 <= v < 1:
@@ -458,7 +458,7 @@ def _baselines(r: _Reader, d: dict) -> BaselinesSpec:
     return BaselinesSpec(tuple(ratios), epochs, lr0)
 
 
-def _budget(r: _Reader, d: dict) -> BudgetSpec:
+def _budget(r: KeyReader, d: dict) -> BudgetSpec:
     n = r.take(d, "n_trials", int, 16, check=lambda v: v >= 1, rule=">= 1", at="budget", nullable=True)
     timeout = r.take(d, "timeout_s", float, None, check=lambda v: v > 0, rule="> 0", at="budget")
     fails = r.take(d, "max_failures", int, None, check=lambda v: v >= 1, rule=">= 1", at="budget")
@@ -468,7 +468,7 @@ def _budget(r: _Reader, d: dict) -> BudgetSpec:
     return BudgetSpec(n, timeout, fails)
 
 
-def _resources(r: _Reader, d: dict) -> ResourcesSpec:
+def _resources(r: KeyReader, d: dict) -> ResourcesSpec:
     gpus = r.take(d, "gpus_per_trial", float, None, check=lambda v: v >= 0, rule=">= 0", at="resources")
     cpus = r.take(d, "cpus_per_trial", int, 1, check=lambda v: v >= 1, rule=">= 1", at="resources")
     conc = r.take(d, "max_concurrent", int, None, check=lambda v: v >= 1, rule=">= 1", at="resources")
@@ -480,7 +480,7 @@ def _resources(r: _Reader, d: dict) -> ResourcesSpec:
     return ResourcesSpec(gpus, cpus, conc, address, num_cpus)
 
 
-def _tracking(r: _Reader, d: dict) -> TrackingSpec:
+def _tracking(r: KeyReader, d: dict) -> TrackingSpec:
     uri = r.take(
         d, "uri", str, DEFAULT_TRACKING, check=_is_url, rule="a URL such as " + DEFAULT_TRACKING, at="tracking"
     )
@@ -492,7 +492,7 @@ def _tracking(r: _Reader, d: dict) -> TrackingSpec:
     return TrackingSpec(uri, experiment, artifacts, location, refresh)
 
 
-def _fake(r: _Reader, d: dict) -> FakeTrialSpec:
+def _fake(r: KeyReader, d: dict) -> FakeTrialSpec:
     sleep = r.take(d, "sleep_s", float, 0.05, check=lambda v: v >= 0, rule=">= 0", at="fake")
     fail_on = r.take_list(d, "fail_on", int, (), at="fake")
     nan_on = r.take_list(d, "nan_on", int, (), at="fake")
@@ -501,92 +501,6 @@ def _fake(r: _Reader, d: dict) -> FakeTrialSpec:
     twice = r.take(d, "kill_twice", bool, False, at="fake")
     r.done(d, "fake")
     return FakeTrialSpec(sleep, tuple(fail_on), tuple(nan_on), tuple(kill_on), kb, twice)
-
-
-# ---------------------------------------------------------------- reading with key paths
-
-
-class _Reader:
-    """Pops keys from mappings, checks their types and rules, and records every problem with its key path."""
-
-    def __init__(self, file: str):
-        self.file = file
-        self.problems: list[tuple[str, str]] = []
-
-    def bad(self, key: str, msg: str) -> None:
-        self.problems.append((key, msg))
-
-    def section(self, parent: dict, key: str) -> dict:
-        raw = parent if key == "" else parent.pop(key, None)
-        if raw is None:
-            return {}
-        if not isinstance(raw, dict):
-            self.bad(key, f"must be a mapping of keys, got {_show(raw)}")
-            return {}
-        return dict(raw)
-
-    def take(
-        self,
-        d: dict,
-        key: str,
-        kind: type,
-        default: Any = None,
-        *,
-        required: bool = False,
-        choices: tuple[str, ...] | None = None,
-        check=None,
-        rule: str = "",
-        at: str = "",
-        nullable: bool = False,
-    ) -> Any:
-        path = f"{at}.{key}" if at else key
-        if key not in d or (d[key] is None and not nullable):
-            d.pop(key, None)
-            if required:
-                self.bad(path, f"missing ({_expect(kind, choices)} expected)")
-            return default
-        v = d.pop(key)
-        if v is None:
-            return None
-        if kind is float and _is_number(v):
-            v = float(v)
-        elif kind is str and _is_number(v) and choices is None:
-            v = str(v)
-        elif not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
-            self.bad(path, f"must be {_expect(kind, choices)}, got {_show(v)}")
-            return default
-        if choices is not None and v not in choices:
-            self.bad(path, f"must be one of {', '.join(choices)}, got {_show(v)}")
-            return default
-        if check is not None and not check(v):
-            self.bad(path, f"must be {rule}, got {_show(v)}")
-            return default
-        return v
-
-    def take_list(self, d: dict, key: str, kind: type, default: tuple, *, at: str = "") -> tuple:
-        path = f"{at}.{key}" if at else key
-        raw = d.pop(key, None)
-        if raw is None:
-            return default
-        if not isinstance(raw, list):
-            raw = [raw] if (kind is float and _is_number(raw)) or isinstance(raw, kind) else raw
-        if not isinstance(raw, list):
-            self.bad(path, f"must be a list of {_expect(kind, None)}s, got {_show(raw)}")
-            return default
-        out = []
-        for i, v in enumerate(raw):
-            if kind is float and _is_number(v):
-                out.append(float(v))
-            elif isinstance(v, kind) and not (kind is int and isinstance(v, bool)):
-                out.append(v)
-            else:
-                self.bad(f"{path}[{i}]", f"must be {_expect(kind, None)}, got {_show(v)}")
-        return tuple(out)
-
-    def done(self, d: dict, at: str) -> None:
-        """Whatever is left in ``d`` was not expected: report each key (with the closest known one)."""
-        for key in d:
-            self.bad(f"{at}.{key}" if at else str(key), f"unknown key{_close(str(key), _KNOWN.get(at, ()))}")
 
 
 _KNOWN: dict[str, tuple[str, ...]] = {
@@ -620,33 +534,6 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     "tracking": ("uri", "experiment", "artifacts", "artifact_location", "refresh_s"),
     "fake": ("sleep_s", "fail_on", "nan_on", "kill_on", "checkpoint_kb", "kill_twice"),
 }
-
-
-def _close(key: str, known) -> str:
-    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def _expect(kind: type, choices: tuple[str, ...] | None) -> str:
-    if choices:
-        return "one of " + ", ".join(choices)
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, kind.__name__)
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, str):
-        return repr(v)
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, int | float):
-        return f"{v:g}"
-    if v is None:
-        return "nothing"
-    return f"a {type(v).__name__} {v!r}"[:80]
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _is_device(v: str) -> bool:

@@ -1,0 +1,117 @@
+"""Reading nested YAML mappings key by key, recording every problem with its key path (for :class:`ConfigError`)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+
+class KeyReader:
+    """Pops keys from mappings, checks their types and rules, and records every problem with its key path."""
+
+    def __init__(self, file: str, known: dict[str, tuple[str, ...]] | None = None):
+        self.file = file
+        self.known = known or {}  # section -> its keys, to suggest the closest one for an unknown key
+        self.problems: list[tuple[str, str]] = []
+
+    def bad(self, key: str, msg: str) -> None:
+        self.problems.append((key, msg))
+
+    def section(self, parent: dict, key: str) -> dict:
+        raw = parent if key == "" else parent.pop(key, None)
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.bad(key, f"must be a mapping of keys, got {show(raw)}")
+            return {}
+        return dict(raw)
+
+    def take(
+        self,
+        d: dict,
+        key: str,
+        kind: type,
+        default: Any = None,
+        *,
+        required: bool = False,
+        choices: tuple[str, ...] | None = None,
+        check=None,
+        rule: str = "",
+        at: str = "",
+        nullable: bool = False,
+    ) -> Any:
+        path = f"{at}.{key}" if at else key
+        if key not in d or (d[key] is None and not nullable):
+            d.pop(key, None)
+            if required:
+                self.bad(path, f"missing ({expect(kind, choices)} expected)")
+            return default
+        v = d.pop(key)
+        if v is None:
+            return None
+        if kind is float and is_number(v):
+            v = float(v)
+        elif kind is str and is_number(v) and choices is None:
+            v = str(v)
+        elif not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+            self.bad(path, f"must be {expect(kind, choices)}, got {show(v)}")
+            return default
+        if choices is not None and v not in choices:
+            self.bad(path, f"must be one of {', '.join(choices)}, got {show(v)}")
+            return default
+        if check is not None and not check(v):
+            self.bad(path, f"must be {rule}, got {show(v)}")
+            return default
+        return v
+
+    def take_list(self, d: dict, key: str, kind: type, default: tuple, *, at: str = "") -> tuple:
+        path = f"{at}.{key}" if at else key
+        raw = d.pop(key, None)
+        if raw is None:
+            return default
+        if not isinstance(raw, list):
+            raw = [raw] if (kind is float and is_number(raw)) or isinstance(raw, kind) else raw
+        if not isinstance(raw, list):
+            self.bad(path, f"must be a list of {expect(kind, None)}s, got {show(raw)}")
+            return default
+        out = []
+        for i, v in enumerate(raw):
+            if kind is float and is_number(v):
+                out.append(float(v))
+            elif isinstance(v, kind) and not (kind is int and isinstance(v, bool)):
+                out.append(v)
+            else:
+                self.bad(f"{path}[{i}]", f"must be {expect(kind, None)}, got {show(v)}")
+        return tuple(out)
+
+    def done(self, d: dict, at: str) -> None:
+        """Whatever is left in ``d`` was not expected: report each key (with the closest known one)."""
+        for key in d:
+            self.bad(f"{at}.{key}" if at else str(key), f"unknown key{close_match(str(key), self.known.get(at, ()))}")
+
+
+def close_match(key: str, known) -> str:
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def expect(kind: type, choices: tuple[str, ...] | None) -> str:
+    if choices:
+        return "one of " + ", ".join(choices)
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, kind.__name__)
+
+
+def show(v: Any) -> str:
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int | float):
+        return f"{v:g}"
+    if v is None:
+        return "nothing"
+    return f"a {type(v).__name__} {v!r}"[:80]
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
