@@ -275,6 +275,24 @@ def hypervolume_history(trials: list, spec: StudySpec, baseline: dict[str, float
     return out
 
 
+def versus_uniform(trials: list, spec: StudySpec, baseline: dict[str, float]) -> dict[str, Any]:
+    """Searched trials against the uniform baselines: each side's hypervolume, and who dominates them all."""
+    done = [t for t in trials if _complete(t) and feasible(t)]
+    uniform = [t for t in done if t.user_attrs.get(ATTR_BASELINE) is not None]
+    searched = [t for t in done if t.user_attrs.get(ATTR_BASELINE) is None]
+    hv_u, hv_s = hypervolume(uniform, spec, baseline), hypervolume(searched, spec, baseline)
+    losses = {t.number: _as_loss(t.values, spec.directions) for t in done}
+    dominating = [
+        s.number for s in searched if uniform and all(_dominates(losses[s.number], losses[u.number]) for u in uniform)
+    ]
+    return {
+        "hypervolume_searched": hv_s,
+        "hypervolume_uniform": hv_u,
+        "ratio": hv_s / hv_u if hv_u > 0 else None,
+        "dominate_every_uniform": dominating,
+    }
+
+
 def trial_summary(t) -> dict[str, Any]:
     """A JSON-ready record of one trial (status/pareto commands and the CSV)."""
     return {

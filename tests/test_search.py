@@ -118,3 +118,21 @@ def test_hypervolume_in_fractions_of_the_baseline(tmp_path):
     assert hypervolume(_study_with([(0.3, 1.5)]).get_trials(), spec, BASE) == 0.0
     hist = hypervolume_history(two, spec, BASE)
     assert [n for n, _ in hist] == [0, 1] and hist[0][1] <= hist[1][1]
+
+
+def test_versus_uniform(tmp_path):
+    from orchestrator.search import versus_uniform
+
+    spec = _spec(tmp_path)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values, uniform in [((0.2, 0.8), 0.1), ((0.1, 0.6), 0.3), ((0.25, 0.5), None), ((0.15, 0.9), None)]:
+        t = study.ask()
+        if uniform is not None:
+            t.set_user_attr("uniform_ratio", uniform)
+        study.tell(t, list(values))
+    vs = versus_uniform(study.get_trials(), spec, BASE)
+    assert vs["dominate_every_uniform"] == [2]  # trial 3 dominates neither
+    # uniform front: (0.2/0.3 kept, 0.8 cost) and (0.1/0.3, 0.6); searched: (0.25/0.3, 0.5) and a dominated point
+    assert vs["hypervolume_uniform"] == pytest.approx(2 / 3 * 0.2 + 1 / 3 * 0.2)
+    assert vs["hypervolume_searched"] == pytest.approx(0.25 / 0.3 * 0.5)
+    assert vs["ratio"] == pytest.approx(vs["hypervolume_searched"] / vs["hypervolume_uniform"])

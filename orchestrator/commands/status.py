@@ -18,7 +18,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..search import STUDY_BASELINE, hypervolume, load_existing, pareto_front, trial_summary
+    from ..search import STUDY_BASELINE, hypervolume, load_existing, pareto_front, trial_summary, versus_uniform
     from ..spec import load_study_spec
 
     spec = load_study_spec(args.study)
@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     front = {t.number for t in pareto_front(trials, spec.directions)}
     baseline = (study.user_attrs.get(STUDY_BASELINE) or {}).get("metrics", {})
     hv = hypervolume(trials, spec, baseline) if baseline else 0.0
+    vs = versus_uniform(trials, spec, baseline)
     records = [dict(trial_summary(t), pareto=t.number in front) for t in trials]
     counts = {s: sum(r["state"] == s for r in records) for s in ("COMPLETE", "FAIL", "RUNNING", "WAITING")}
     lease = study.user_attrs.get("driver")
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
                     "target": spec.budget.n_trials,
                     "counts": counts,
                     "hypervolume": hv,
+                    "versus_uniform": vs,
                     "baseline": baseline,
                     "driver": lease,
                     "trials": records,
@@ -73,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
             r["failure"][:200],
         )
     Console().print(t)
+    if vs["hypervolume_uniform"] > 0:
+        ratio = vs["ratio"]
+        Console().print(
+            f"searched vs uniform: hypervolume {vs['hypervolume_searched']:.4f} vs {vs['hypervolume_uniform']:.4f}"
+            f" ({ratio:.2f}x); trials dominating every uniform baseline: "
+            f"{', '.join(map(str, vs['dominate_every_uniform'])) or 'none yet'}"
+        )
     if lease:
         Console().print(f"driver running: pid {lease.get('pid')} on {lease.get('host')}")
     return 0
