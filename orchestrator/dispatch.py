@@ -148,8 +148,14 @@ class WorkerPool:
         import ray
 
         self._ray = ray
+        # ORCHESTRATOR_ASSETS / _CACHE / ... follow the driver to workers on other nodes
+        env = {k: v for k, v in os.environ.items() if k.startswith("ORCHESTRATOR_")}
         self._cls = ray.remote(_Worker).options(
-            num_cpus=cluster.cpus_per_trial, num_gpus=cluster.gpus_per_trial, max_restarts=0, max_concurrency=1
+            num_cpus=cluster.cpus_per_trial,
+            num_gpus=cluster.gpus_per_trial,
+            max_restarts=0,
+            max_concurrency=1,
+            runtime_env={"env_vars": env} if env else None,
         )
         self._args = (cluster.cpus_per_trial, kind)
         self.idle: list[Any] = [self._new() for _ in range(cluster.slots)]
