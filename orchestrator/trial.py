@@ -148,7 +148,7 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         hyp=ctx["hyp"],
         lr0=spec.lr0,
         device=ctx["device"],
-        seed=w.seed,
+        seed=w.seed + spec.number,
         workers=_loader_workers(w.threads),
         val_set=ctx["val_set"],
         train_images=train_images,
