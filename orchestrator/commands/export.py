@@ -27,13 +27,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..assets import resolve_weights
     from ..errors import OrchestratorError
     from ..export import export_onnx
     from ..yolo.checkpoint import load_model
 
     if args.batch < 1:
         raise OrchestratorError(f"--batch: expected >= 1, got {args.batch}")
-    weights = Path(args.weights)  # ASSETS: resolve_weights(args.weights)
+    weights = resolve_weights(args.weights)
     out = Path(args.out) if args.out else weights.with_suffix(".onnx")
     model = load_model(weights)
     r = export_onnx(model, out, imgsz=args.imgsz, batch=args.batch, opset=args.opset, dynamic=args.dynamic)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,10 +24,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..assets import resolve_weights
     from ..prune import prunable_groups
     from ..yolo.checkpoint import load_model
 
-    weights = Path(args.weights)  # ASSETS: resolve_weights(args.weights)
+    weights = resolve_weights(args.weights)
     model = load_model(weights)
     groups = prunable_groups(model, args.granularity, method=args.method)
     if args.json:

@@ -32,6 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..assets import resolve_weights
+
     for name in ("runs", "threads"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -41,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from ..measure import measure
     from ..yolo.checkpoint import load_model
 
-    weights = Path(args.weights)  # ASSETS: resolve_weights(args.weights)
+    weights = resolve_weights(args.weights)
     model = load_model(weights)
-    baseline = load_model(Path(args.baseline)) if args.baseline else None  # ASSETS: resolve_weights(args.baseline)
+    baseline = load_model(resolve_weights(args.baseline)) if args.baseline else None
     m = measure(
         model,
         imgsz=args.imgsz,

@@ -49,11 +49,12 @@ def read_ratio_file(path: str | Path) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..assets import resolve_weights
     from ..prune import apply_ratios, prunable_groups
     from ..prune.layers import check_ratio
     from ..yolo.checkpoint import load_model, save_checkpoint
 
-    weights = Path(args.weights)  # ASSETS: resolve_weights(args.weights)
+    weights = resolve_weights(args.weights)
     model = load_model(weights)
     groups_for = "structured" if args.method == "structured" else "unstructured"
     if args.ratios:
