@@ -67,7 +67,7 @@ def ray_head(tmp_path):
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
-            proc.wait(timeout=20)
+            proc.wait(timeout=5)
             break
         except (ProcessLookupError, subprocess.TimeoutExpired):
             continue
