@@ -290,6 +290,10 @@ def versus_uniform(trials: list, spec: StudySpec, baseline: dict[str, float]) ->
         "hypervolume_uniform": hv_u,
         "ratio": hv_s / hv_u if hv_u > 0 else None,
         "dominate_every_uniform": dominating,
+        # uniform trial -> the searched trials that dominate it
+        "uniform_dominated_by": {
+            u.number: [s.number for s in searched if _dominates(losses[s.number], losses[u.number])] for u in uniform
+        },
     }
 
 

@@ -132,6 +132,7 @@ def test_versus_uniform(tmp_path):
         study.tell(t, list(values))
     vs = versus_uniform(study.get_trials(), spec, BASE)
     assert vs["dominate_every_uniform"] == [2]  # trial 3 dominates neither
+    assert vs["uniform_dominated_by"] == {0: [2], 1: [2]}
     # uniform front: (0.2/0.3 kept, 0.8 cost) and (0.1/0.3, 0.6); searched: (0.25/0.3, 0.5) and a dominated point
     assert vs["hypervolume_uniform"] == pytest.approx(2 / 3 * 0.2 + 1 / 3 * 0.2)
     assert vs["hypervolume_searched"] == pytest.approx(0.25 / 0.3 * 0.5)

@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
         Console().print(
             f"searched vs uniform: hypervolume {vs['hypervolume_searched']:.4f} vs {vs['hypervolume_uniform']:.4f}"
             f" ({ratio:.2f}x); trials dominating every uniform baseline: "
-            f"{', '.join(map(str, vs['dominate_every_uniform'])) or 'none yet'}"
+            f"{', '.join(map(str, vs['dominate_every_uniform'])) or 'none yet'}; uniform baselines dominated by a "
+            f"searched trial: {sum(bool(v) for v in vs['uniform_dominated_by'].values())}/"
+            f"{len(vs['uniform_dominated_by'])}"
         )
     if lease:
         Console().print(f"driver running: pid {lease.get('pid')} on {lease.get('host')}")
