@@ -245,6 +245,10 @@ def finetune(
 
     for epoch in range(epochs):
         model.train()
+        if hyp.freeze_bn_stats:
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         for g in optimizer.param_groups:
             g["lr"] = hyp.lr0 * lf(epoch)
         sampler.set_epoch(epoch, mosaic=epoch < epochs - hyp.close_mosaic)

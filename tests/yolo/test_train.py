@@ -96,22 +96,25 @@ def test_zero_epochs_returns_the_model_validated(yolov5n, small_data, small_val)
 
 
 def test_same_seed_same_weights(yolov5n, small_data, small_val, small_train):
-    def run(seed: int, workers: int):
+    """Two runs with seed 0 (in-process loading, then 2 loader processes) give bit-identical weights.
+
+    That a different seed gives different batches is checked in test_augment.py.
+    """
+
+    def run(workers: int):
         seen = []
         r = finetune(
-            copy.deepcopy(yolov5n), small_data, 1, hyp=HYP, seed=seed, val_set=small_val, train_images=small_train,
+            copy.deepcopy(yolov5n), small_data, 1, hyp=HYP, seed=0, val_set=small_val, train_images=small_train,
             progress=seen.append, **{**SMALL, "workers": workers},
         )  # fmt: skip
         assert [e.epoch for e in seen] == [1] and r.history == tuple(seen) and r.best_epoch == 1
         return _state(r.model), r.history[0]
 
-    a, ha = run(0, 0)
-    b, hb = run(0, 2)  # loader processes do not change the batches
-    c, _ = run(1, 0)
+    a, ha = run(0)
+    b, hb = run(2)
     start = _state(yolov5n)
     assert all(torch.equal(a[k], b[k]) for k in a), "same seed gave different weights"
-    assert (ha.box, ha.obj, ha.cls) == (hb.box, hb.obj, hb.cls)
-    assert any(not torch.equal(a[k], c[k]) for k in a if k.endswith("weight")), "seed has no effect"
+    assert (ha.box, ha.obj, ha.cls, ha.map50_95) == (hb.box, hb.obj, hb.cls, hb.map50_95)
     assert any(not torch.equal(a[k], start[k]) for k in a if k.endswith("weight")), "nothing was trained"
 
 
