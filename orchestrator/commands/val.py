@@ -26,6 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     p.add_argument("--per-class", action="store_true", help="also report AP@[.5:.95] per class")
+    p.add_argument("--yes", action="store_true", help="allow downloading a large dataset (COCO: ~20 GB)")
     return p
 
 
@@ -37,13 +38,14 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports here, not at module top: every command module is imported to build the parser.
     import torch
 
+    from ..assets import resolve_data, resolve_weights
     from ..errors import DataError
     from ..yolo.checkpoint import load_model
     from ..yolo.data import load_data_config
     from ..yolo.val import ValSet, validate
 
     device = _device(args.device, args.half, torch)
-    weights, data = Path(args.weights), Path(args.data)  # ASSETS: resolve_weights(args.weights), resolve_data(...)
+    weights, data = resolve_weights(args.weights), resolve_data(args.data, allow_large=args.yes)
     cfg = load_data_config(data, need=("val",))
     model = load_model(weights)
     if model.nc != cfg.nc:
