@@ -108,9 +108,9 @@ def test_data_yaml_pointing_nowhere(capsys, yolov5n_pt, tmp_path):
     y = tmp_path / "nowhere.yaml"
     y.write_text("path: /no/such/dataset\nval: images/val2017\nnames: [a]\n")
     msg = _error(capsys, "--weights", str(yolov5n_pt), "--data", str(y))
-    assert msg == f"error: {y}: val: /no/such/dataset/images/val2017 does not exist"
+    assert msg == f"error: {y}: dataset folder /no/such/dataset not found and the yaml has no 'download:'; put it there"
     msg = _error(capsys, "--weights", str(yolov5n_pt), "--data", str(tmp_path / "absent.yaml"))
-    assert msg == f"error: {tmp_path / 'absent.yaml'}: no such data file"
+    assert msg == f"error: {tmp_path / 'absent.yaml'}: no such data yaml"
 
 
 def test_class_count_mismatch_and_bad_options(capsys, yolov5n_pt, tmp_path, assets):
