@@ -96,14 +96,8 @@ def _export(spec, number: int, out: Path, *, onnx: bool) -> list[Path]:
 
 
 def _onnx(checkpoint: Path, imgsz: int) -> Path:
-    import torch
-
+    """The project's ONNX export (BN-fused, ``output0`` as the official export), checked with onnxruntime."""
+    from ..export import export_onnx
     from ..yolo.checkpoint import load_model
 
-    model = load_model(checkpoint).float().eval()
-    path = checkpoint.with_suffix(".onnx")
-    x = torch.zeros(1, 3, imgsz, imgsz)
-    torch.onnx.export(
-        model, x, str(path), input_names=["images"], output_names=["output"], opset_version=17, dynamo=False
-    )
-    return path
+    return export_onnx(load_model(checkpoint).float().eval(), checkpoint.with_suffix(".onnx"), imgsz=imgsz).path
