@@ -241,7 +241,14 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
         baselines=_baselines(r, r.section(top, "baselines")),
         budget=_budget(r, r.section(top, "budget")),
         resources=_resources(r, r.section(top, "resources")),
-        storage=r.take(top, "storage", str, DEFAULT_STORAGE, check=_is_url, rule="a URL such as " + DEFAULT_STORAGE),
+        storage=r.take(
+            top,
+            "storage",
+            str,
+            DEFAULT_STORAGE,
+            check=_is_storage_url,
+            rule="an Optuna storage URL (sqlite, postgresql, mysql, journal)",
+        ),
         tracking=_tracking(r, r.section(top, "tracking")),
         trial=r.take(top, "trial", str, "real", choices=TRIAL_KINDS),
         fake=_fake(r, r.section(top, "fake")),
@@ -482,7 +489,13 @@ def _resources(r: KeyReader, d: dict) -> ResourcesSpec:
 
 def _tracking(r: KeyReader, d: dict) -> TrackingSpec:
     uri = r.take(
-        d, "uri", str, DEFAULT_TRACKING, check=_is_url, rule="a URL such as " + DEFAULT_TRACKING, at="tracking"
+        d,
+        "uri",
+        str,
+        DEFAULT_TRACKING,
+        check=_is_tracking_url,
+        rule="an MLflow tracking URI (sqlite, postgresql, mysql, http, https)",
+        at="tracking",
     )
     experiment = r.take(d, "experiment", str, None, at="tracking")
     artifacts = r.take(d, "artifacts", str, "pareto", choices=ARTIFACT_POLICIES, at="tracking")
@@ -540,8 +553,18 @@ def _is_device(v: str) -> bool:
     return v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None
 
 
-def _is_url(v: str) -> bool:
-    return re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", v) is not None
+def _scheme(v: str) -> str | None:
+    """The URL's scheme without its driver (``postgresql+psycopg2://`` -> postgresql), None if not a URL."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9.\-]*)(?:\+[A-Za-z0-9_]+)?://", v)
+    return m[1].lower() if m else None
+
+
+def _is_storage_url(v: str) -> bool:  # what optuna's RDBStorage and our journal:// open
+    return _scheme(v) in ("sqlite", "postgresql", "mysql", "oracle", "mssql", "journal")
+
+
+def _is_tracking_url(v: str) -> bool:  # MLflow 3.17 has no plain file store
+    return _scheme(v) in ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 
 
 def _is_address(v: str) -> bool:

@@ -1,7 +1,11 @@
 """Checks of a study's inputs that need no run: weights and data can be found, groups exist.
 
 Nothing here downloads, writes a file, starts Ray or opens a storage: ``orchestrator check`` must leave
-no trace. Problems are reported together as one ConfigError with their key paths.
+no trace (the label scan's cache lives in the user cache folder, which the workers read back). Problems are
+reported together as one ConfigError with their key paths, so ``orchestrator run`` stops before it creates a
+study, a run or a file. A local weights file must open as a checkpoint; a local dataset must resolve and its
+labels must fit the data yaml's classes: a class id outside 0..nc-1 stops the study (the yaml does not describe
+these labels), other unusable images are listed as warnings, never skipped silently.
 """
 
 from __future__ import annotations
@@ -79,6 +83,20 @@ def check_inputs(spec: StudySpec, *, groups: bool = True) -> dict[str, Any]:
             problems.append(("data", f"{spec.data}: {e}"))
     if problems:
         raise ConfigError(str(spec.path), problems)
+    if spec.trial == "real":
+        nc = None
+        if weights is not None:
+            try:
+                nc = checkpoint_classes(weights)
+            except OrchestratorError as e:
+                problems.append(("model", str(e)))
+        if Path(found["data"]).is_file():
+            try:
+                found["warnings"] = check_dataset(Path(found["data"]), nc)
+            except OrchestratorError as e:
+                problems.append(("data", str(e)))
+    if problems:
+        raise ConfigError(str(spec.path), problems)
     if groups and weights is not None:
         names = model_groups(weights, spec)
         found["groups"] = len(names)
@@ -103,3 +121,53 @@ def model_groups(weights: Path, spec: StudySpec) -> list[str]:
         return list(prunable_groups(model, spec.pruning.granularity, spec.pruning.exclude, method=method))
     except OrchestratorError as e:
         raise ConfigError(str(spec.path), [("pruning.exclude", str(e))]) from None
+
+
+def checkpoint_classes(weights: Path) -> int:
+    """Open the weights as the trials will (the allow-listed loader) and return the classes it predicts."""
+    from .yolo.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(weights).model.nc)
+
+
+def check_dataset(data_yaml: Path, nc: int | None) -> list[str]:
+    """Raise DataError for a dataset the trials cannot use; return warnings for images they will skip.
+
+    A dataset that is not there yet but has ``download:`` is fetched by the first trial: nothing to scan.
+    """
+    import yaml
+
+    from .assets.datasets import dataset_root
+    from .errors import DataError
+    from .yolo.data import load_data_config, scan_labels
+
+    try:
+        cfg = load_data_config(data_yaml)
+    except DataError:
+        doc = yaml.safe_load(data_yaml.read_text())
+        if isinstance(doc, dict) and doc.get("download") and not dataset_root(data_yaml, doc).is_dir():
+            return []
+        raise
+    if nc is not None and nc != cfg.nc:
+        raise DataError(f"{data_yaml}: nc: the model predicts {nc} classes but the data yaml has {cfg.nc}")
+    warnings = []
+    for split, images in (("val", cfg.val), ("train", cfg.train)):
+        found = scan_labels(images, cfg.nc)
+        wrong_class = [p for p in found.problems if " is not an integer in 0.." in p]
+        if wrong_class:
+            raise DataError(
+                f"{data_yaml}: {split}: {len(wrong_class)} label lines have a class id outside 0..{cfg.nc - 1} "
+                f"(nc={cfg.nc}), first: {wrong_class[0]}; fix the labels or names/nc"
+            )
+        if not found.files:
+            raise DataError(
+                f"{data_yaml}: {split}: no usable images ({len(found.problems)} problems, first: "
+                f"{found.problems[0] if found.problems else 'none'})"
+            )
+        skipped = len(images) - len(found.files)
+        if found.problems:
+            warnings.append(
+                f"{data_yaml}: {split}: {len(found.problems)} data problems, {skipped} of {len(images)} images "
+                f"skipped; first: {found.problems[0]}"
+            )
+    return warnings

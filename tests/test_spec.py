@@ -110,7 +110,7 @@ bogus: 1
         "budget.n_trials: must be >= 1, got 0",
         "resources.cpus_per_trial: must be >= 1, got 0",
         "resources.address: must be auto, host:port or ray://host:port, got 'nope'",
-        "tracking.uri: must be a URL such as sqlite:///mlruns/mlflow.db, got 'mlflow.db'",
+        "tracking.uri: must be an MLflow tracking URI (sqlite, postgresql, mysql, http, https), got 'mlflow.db'",
         "tracking.artifacts: must be one of all, pareto, none, got 'some'",
         "constraints[0]: must read '<metric> >= <number>[ * baseline]' (or <=), got 'map50_95 > 3'",
         "constraints[1]: unknown metric 'recall', expected one of: map50_95, map50, params, nonzero_params, size_mb, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
         "storage": found["storage"],
         "tracking": found["tracking"],
         "ray": spec.resources.address or "local",
+        "warnings": found.get("warnings", []),
     }
+    for warning in summary["warnings"]:  # images the trials will skip: said, never silent
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     t = Table(title=f"{args.study}: OK", show_header=False, title_justify="left")
     for k, v in summary.items():
-        if v is not None:
+        if v is not None and k != "warnings":
             t.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
     Console().print(t)
     return 0

@@ -34,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
     if args.trials is not None and args.trials < 1:
         raise OrchestratorError(f"--trials: expected >= 1, got {args.trials}")
     spec = load_study_spec(args.study)
+    if spec.trial == "real":  # bad weights or data stop here, before a study, a run or a file is created
+        from ..study_check import check_inputs
+
+        for warning in check_inputs(spec, groups=False).get("warnings", ()):
+            print(f"warning: {warning}", file=sys.stderr)
     import os
 
     import optuna
