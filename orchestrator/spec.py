@@ -254,6 +254,13 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
         fake=_fake(r, r.section(top, "fake")),
         text=text,
     )
+    pr, ft = spec["pruning"], spec["finetune"]
+    if pr.ratio.fixed and all(g.ratio.fixed for g in pr.groups) and ft.epochs.fixed and ft.lr0.fixed:
+        r.bad(
+            "pruning.ratio",
+            "the search space is empty (pruning.ratio, finetune.epochs and finetune.lr0 are all fixed): "
+            "give one of them {min, max}",
+        )
     spec["constraints"] = _constraints(r, top, spec["objectives"])
     spec["sampler"] = _sampler(r, r.section(top, "sampler"), len(spec["objectives"] or ()), seed)
     r.done(top, "")

@@ -149,25 +149,25 @@ def check_dataset(data_yaml: Path, nc: int | None) -> list[str]:
             return []
         raise
     if nc is not None and nc != cfg.nc:
-        raise DataError(f"{data_yaml}: nc: the model predicts {nc} classes but the data yaml has {cfg.nc}")
+        raise DataError(f"{cfg.file}: nc: the model predicts {nc} classes but the data yaml has {cfg.nc}")
     warnings = []
     for split, images in (("val", cfg.val), ("train", cfg.train)):
         found = scan_labels(images, cfg.nc)
         wrong_class = [p for p in found.problems if " is not an integer in 0.." in p]
         if wrong_class:
             raise DataError(
-                f"{data_yaml}: {split}: {len(wrong_class)} label lines have a class id outside 0..{cfg.nc - 1} "
+                f"{cfg.file}: {split}: {len(wrong_class)} label lines have a class id outside 0..{cfg.nc - 1} "
                 f"(nc={cfg.nc}), first: {wrong_class[0]}; fix the labels or names/nc"
             )
         if not found.files:
             raise DataError(
-                f"{data_yaml}: {split}: no usable images ({len(found.problems)} problems, first: "
+                f"{cfg.file}: {split}: no usable images ({len(found.problems)} problems, first: "
                 f"{found.problems[0] if found.problems else 'none'})"
             )
         skipped = len(images) - len(found.files)
         if found.problems:
             warnings.append(
-                f"{data_yaml}: {split}: {len(found.problems)} data problems, {skipped} of {len(images)} images "
+                f"{cfg.file}: {split}: {len(found.problems)} data problems, {skipped} of {len(images)} images "
                 f"skipped; first: {found.problems[0]}"
             )
     return warnings

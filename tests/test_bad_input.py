@@ -1,0 +1,392 @@
+"""Bad input: malformed study files and data files are refused by ``check`` and ``run`` with exit code 2.
+
+Every case runs the real CLI in a fresh working folder whose study uses the default stores
+(``mlruns/`` under that folder) and asserts the exact message (file, key path, what was expected),
+the exit code, and that the folder holds nothing new afterwards: no Optuna study, no MLflow run,
+no ``mlruns/``. ``run`` must refuse before it starts Ray, opens a storage or creates a run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from orchestrator.cli import main
+
+OBJECTIVES = "map50_95, map50, params, nonzero_params, size_mb, size_zip_mb, gflops, latency_ms, speedup"
+
+
+@pytest.fixture(scope="module")
+def dataset(assets: Path, tmp_path_factory) -> Path:
+    """A 4-image copy of coco128 (3 train, 1 val) with its labels: small enough to scan in milliseconds."""
+    root = tmp_path_factory.mktemp("tiny") / "tiny"
+    src = assets / "coco128"
+    images = sorted((src / "images" / "train2017").glob("*.jpg"))[:4]
+    for i, image in enumerate(images):
+        split = "val" if i == 0 else "train"
+        for kind, name in (("images", image.name), ("labels", image.with_suffix(".txt").name)):
+            s = src / kind / "train2017" / name
+            if s.is_file():
+                (root / kind / split).mkdir(parents=True, exist_ok=True)
+                shutil.copy(s, root / kind / split / name)
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path: Path, tmp_path_factory, monkeypatch, dataset: Path, coco128_yaml: Path) -> Path:
+    """A working folder with a good study (``good.yaml``), its data yaml and dataset; the label cache elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ORCHESTRATOR_CACHE", str(tmp_path_factory.mktemp("cache")))
+    shutil.copytree(dataset, tmp_path / "tiny")
+    names = yaml.safe_load(coco128_yaml.read_text())["names"]
+    write_yaml(tmp_path / "data.yaml", {"path": "tiny", "train": "images/train", "val": "images/val", "names": names})
+    write_yaml(tmp_path / "good.yaml", good_study(coco128_yaml.parent / "yolov5n.pt"))
+    return tmp_path
+
+
+def good_study(weights: Path) -> dict:
+    return {
+        "name": "bad-input",
+        "model": str(weights),
+        "data": "data.yaml",
+        "imgsz": 64,
+        "batch": 2,
+        "device": "cpu",
+        "pruning": {"method": "structured", "granularity": "stage", "ratio": {"min": 0.0, "max": 0.5}},
+        "finetune": {"epochs": {"min": 0, "max": 1}, "lr0": 0.002},
+        "objectives": [{"metric": "map50_95"}, {"metric": "gflops"}],
+        "baselines": {"ratios": [0.2]},
+        "budget": {"n_trials": 2},
+        "resources": {"num_cpus": 1, "gpus_per_trial": 0},
+    }
+
+
+def write_yaml(path: Path, doc) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def study_with(folder: Path, edit: Callable[[dict], object]) -> Path:
+    doc = yaml.safe_load((folder / "good.yaml").read_text())
+    edit(doc)
+    return write_yaml(folder / "bad.yaml", doc)
+
+
+# ------------------------------------------------------------------ study files: (edit of the good study, problems)
+def _set(path: str, value) -> Callable[[dict], None]:
+    def edit(doc: dict) -> None:
+        *parents, last = path.split(".")
+        d = doc
+        for k in parents:
+            d = d.setdefault(k, {})
+        d[last] = value
+
+    return edit
+
+
+def _drop(key: str) -> Callable[[dict], None]:
+    return lambda doc: doc.pop(key)
+
+
+def _all(*edits) -> Callable[[dict], None]:
+    return lambda doc: [e(doc) for e in edits]
+
+
+STUDY_CASES = {
+    "wrong type": (_set("imgsz", "big"), ["imgsz: must be an integer, got 'big'"]),
+    "imgsz not a multiple of 32": (_set("imgsz", 100), ["imgsz: must be a multiple of 32, got 100"]),
+    "section of the wrong type": (_set("pruning", 0.5), ["pruning: must be a mapping of keys, got 0.5"]),
+    "missing required key": (_drop("model"), ["model: missing (a string expected)"]),
+    "unknown top-level key": (
+        _set("sampeler", {"name": "tpe"}),
+        ["sampeler: unknown key (did you mean 'sampler'?)"],
+    ),
+    "unknown nested key": (
+        _set("pruning.methd", "structured"),
+        ["pruning.methd: unknown key (did you mean 'method'?)"],
+    ),
+    "ratio bounds reversed": (
+        _set("pruning.ratio", {"min": 0.5, "max": 0.2}),
+        ["pruning.ratio: min <= max must hold, got min=0.5 max=0.2"],
+    ),
+    "ratio max = 1": (_set("pruning.ratio", {"max": 1.0}), ["pruning.ratio.max: must be < 1, got 1"]),
+    "ratio negative": (_set("pruning.ratio", {"min": -0.1, "max": 0.5}), ["pruning.ratio.min: must be >= 0, got -0.1"]),
+    "group ratio >= 1": (_set("pruning.groups", {"model.2": 1.5}), ["pruning.groups.model.2: must be < 1, got 1.5"]),
+    "unknown objective": (
+        _set("objectives", [{"metric": "accuracy"}]),
+        [f"objectives[0].metric: must be one of {OBJECTIVES}, got 'accuracy'"],
+    ),
+    "objective in the wrong direction": (
+        _set("objectives", [{"metric": "gflops", "direction": "maximize"}]),
+        ["objectives[0].direction: gflops is better when lower: must be minimize, got maximize"],
+    ),
+    "no objective": (
+        _set("objectives", []),
+        ["objectives: must be a non-empty list of {metric, direction}, got a list []"],
+    ),
+    "empty search space": (
+        _all(_set("pruning.ratio", 0.3), _set("finetune.epochs", 1)),
+        [
+            "pruning.ratio: the search space is empty (pruning.ratio, finetune.epochs and finetune.lr0 are all "
+            "fixed): give one of them {min, max}"
+        ],
+    ),
+    "epochs range reversed": (
+        _set("finetune.epochs", {"min": 3, "max": 1}),
+        ["finetune.epochs: min <= max must hold, got min=3 max=1"],
+    ),
+    "lr0 not positive": (_set("finetune.lr0", 0), ["finetune.lr0: must be > 0, got 0"]),
+    "unknown hyp override": (
+        _set("finetune.overrides", {"momentun": 0.9}),
+        ["finetune.overrides.momentun: unknown hyp key (did you mean 'momentum'?)"],
+    ),
+    "bad sampler name": (
+        _set("sampler", {"name": "cmaes"}),
+        ["sampler.name: must be one of nsga2, tpe, random, got 'cmaes'"],
+    ),
+    "negative n_trials": (_set("budget.n_trials", -5), ["budget.n_trials: must be >= 1, got -5"]),
+    "constraint on an unknown metric": (
+        _set("constraints", ["accuracy >= 0.5"]),
+        [f"constraints[0]: unknown metric 'accuracy', expected one of: {OBJECTIVES}"],
+    ),
+    "constraint that does not parse": (
+        _set("constraints", ["map50_95 > 0.3"]),
+        ["constraints[0]: must read '<metric> >= <number>[ * baseline]' (or <=), got 'map50_95 > 0.3'"],
+    ),
+    "bad storage URL scheme": (
+        _set("storage", "redis://localhost/0"),
+        ["storage: must be an Optuna storage URL (sqlite, postgresql, mysql, journal), got 'redis://localhost/0'"],
+    ),
+    "storage not a URL": (
+        _set("storage", "optuna.db"),
+        ["storage: must be an Optuna storage URL (sqlite, postgresql, mysql, journal), got 'optuna.db'"],
+    ),
+    "MLflow file store": (
+        _set("tracking.uri", "file:///tmp/mlruns"),
+        [
+            "tracking.uri: must be an MLflow tracking URI (sqlite, postgresql, mysql, http, https), got 'file:///tmp/mlruns'"
+        ],
+    ),
+    "bad ray address": (
+        _set("resources.address", "cluster"),
+        ["resources.address: must be auto, host:port or ray://host:port, got 'cluster'"],
+    ),
+    "several problems at once": (
+        _all(_set("pruning.ratio", {"max": 1.2}), _set("budget.n_trials", 0), _set("sampler", {"name": "grid"})),
+        [
+            "pruning.ratio.max: must be < 1, got 1.2",
+            "budget.n_trials: must be >= 1, got 0",
+            "sampler.name: must be one of nsga2, tpe, random, got 'grid'",
+        ],
+    ),
+}
+
+
+def assert_refused(folder: Path, study: Path, expected: list[str], capsys) -> None:
+    """``check`` and ``run`` both exit 2 with exactly ``expected`` and leave the folder as it was."""
+    before = tree(folder)
+    want = "error: " + "\n".join(f"{study}: {line}" for line in expected) + "\n"
+    for command in (["check", str(study)], ["run", str(study), "--no-live"]):
+        code, err = cli(command, capsys)
+        assert (code, err) == (2, want), command[0]
+    assert tree(folder) == before  # no mlruns/, no Optuna study, no MLflow run, no staging files
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+def test_the_good_study_passes_check_and_writes_nothing(folder: Path, capsys):
+    before = tree(folder)
+    code, err = cli(["check", str(folder / "good.yaml"), "--json"], capsys)
+    assert (code, err) == (0, "")
+    assert tree(folder) == before
+
+
+@pytest.mark.parametrize("case", STUDY_CASES, ids=list(STUDY_CASES))
+def test_bad_study_file(folder: Path, case: str, capsys):
+    edit, expected = STUDY_CASES[case]
+    assert_refused(folder, study_with(folder, edit), expected, capsys)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("name: [unclosed\n", "line 2: not valid YAML (expected ',' or ']', but got '<stream end>')"),
+        ("- name: a\n- name: b\n", "must be a mapping of keys, got list"),
+        ("", "must be a mapping of keys, got NoneType"),
+    ],
+    ids=["invalid YAML", "a list, not a mapping", "empty file"],
+)
+def test_study_file_that_is_not_a_study(folder: Path, text: str, expected: str, capsys):
+    (folder / "bad.yaml").write_text(text)
+    assert_refused(folder, folder / "bad.yaml", [expected], capsys)
+
+
+def test_missing_study_file(folder: Path, capsys):
+    assert_refused(folder, folder / "nope.yaml", ["study file not found"], capsys)
+
+
+# ------------------------------------------------------------------ referenced files: weights and data
+class _RunsACommand:
+    """Unpickling this runs ``touch <marker>``: what a crafted checkpoint would do with plain torch.load."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_weights_that_are_not_a_checkpoint(folder: Path, capsys):
+    (folder / "notes.pt").write_text("not a checkpoint\n")
+    study = study_with(folder, _set("model", "notes.pt"))
+    assert_refused(
+        folder,
+        study,
+        ["model: notes.pt: not a PyTorch checkpoint (expected a zip archive written by torch.save)"],
+        capsys,
+    )
+
+
+def test_missing_weights_file(folder: Path, capsys):
+    study = study_with(folder, _set("model", "weights/missing.pt"))
+    assert_refused(folder, study, ["model: weights/missing.pt: no such weights file"], capsys)
+
+
+def test_weights_that_would_run_a_command_are_refused_and_run_nothing(folder: Path, capsys):
+    marker = folder.parent / f"{folder.name}-pwned"
+    torch.save({"model": _RunsACommand(marker)}, folder / "evil.pt")
+    study = study_with(folder, _set("model", "evil.pt"))
+    before = tree(folder)
+    for command in (["check", str(study)], ["run", str(study), "--no-live"]):
+        code, err = cli(command, capsys)
+        assert code == 2
+        assert err.startswith(f"error: {study}: model: evil.pt: refused to load: the pickle references posix.system")
+    assert not marker.exists()
+    assert tree(folder) == before
+
+
+def test_data_yaml_missing(folder: Path, capsys):
+    study = study_with(folder, _set("data", "nowhere/data.yaml"))
+    assert_refused(folder, study, ["data: nowhere/data.yaml: no such data yaml"], capsys)
+
+
+def test_data_yaml_pointing_nowhere(folder: Path, capsys):
+    write_yaml(folder / "data.yaml", {"path": "gone", "train": "images/train", "val": "images/val", "names": ["a"]})
+    assert_refused(
+        folder,
+        folder / "good.yaml",
+        [f"data: {folder}/data.yaml: val: {folder}/gone/images/val does not exist"],
+        capsys,
+    )
+
+
+def test_data_yaml_without_names(folder: Path, capsys):
+    write_yaml(folder / "data.yaml", {"path": "tiny", "train": "images/train", "val": "images/val"})
+    assert_refused(
+        folder,
+        folder / "good.yaml",
+        [f"data: {folder}/data.yaml: names: expected a list or a {{index: name}} mapping"],
+        capsys,
+    )
+
+
+def test_data_yaml_with_other_classes_than_the_model(folder: Path, capsys):
+    write_yaml(
+        folder / "data.yaml", {"path": "tiny", "train": "images/train", "val": "images/val", "names": ["cat", "dog"]}
+    )
+    assert_refused(
+        folder,
+        folder / "good.yaml",
+        [f"data: {folder}/data.yaml: nc: the model predicts 80 classes but the data yaml has 2"],
+        capsys,
+    )
+
+
+def test_labels_with_class_ids_outside_nc_stop_the_study(folder: Path, capsys):
+    """A class id >= nc means the yaml does not describe these labels: refused, never a silent skip."""
+    label = sorted((folder / "tiny" / "labels" / "train").glob("*.txt"))[0]
+    label.write_text(label.read_text() + "80 0.5 0.5 0.1 0.1\n")
+    n = len(label.read_text().splitlines())
+    assert_refused(
+        folder,
+        folder / "good.yaml",
+        [
+            f"data: {folder}/data.yaml: train: 1 label lines have a class id outside 0..79 (nc=80), first: "
+            f"{label}:{n}: class 80 is not an integer in 0..79; image skipped; fix the labels or names/nc"
+        ],
+        capsys,
+    )
+
+
+def test_labels_with_class_ids_outside_nc_through_a_subprocess(folder: Path):
+    label = sorted((folder / "tiny" / "labels" / "val").glob("*.txt"))[0]
+    label.write_text("3 0.5 0.5 0.2 0.2\n-1 0.5 0.5 0.1 0.1\n")
+    before = tree(folder)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", "good.yaml", "--no-live"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
+    assert out.returncode == 2
+    assert out.stderr == (
+        f"error: good.yaml: data: {folder}/data.yaml: val: 1 label lines have a class id outside 0..79 (nc=80), "
+        f"first: {label}:2: class -1 is not an integer in 0..79; image skipped; fix the labels or names/nc\n"
+    )
+    assert tree(folder) == before
+
+
+def test_invalid_yaml_through_a_subprocess(folder: Path):
+    (folder / "bad.yaml").write_text("name: x\npruning:\n  ratio: {max: 0.5\n")
+    before = tree(folder)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", "bad.yaml"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert out.stderr == "error: bad.yaml: line 4: not valid YAML (expected ',' or '}', but got '<stream end>')\n"
+    assert tree(folder) == before
+
+
+def test_other_label_problems_are_warned_not_silent(folder: Path, capsys):
+    """A malformed line skips its image (as the official loader does); check and run say so up front."""
+    label = sorted((folder / "tiny" / "labels" / "train").glob("*.txt"))[0]
+    label.write_text("0 0.5 0.5\n")
+    before = tree(folder)
+    code, err = cli(["check", str(folder / "good.yaml"), "--json"], capsys)
+    assert code == 0
+    assert err == (
+        f"warning: {folder}/data.yaml: train: 1 data problems, 1 of 3 images skipped; first: "
+        f"{label}:1: expected 5 numbers (class cx cy w h), found 3; image skipped\n"
+    )
+    assert tree(folder) == before
+
+
+def test_bad_trials_argument(folder: Path, capsys):
+    before = tree(folder)
+    assert cli(["run", str(folder / "good.yaml"), "--trials", "0"], capsys) == (
+        2,
+        "error: --trials: expected >= 1, got 0\n",
+    )
+    assert tree(folder) == before
