@@ -20,6 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..search import STUDY_BASELINE, hypervolume, load_existing, pareto_front, trial_summary, versus_uniform
     from ..spec import load_study_spec
+    from ..urls import mask_url
 
     spec = load_study_spec(args.study)
     study = load_existing(spec)
@@ -29,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     hv = hypervolume(trials, spec, baseline) if baseline else 0.0
     vs = versus_uniform(trials, spec, baseline)
     records = [dict(trial_summary(t), pareto=t.number in front) for t in trials]
+    for r in records:  # a reason may quote a storage or tracking URL: never show its password
+        r["failure"] = mask_url(r["failure"])
     counts = {s: sum(r["state"] == s for r in records) for s in ("COMPLETE", "FAIL", "RUNNING", "WAITING")}
     lease = study.user_attrs.get("driver")
     if args.json:
