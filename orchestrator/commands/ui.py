@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         "--workers",
         "1",
     ]
-    where = "this machine only" if args.host in ("127.0.0.1", "localhost") else "reachable from the network"
+    where = "this machine only" if _loopback(args.host) else "reachable from the network"
+    signal.signal(signal.SIGTERM, _interrupt)  # before the server exists: a SIGTERM never leaves it orphaned
     print(
         f"MLflow UI for {spec.name}: http://{args.host}:{args.port} ({where}; experiment {spec.experiment!r}). "
         "Ctrl-C stops it.",
@@ -60,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
     )
     # the server (and the uvicorn it starts) live in their own process group, ended with us on Ctrl-C or SIGTERM
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -79,3 +79,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface

@@ -1,0 +1,95 @@
+"""``orchestrator ui`` binds 127.0.0.1 unless ``--host`` says otherwise, and says which (a real, light server)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from study_files import fake_study
+
+from orchestrator.cli import build_parser
+
+
+def listening(port: int) -> set[str]:
+    """IPv4 addresses with a socket listening on ``port`` (from /proc/net/tcp: nothing is connected to)."""
+    out = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, p = local.split(":")
+        if state == "0A" and int(p, 16) == port:  # 0A = LISTEN
+            out.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("ui")
+    path = fake_study(folder)
+    (folder / "mlruns").mkdir()
+    MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db").search_experiments()  # the store `run` would leave
+    return path
+
+
+def test_default_host_is_loopback():
+    args = build_parser().parse_args(["ui", "s.yaml"])
+    assert (args.host, args.port) == ("127.0.0.1", 5000)
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the listening sockets from /proc/net/tcp")
+@pytest.mark.parametrize(
+    "host, says",
+    [(None, "this machine only"), ("127.0.0.2", "this machine only")],
+    ids=["default", "--host"],
+)
+def test_ui_binds_where_it_says(study: Path, host: str | None, says: str):
+    port = free_port()
+    cmd = [sys.executable, "-m", "orchestrator", "ui", str(study), "--port", str(port)]
+    if host:
+        cmd += ["--host", host]
+    ui = subprocess.Popen(cmd, cwd=study.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        bound = host or "127.0.0.1"
+        assert ui.stdout.readline().startswith(f"MLflow UI for fake: http://{bound}:{port} ({says}; ")
+        deadline = time.monotonic() + 90
+        while not listening(port) and time.monotonic() < deadline:
+            assert ui.poll() is None, ui.stdout.read()
+            time.sleep(0.3)
+        assert listening(port) == {bound}  # not 0.0.0.0: nothing outside this machine can reach it
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            ui.kill()
+    time.sleep(0.5)
+    assert listening(port) == set()  # the server went with it
+
+
+def test_a_network_host_is_said_so(study: Path):
+    """Asked for every interface, it says so first (stopped before the server has bound anything)."""
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "ui", str(study), "--host", "0.0.0.0", "--port", str(free_port())],
+        cwd=study.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert "(reachable from the network; " in ui.stdout.readline()
+        time.sleep(1.0)  # the server process has started; MLflow takes seconds more to bind
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)
