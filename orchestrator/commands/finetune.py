@@ -108,7 +108,7 @@ def _device(name: str, torch):
 
 
 class _EpochBars:
-    """One rich progress bar per epoch on stderr: batches done, running loss parts, images/s, then mAP."""
+    """One rich progress bar per epoch on stderr: batches, running loss parts (box/obj/cls), images/s, then mAP."""
 
     def __init__(self, epochs: int):
         from rich.console import Console
@@ -116,7 +116,7 @@ class _EpochBars:
 
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}/" + str(epochs)),
-            BarColumn(),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
@@ -135,14 +135,11 @@ class _EpochBars:
     def batch(self, b) -> None:
         if b.epoch not in self.tasks:
             self.tasks[b.epoch] = self.progress.add_task("", total=b.batches, epoch=b.epoch, info="")
-        info = f"box {b.box:.4f} obj {b.obj:.4f} cls {b.cls:.4f} {b.images_per_s:.1f} img/s"
+        info = f"loss {b.box:.3f}/{b.obj:.3f}/{b.cls:.3f} {b.images_per_s:.1f} img/s"
         self.progress.update(self.tasks[b.epoch], completed=b.batch, info=info)
 
     def epoch_done(self, e) -> None:
-        info = (
-            f"box {e.box:.4f} obj {e.obj:.4f} cls {e.cls:.4f} {e.images_per_s:.1f} img/s  "
-            f"mAP50 {e.map50:.4f} mAP50-95 {e.map50_95:.4f}"
-        )
+        info = f"loss {e.box:.3f}/{e.obj:.3f}/{e.cls:.3f} {e.images_per_s:.1f} img/s mAP {e.map50_95:.4f}"
         if e.epoch in self.tasks:
             self.progress.update(self.tasks[e.epoch], info=info)
 

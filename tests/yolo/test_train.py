@@ -123,7 +123,9 @@ def test_pruned_weights_stay_exactly_zero(yolov5n, small_data, small_val, small_
     masks = {n: m.weight_mask.clone() for n, m in model.named_modules() if hasattr(m, "weight_mask")}
     orig = {n: m.weight_orig.detach().clone() for n, m in model.named_modules() if hasattr(m, "weight_orig")}
     sparsity0 = conv_sparsity(model)
+    bn0 = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     r = finetune(model, small_data, 2, hyp=HYP, val_set=small_val, train_images=small_train, **SMALL)
+    assert HYP.freeze_bn_stats and all(torch.equal(r.model.state_dict()[k], v) for k, v in bn0.items())
     for net in (model, r.model):  # the trained model and the returned EMA
         mods = dict(net.named_modules())
         assert set(masks) == {n for n, m in mods.items() if hasattr(m, "weight_mask")}, "masks were dropped"
@@ -170,9 +172,13 @@ def _channel_pruned(model: nn.Module) -> nn.Module:
 
 
 def test_channel_pruned_model_trains(yolov5n, small_data, small_val, small_train):
+    """Odd channel widths train as they are; with the official preset (warm-up, BN statistics updating)."""
     m = _channel_pruned(yolov5n)
     assert m.model[0].conv.out_channels == 13
-    r = finetune(m, small_data, 1, hyp=HYP, val_set=small_val, train_images=small_train, **SMALL)
+    bn0 = m.model[0].bn.running_mean.clone()
+    official = get_hyp("scratch-low").with_overrides(nbs=4)
+    r = finetune(m, small_data, 1, hyp=official, val_set=small_val, train_images=small_train, **SMALL)
+    assert not torch.equal(r.model.model[0].bn.running_mean, bn0)
     assert r.model.model[0].conv.out_channels == 13 and r.model.model[2].m[0].cv1.conv.out_channels == 11
     assert r.history[0].box > 0 and 0 <= r.metrics.map50_95 <= 1
 
