@@ -143,8 +143,11 @@ def check_dataset(data_yaml: Path, nc: int | None) -> list[str]:
 
     try:
         cfg = load_data_config(data_yaml)
-    except DataError:
-        doc = yaml.safe_load(data_yaml.read_text())
+    except DataError as e:
+        try:
+            doc = yaml.safe_load(data_yaml.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise e from None  # load_data_config's message says where the YAML breaks
         if isinstance(doc, dict) and doc.get("download") and not dataset_root(data_yaml, doc).is_dir():
             return []
         raise

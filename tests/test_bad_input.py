@@ -296,6 +296,16 @@ def test_data_yaml_pointing_nowhere(folder: Path, capsys):
     )
 
 
+def test_data_yaml_that_is_not_yaml(folder: Path, capsys):
+    (folder / "data.yaml").write_text("path: tiny\nnames: [a, b\n")
+    assert_refused(
+        folder,
+        folder / "good.yaml",
+        [f"data: {folder}/data.yaml: not valid YAML (while parsing a flow sequence)"],
+        capsys,
+    )
+
+
 def test_data_yaml_without_names(folder: Path, capsys):
     write_yaml(folder / "data.yaml", {"path": "tiny", "train": "images/train", "val": "images/val"})
     assert_refused(
@@ -389,4 +399,13 @@ def test_bad_trials_argument(folder: Path, capsys):
         2,
         "error: --trials: expected >= 1, got 0\n",
     )
+    assert tree(folder) == before
+
+
+def test_a_dataset_still_to_download_is_not_an_error(folder: Path, capsys):
+    """A missing dataset with ``download:`` is fetched by the first trial; check neither fails nor downloads."""
+    doc = {"path": "later", "train": "images/train", "val": "images/val", "names": ["a"] * 80}
+    write_yaml(folder / "data.yaml", dict(doc, download="https://example.invalid/later.zip"))
+    before = tree(folder)
+    assert cli(["check", str(folder / "good.yaml"), "--json"], capsys) == (0, "")
     assert tree(folder) == before
