@@ -137,6 +137,7 @@ class _Loop:
         self.asked: dict[int, object] = {}  # trial number -> optuna Trial
         self.ready: list[TrialSpec] = []  # asked ahead, waiting for a free slot
         self.baseline_metrics: dict[str, float] = {}
+        self.ask_s: float | None = None  # how long study.ask takes (moving average)
         self.pending_log: set[int] = set()  # finished trials MLflow has not taken yet
         self.tracker_down_since: float | None = None
         self.failed_here = 0
@@ -214,9 +215,7 @@ class _Loop:
             self._fill(pool, stopped)
             if results:
                 self._publish(results)
-            if stopped == "done" and not self.ready and pool.busy and self._want_more(pool):
-                # ask the next trial now, while the workers are busy: a slot that frees up starts it at once
-                # (asking writes every parameter to the storage: ~0.1-0.5 s on SQLite)
+            if stopped == "done" and not self.ready and pool.busy and self._want_more(pool) and self._ask_ahead():
                 self.ready.append(self._ask())
             for e in pool.events:
                 self.view.event(e)
@@ -226,11 +225,26 @@ class _Loop:
         while pool.free and (self.ready or (stopped == "done" and self._want_more(pool))):
             pool.submit(self.ready.pop(0) if self.ready else self._ask())
 
+    def _ask_ahead(self) -> bool:
+        """Ask the next trial while the workers are busy, so a freed slot starts it at once?
+
+        Asking writes every parameter to the storage (0.1-0.5 s on SQLite). That matters for short trials;
+        for long ones the sampler had better see the latest result first, so only ask ahead when asking
+        costs more than 2% of a trial.
+        """
+        if not self.p.durations or self.ask_s is None:
+            return False
+        recent = self.p.durations[-5:]
+        return self.ask_s > 0.02 * (sum(recent) / len(recent))
+
     def _want_more(self, pool: WorkerPool) -> bool:
         return self.p.target is None or self.p.complete + len(pool.busy) + len(self.ready) < self.p.target
 
     def _ask(self) -> TrialSpec:
+        t0 = time.perf_counter()
         trial = self.study.ask(self.dists)
+        took = time.perf_counter() - t0
+        self.ask_s = took if self.ask_s is None else 0.7 * self.ask_s + 0.3 * took
         self.asked[trial.number] = trial
         params = trial.params
         return TrialSpec(trial.number, self.workload, trial_ratios(params), int(params["epochs"]), float(params["lr0"]))
