@@ -81,7 +81,7 @@ class PruningSpec:
 @dataclass(frozen=True)
 class FinetuneSpec:
     epochs: Range = Range(0, 3)  # integers; 0 = no fine-tuning
-    lr0: Range = Range(0.002, 0.002)
+    lr0: Range = Range(0.001, 0.001)  # the loader fills in the preset's lr0 when the file gives none
     hyp: str = "finetune"  # preset name or path of a hyp yaml
     overrides: dict[str, Any] = field(default_factory=dict)  # hyp keys replaced on top of the preset
 
@@ -350,7 +350,11 @@ def _finetune(r: KeyReader, d: dict) -> FinetuneSpec:
                     r.bad("finetune.epochs", f"min <= max must hold, got min={lo} max={hi}")
                 else:
                     epochs = Range(lo, hi)
-    lr0 = Range(0.002, 0.002)
+    from .yolo.hyp import PRESETS, Hyp  # plain dataclasses: no torch
+
+    hyp = r.take(d, "hyp", str, "finetune", choices=tuple(PRESETS), at="finetune")
+    preset_lr0 = PRESETS[hyp or "finetune"].lr0
+    lr0 = Range(preset_lr0, preset_lr0)  # not given: the preset's own (tuned) lr0
     raw = d.pop("lr0", None)
     if raw is not None:
         if is_number(raw):
@@ -371,9 +375,6 @@ def _finetune(r: KeyReader, d: dict) -> FinetuneSpec:
                     lr0 = Range(lo, hi, bool(log))
         else:
             r.bad("finetune.lr0", f"must be a number or {{min, max}}, got {show(raw)}")
-    from .yolo.hyp import PRESETS, Hyp  # plain dataclasses: no torch
-
-    hyp = r.take(d, "hyp", str, "finetune", choices=tuple(PRESETS), at="finetune")
     overrides = d.pop("overrides", None) or {}
     if not isinstance(overrides, dict):
         r.bad("finetune.overrides", f"must map hyp keys to numbers, got {show(overrides)}")

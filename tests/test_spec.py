@@ -99,8 +99,8 @@ bogus: 1
         "pruning.groups.model.2: min <= max must hold, got min=0.3 max=0.1",
         "pruning.methd: unknown key (did you mean 'method'?)",
         "finetune.epochs: min <= max must hold, got min=3 max=1",
-        "finetune.lr0: must be > 0, got -1",
         "finetune.hyp: must be one of scratch-low, finetune, got 'nope'",
+        "finetune.lr0: must be > 0, got -1",
         "finetune.overrides.momentm: unknown hyp key (did you mean 'momentum'?)",
         "finetune.overrides.lr0: set finetune.lr0 instead (it may be searched)",
         "objectives[0].metric: must be one of map50_95, map50, params, nonzero_params, size_mb, size_zip_mb, gflops, "
