@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -110,12 +112,17 @@ def run_study(
             device=spec.device,
             num_cpus=r.num_cpus,
         )
+        # Ray's driver installs a SIGTERM handler that exits at once; a stop by SIGTERM (`ray job stop`, a
+        # scheduler, kill) should stop like Ctrl-C instead: running trials re-queued, resume hint printed
+        previous = _sigterm_as_interrupt()
         try:
             _recover_orphans(study, view)
             tracker = Tracker(spec, spec.storage)
             tracker.open()
             return _Loop(spec, study, tracker, cluster, view, lease).run()
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             disconnect(cluster)
     finally:
         _release_lease(study, lease)
@@ -167,7 +174,7 @@ class _Loop:
         except KeyboardInterrupt:
             stopped = "interrupted"
             for ts in pool.cancel() + self.ready:
-                self._requeue(ts.number, "interrupted (Ctrl-C) before it finished")
+                self._requeue(ts.number, "interrupted (Ctrl-C or SIGTERM) before it finished")
             self.ready.clear()
         finally:
             pool.shutdown()
@@ -376,6 +383,16 @@ class _Loop:
         self.lease["beat"] = time.time()
         self.study.set_user_attr(LEASE, self.lease)
         return True
+
+
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _fail_and_requeue(study, number: int, reason: str) -> None:
