@@ -152,6 +152,14 @@ class Tracker:
         c = self.client
         info = self.runs.get(n)
         if info is None:
+            # A signal can land after create_run committed but before we kept its id: look before creating.
+            flt = f"tags.role = 'trial' and tags.study = '{self.spec.name}' and tags.trial_number = '{n}'"
+            found = self._search(flt)
+            if found:
+                info = self.runs[n] = found[0].info
+                if self.is_logged(n):
+                    return False
+        if info is None:
             run = c.create_run(
                 self.experiment_id,
                 run_name=f"trial-{n:04d}",

@@ -15,7 +15,6 @@ Zeros do not make a dense conv faster: latency is unchanged; only the zip-deflat
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 import torch
@@ -23,6 +22,7 @@ import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
 from ..errors import PruningError
+from ..yolo.model import copy_model
 
 IMPORTANCES = ("l1", "l2")  # for single weights |w| and w**2 rank the same: both are magnitude pruning
 
@@ -82,17 +82,4 @@ def has_masks(model: nn.Module) -> bool:
     return any(isinstance(h, tprune.BasePruningMethod) for m in model.modules() for h in m._forward_pre_hooks.values())
 
 
-def copy_pruned(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy`` that also works on a masked model after a forward pass with grad.
-
-    The masked ``weight`` attribute is then a non-leaf tensor, which ``deepcopy`` refuses; it is
-    recomputed from ``weight_orig * weight_mask`` at the next forward anyway, so a detached copy is exact.
-    """
-    memo: dict[int, object] = {}
-    for m in model.modules():
-        for hook in m._forward_pre_hooks.values():
-            if isinstance(hook, tprune.BasePruningMethod):
-                t = getattr(m, hook._tensor_name, None)
-                if isinstance(t, torch.Tensor) and not t.is_leaf:
-                    memo[id(t)] = t.detach().clone()
-    return copy.deepcopy(model, memo)
+copy_pruned = copy_model  # one implementation, in yolo/model.py (yolo/ cannot import prune/)

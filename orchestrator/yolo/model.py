@@ -390,6 +390,22 @@ def adapt_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.
     return model
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deepcopy that also works on a model with ``torch.nn.utils.prune`` masks after a forward with grad.
+
+    The masked ``weight`` is then a non-leaf tensor, which ``deepcopy`` refuses; it is recomputed from
+    ``weight_orig * weight_mask`` at the next forward anyway, so a detached copy is exact.
+    """
+    memo: dict[int, Any] = {}
+    for m in model.modules():
+        for hook in m._forward_pre_hooks.values():
+            t = getattr(m, getattr(hook, "_tensor_name", ""), None)
+            if isinstance(t, torch.Tensor) and not t.is_leaf:
+                memo[id(t)] = t.detach().clone()
+    with torch.no_grad():
+        return copy.deepcopy(model, memo)
+
+
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, leaf, new)

@@ -23,7 +23,6 @@ channel-pruned widths survive it. Class names: ``models.yolo.Model`` exists in e
 
 from __future__ import annotations
 
-import copy
 import copyreg
 import datetime as _dt
 import pickle
@@ -107,23 +106,9 @@ def _official_pickle_module(extra: dict[int, dict[str, Any]]) -> types.SimpleNam
     return types.SimpleNamespace(Pickler=OfficialPickler, __name__="official_yolov5_pickle")
 
 
-def _deepcopy(model: nn.Module) -> nn.Module:
-    """deepcopy that tolerates masked weights computed with grad (non-leaf tensors deepcopy refuses).
-
-    (yolo/ cannot import orchestrator.prune, whose ``copy_pruned`` does the same.)
-    """
-    memo: dict[int, Any] = {}
-    for m in model.modules():
-        for hook in m._forward_pre_hooks.values():
-            t = getattr(m, getattr(hook, "_tensor_name", ""), None)
-            if isinstance(t, torch.Tensor) and not t.is_leaf:
-                memo[id(t)] = t.detach().clone()
-    return copy.deepcopy(model, memo)
-
-
 def official_module(model: nn.Module) -> ours.DetectionModel:
     """A detached fp16 eval copy with pruning masks baked in, as official files hold it."""
-    net = _deepcopy(model).float().eval()
+    net = ours.copy_model(model).float().eval()
     for m in net.modules():  # official code cannot run prune hooks, and our loader refuses their globals
         for hook in list(m._forward_pre_hooks.values()):
             if isinstance(hook, tprune.BasePruningMethod):

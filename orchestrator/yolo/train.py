@@ -13,7 +13,6 @@ models with other widths.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
@@ -25,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.nn.utils import prune
 from torch.utils.data import DataLoader
 
 from ..errors import TrainingError
@@ -33,6 +31,7 @@ from .augment import EpochBatchSampler, TrainDataset, collate, worker_init
 from .data import DataConfig, load_image, scan_labels
 from .hyp import Hyp, get_hyp
 from .loss import YoloLoss
+from .model import copy_model
 from .val import ValResult, ValSet, validate
 
 VAL_BATCH = 32  # validation batch (rect batches): what `orchestrator val` and the official val.py use
@@ -132,16 +131,8 @@ class ModelEMA:
                     v.mul_(d).add_(live[k].detach(), alpha=1 - d)
 
 
-def detached_copy(model: nn.Module) -> nn.Module:
-    """deepcopy that keeps ``torch.nn.utils.prune`` re-parametrisations (their computed weights are non-leaf)."""
-    memo = {}
-    for m in model.modules():
-        for hook in m._forward_pre_hooks.values():
-            if isinstance(hook, prune.BasePruningMethod):
-                t = getattr(m, hook._tensor_name)
-                memo[id(t)] = t.detach().clone()
-    with torch.no_grad():
-        return copy.deepcopy(model, memo)
+# kept under its old name for callers of train.py
+detached_copy = copy_model
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:

@@ -7,7 +7,6 @@ inference -> NMS -> boxes back to original pixels -> COCOeval, and returns a :cl
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from torch.nn.utils import prune
 from ..errors import DataError
 from .coco_map import coco_evaluate, coco_ground_truth
 from .data import DataConfig, LabeledImages, letterbox, load_image, rect_batch_shapes, scan_labels
+from .model import copy_model
 from .nms import non_max_suppression
 
 
@@ -235,7 +235,7 @@ def _inference_model(model: nn.Module, device: torch.device, half: bool, fuse: b
     p = next(model.parameters(), None)
     want = torch.float16 if half else torch.float32
     if fuse or (p is not None and (p.device != device or p.dtype != want)):
-        net = _detached_copy(model)
+        net = copy_model(model)
         _make_pruning_permanent(net)
         if fuse and hasattr(net, "fuse"):
             net.fuse()
@@ -249,18 +249,6 @@ def _inference_model(model: nn.Module, device: torch.device, half: bool, fuse: b
             m.training = training
 
     return model, restore
-
-
-def _detached_copy(model: nn.Module) -> nn.Module:
-    """deepcopy that also works with prune masks (their computed weights are non-leaf tensors)."""
-    memo = {}
-    for m in model.modules():
-        for hook in m._forward_pre_hooks.values():
-            if isinstance(hook, prune.BasePruningMethod):
-                t = getattr(m, hook._tensor_name)
-                memo[id(t)] = t.detach().clone()
-    with torch.no_grad():
-        return copy.deepcopy(model, memo)
 
 
 def _make_pruning_permanent(net: nn.Module) -> None:
