@@ -23,6 +23,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-live", action="store_true", help="print one line per event instead of the live view")
     p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
+    p.add_argument("--yes", action="store_true", help="allow downloading a large dataset (COCO: ~20 GB)")
     return p
 
 
@@ -35,8 +36,15 @@ def run(args: argparse.Namespace) -> int:
         raise OrchestratorError(f"--trials: expected >= 1, got {args.trials}")
     spec = load_study_spec(args.study)
     if spec.trial == "real":  # bad weights or data stop here, before a study, a run or a file is created
-        from ..study_check import check_inputs
+        from ..assets import resolve_data, resolve_weights
+        from ..study_check import check_inputs, local_ref
 
+        check_inputs(spec, groups=False)
+        # Fetch what is not local yet now, so that offline fails in one line before Ray, a study or a run exists;
+        # then check again, now that the labels can be scanned.
+        base = spec.path.resolve().parent
+        resolve_weights(local_ref(spec.model, base))
+        resolve_data(local_ref(spec.data, base), allow_large=args.yes)
         for warning in check_inputs(spec, groups=False).get("warnings", ()):
             print(f"warning: {warning}", file=sys.stderr)
     import os
