@@ -47,13 +47,13 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 0:
         raise OrchestratorError(f"--workers: expected >= 0, got {args.workers}")
     # Heavy imports here, not at module top: every command module is imported to build the parser.
-    import torch
 
     from ..yolo.checkpoint import load_model, save_checkpoint
     from ..yolo.data import load_data_config
     from ..yolo.train import conv_sparsity, finetune
+    from .device_arg import parse_device
 
-    device = _device(args.device, torch)
+    device = parse_device(args.device)
     weights, out = Path(args.weights), Path(args.out)
     cfg = load_data_config(Path(args.data), need=("train", "val"))
     model = load_model(weights)
@@ -93,18 +93,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(result, out, sparsity)
     return 0
-
-
-def _device(name: str, torch):
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise OrchestratorError(f"--device: expected cpu or cuda[:N], got {name!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise OrchestratorError(f"--device: expected cpu or cuda[:N], got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise OrchestratorError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return device
 
 
 class _EpochBars:

@@ -36,15 +36,15 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise OrchestratorError(f"--batch: expected >= 1, got {args.batch}")
     # Heavy imports here, not at module top: every command module is imported to build the parser.
-    import torch
 
     from ..assets import resolve_data, resolve_weights
     from ..errors import DataError
     from ..yolo.checkpoint import load_model
     from ..yolo.data import load_data_config
     from ..yolo.val import ValSet, validate
+    from .device_arg import parse_device
 
-    device = _device(args.device, args.half, torch)
+    device = parse_device(args.device, args.half)
     weights, data = resolve_weights(args.weights), resolve_data(args.data, allow_large=args.yes)
     cfg = load_data_config(data, need=("val",))
     model = load_model(weights)
@@ -85,20 +85,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(r, speed, weights, cfg.file, args.imgsz)
     return 0
-
-
-def _device(name: str, half: bool, torch):
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise OrchestratorError(f"--device: expected cpu or cuda[:N], got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise OrchestratorError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    if device.type not in ("cpu", "cuda"):
-        raise OrchestratorError(f"--device: expected cpu or cuda[:N], got {name!r}")
-    if half and device.type != "cuda":
-        raise OrchestratorError("--half: float16 inference needs a CUDA device (on CPU it is slower and less exact)")
-    return device
 
 
 def _warn(problems: tuple[str, ...]) -> None:
