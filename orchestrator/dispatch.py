@@ -16,7 +16,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import OrchestratorError
-from .trial import BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload, execute, execute_baseline
+from .trial import (
+    AllocationRequest,
+    BaselineResult,
+    TrialResult,
+    TrialSpec,
+    WorkerCache,
+    Workload,
+    execute,
+    execute_allocations,
+    execute_baseline,
+)
 from .urls import mask_url
 
 
@@ -137,6 +147,9 @@ class _Worker:
     def baseline(self, workload: Workload) -> BaselineResult:
         return execute_baseline(workload, self.cache)
 
+    def allocations(self, workload: Workload, request: AllocationRequest) -> list[dict[str, float]]:
+        return execute_allocations(workload, request, self.cache)
+
     def state(self) -> dict[str, Any]:
         return {"worker": self.name, "cached_trials": self.cache.items.get("trials", 0)}
 
@@ -216,21 +229,28 @@ class WorkerPool:
 
     def baseline(self, workload: Workload) -> BaselineResult:
         """Measure the unpruned model on one worker (which keeps it cached); retried once if it dies."""
+        return self._once("baseline", "measuring the unpruned baseline", workload)
+
+    def allocations(self, workload: Workload, request: AllocationRequest) -> list[dict[str, float]]:
+        """The warm start's ratio maps, computed on a worker (which has the weights cached)."""
+        return self._once("allocations", "computing the warm start", workload, request)
+
+    def _once(self, method: str, what: str, *args: Any) -> Any:
         ray = self._ray
         for attempt in range(2):
             actor = self.idle[-1]
             try:
-                return ray.get(actor.baseline.remote(workload))
+                return ray.get(getattr(actor, method).remote(*args))
             except ray.exceptions.RayTaskError as e:
                 cause = e.cause if e.cause is not None else e
                 if isinstance(cause, OrchestratorError):
                     raise cause from None
-                raise OrchestratorError(f"the unpruned baseline failed: {type(cause).__name__}: {cause}") from None
+                raise OrchestratorError(f"{what} failed: {type(cause).__name__}: {cause}") from None
             except ray.exceptions.RayError as e:
                 self.idle.remove(actor)
                 self._replace(actor)
                 if attempt:
-                    raise OrchestratorError(f"the worker measuring the baseline died twice: {_death_reason(e)}") from e
+                    raise OrchestratorError(f"the worker {what} died twice: {_death_reason(e)}") from e
         raise AssertionError("unreachable")
 
     def _replace(self, actor) -> None:

@@ -36,6 +36,7 @@ from .search import (
     build_space,
     create_or_load,
     enqueue_baselines,
+    enqueue_warm_start,
     hypervolume,
     objective_values,
     open_storage,
@@ -46,7 +47,7 @@ from .search import (
 from .spec import StudySpec
 from .study_check import check_inputs
 from .tracking import Tracker, drop_staged, preflight, staging_dir
-from .trial import TrialResult, TrialSpec, Workload
+from .trial import AllocationRequest, TrialResult, TrialSpec, Workload
 from .urls import mask_url
 
 LEASE = "driver"
@@ -160,6 +161,7 @@ class _Loop:
             self.space = build_space(spec, list(self.baseline["groups"]))
             self.dists = self.space.distributions()
             enqueue_baselines(spec, study, self.space)
+            self._warm_start(pool)
             trials = study.get_trials(deepcopy=False)
             self.pending_log = {t.number for t in trials if t.state.is_finished()}
             self._sync_tracker(trials, force=True)
@@ -370,6 +372,14 @@ class _Loop:
         except Exception as e:
             self._tracker_failed(e)
         return stored
+
+    def _warm_start(self, pool: WorkerPool) -> None:
+        spec = self.spec
+        if spec.sampler.warm_start == "none" or self.study.user_attrs.get("warm_start_enqueued"):
+            return
+        self.view.event(f"computing the {spec.sampler.warm_start} warm start ...")
+        request = AllocationRequest(tuple(spec.baselines.ratios), dict(self.space.ratios), self.space.step)
+        enqueue_warm_start(spec, self.study, self.space, pool.allocations(self.workload, request))
 
     def _requeue(self, number: int, reason: str) -> None:
         _fail_and_requeue(self.study, number, reason)

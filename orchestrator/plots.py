@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .search import ATTR_BASELINE, ATTR_METRICS
+from .search import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START
 from .spec import StudySpec
 
 QUALITY = "map50_95"
@@ -43,17 +43,21 @@ def front_plots(trials: list, front: list, spec: StudySpec, baseline: dict[str, 
         ax.plot(*xy(fr), "-o", c="tab:red", ms=6, label="Pareto front")
         uni = [t for t in done if t.user_attrs.get(ATTR_BASELINE) is not None]
         ax.scatter(*xy(uni), marker="s", facecolors="none", edgecolors="tab:blue", s=60, label="uniform ratio")
-        for t in uni:
-            m = t.user_attrs[ATTR_METRICS]
-            if obj.metric in m and QUALITY in m:
-                ax.annotate(
-                    f"{t.user_attrs[ATTR_BASELINE]:g}",
-                    (m[obj.metric], m[QUALITY]),
-                    fontsize=7,
-                    xytext=(4, 4),
-                    textcoords="offset points",
-                    color="tab:blue",
-                )
+        warm = [t for t in done if t.user_attrs.get(ATTR_WARM_START) is not None]
+        if warm:
+            ax.scatter(*xy(warm), marker="^", facecolors="none", edgecolors="tab:green", s=60, label="warm start")
+        for ts, attr, color in ((uni, ATTR_BASELINE, "tab:blue"), (warm, ATTR_WARM_START, "tab:green")):
+            for t in ts:
+                m = t.user_attrs[ATTR_METRICS]
+                if obj.metric in m and QUALITY in m:
+                    ax.annotate(
+                        f"{t.user_attrs[attr]:g}",
+                        (m[obj.metric], m[QUALITY]),
+                        fontsize=7,
+                        xytext=(4, 4),
+                        textcoords="offset points",
+                        color=color,
+                    )
         if obj.metric in baseline and QUALITY in baseline:
             ax.scatter([baseline[obj.metric]], [baseline[QUALITY]], marker="*", c="k", s=120, label="unpruned")
         ax.set_xlabel(f"{obj.metric} ({'lower' if obj.direction == 'minimize' else 'higher'} is better)")

@@ -81,12 +81,11 @@ class ProgressView:
         p = self.p
         table = Table(title="current Pareto front", title_justify="left", expand=False)
         metrics = [o.metric for o in p.spec.objectives]
-        for col in ["trial", *metrics, "uniform"]:
+        for col in ["trial", *metrics, "origin"]:
             table.add_column(col, justify="right")
         for rec in p.front[:12]:
             m = rec["metrics"]
-            u = rec["uniform_ratio"]
-            table.add_row(str(rec["number"]), *[_fmt(m.get(k)) for k in metrics], "" if u is None else f"{u:g}")
+            table.add_row(str(rec["number"]), *[_fmt(m.get(k)) for k in metrics], rec["origin"])
         running = ", ".join(str(n) for n in sorted(p.running)) or "-"
         return Group(
             Text(p.headline(), style="bold"),

@@ -29,6 +29,7 @@ ATTR_DEVICE = "device"
 ATTR_WORKER = "worker"
 ATTR_WALL = "wall_s"
 ATTR_BASELINE = "uniform_ratio"  # set on enqueued uniform baselines
+ATTR_WARM_START = "warm_start"  # set on enqueued warm-start allocations: the target sparsity
 ATTR_RETRY_OF = "retry_of"
 ATTR_CONSTRAINTS = "constraints"
 # study user attributes
@@ -208,6 +209,28 @@ def enqueue_baselines(spec: StudySpec, study, space: SearchSpace) -> int:
     return len(spec.baselines.ratios)
 
 
+def enqueue_warm_start(spec: StudySpec, study, space: SearchSpace, allocations: list[dict[str, float]]) -> int:
+    """Enqueue the warm-start allocations (one per baseline ratio, same fine-tune budget) once per study."""
+    if study.user_attrs.get("warm_start_enqueued"):
+        return 0
+    epochs, lr0 = baseline_budget(spec)
+    for target, ratios in zip(spec.baselines.ratios, allocations):
+        params: dict[str, float] = {RATIO_PREFIX + g: float(r) for g, r in ratios.items()}
+        params.update(epochs=epochs, lr0=lr0)
+        study.enqueue_trial(params, user_attrs={ATTR_WARM_START: target}, skip_if_exists=True)
+    study.set_user_attr("warm_start_enqueued", True)
+    return len(allocations)
+
+
+def origin(t) -> str:
+    """Who proposed a trial: ``uniform 0.3`` (a baseline), ``warm 0.3`` (the warm start) or ``sampler``."""
+    if t.user_attrs.get(ATTR_BASELINE) is not None:
+        return f"uniform {t.user_attrs[ATTR_BASELINE]:g}"
+    if t.user_attrs.get(ATTR_WARM_START) is not None:
+        return f"warm {t.user_attrs[ATTR_WARM_START]:g}"
+    return "sampler"
+
+
 def trial_ratios(params: dict[str, Any]) -> dict[str, float]:
     return {k[len(RATIO_PREFIX) :]: float(v) for k, v in params.items() if k.startswith(RATIO_PREFIX)}
 
@@ -276,10 +299,15 @@ def hypervolume_history(trials: list, spec: StudySpec, baseline: dict[str, float
 
 
 def versus_uniform(trials: list, spec: StudySpec, baseline: dict[str, float]) -> dict[str, Any]:
-    """Searched trials against the uniform baselines: each side's hypervolume, and who dominates them all."""
+    """Searched trials against the uniform baselines: each side's hypervolume, and who dominates them.
+
+    "Searched" is every trial that is not a uniform baseline (warm-start allocations included); the
+    ``*_sampled`` entries count only the trials the sampler proposed itself.
+    """
     done = [t for t in trials if _complete(t) and feasible(t)]
     uniform = [t for t in done if t.user_attrs.get(ATTR_BASELINE) is not None]
     searched = [t for t in done if t.user_attrs.get(ATTR_BASELINE) is None]
+    sampled = [t for t in searched if t.user_attrs.get(ATTR_WARM_START) is None]
     hv_u, hv_s = hypervolume(uniform, spec, baseline), hypervolume(searched, spec, baseline)
     losses = {t.number: _as_loss(t.values, spec.directions) for t in done}
     dominating = [
@@ -294,6 +322,10 @@ def versus_uniform(trials: list, spec: StudySpec, baseline: dict[str, float]) ->
         "uniform_dominated_by": {
             u.number: [s.number for s in searched if _dominates(losses[s.number], losses[u.number])] for u in uniform
         },
+        "hypervolume_sampled": hypervolume(sampled, spec, baseline),
+        "uniform_dominated_by_sampled": {
+            u.number: [s.number for s in sampled if _dominates(losses[s.number], losses[u.number])] for u in uniform
+        },
     }
 
 
@@ -305,6 +337,8 @@ def trial_summary(t) -> dict[str, Any]:
         "values": list(t.values) if t.values else None,
         "metrics": t.user_attrs.get(ATTR_METRICS, {}),
         "uniform_ratio": t.user_attrs.get(ATTR_BASELINE),
+        "warm_start": t.user_attrs.get(ATTR_WARM_START),
+        "origin": origin(t),
         "epochs": t.params.get("epochs"),
         "lr0": t.params.get("lr0"),
         "ratios": trial_ratios(t.params),

@@ -33,6 +33,7 @@ METHODS = ("structured", "unstructured")
 GRANULARITIES = ("layer", "block", "stage")
 IMPORTANCES = ("l1", "l2", "bn_scale")  # bn_scale: structured only (BatchNorm gamma)
 SAMPLERS = ("nsga2", "tpe", "random")
+WARM_STARTS = ("none", "global_magnitude")
 ARTIFACT_POLICIES = ("all", "pareto", "none")
 TRIAL_KINDS = ("real", "fake")
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -114,6 +115,9 @@ class SamplerSpec:
     name: str = "nsga2"
     seed: int = 0
     population_size: int = 16  # nsga2 only
+    # "global_magnitude": after the uniform baselines, enqueue one trial per baseline ratio whose per-group
+    # ratios come from one L1 threshold over all groups (same or more weights removed; prune/allocation.py)
+    warm_start: str = "none"
 
 
 @dataclass(frozen=True)
@@ -263,6 +267,9 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
         )
     spec["constraints"] = _constraints(r, top, spec["objectives"])
     spec["sampler"] = _sampler(r, r.section(top, "sampler"), len(spec["objectives"] or ()), seed)
+    if spec["sampler"].warm_start != "none" and pr.method != "unstructured":
+        warm = spec["sampler"].warm_start
+        r.bad("sampler.warm_start", f"{warm} allocates single weights: it needs pruning.method unstructured")
     r.done(top, "")
     if r.problems:
         raise ConfigError(str(path), r.problems)
@@ -458,8 +465,9 @@ def _sampler(r: KeyReader, d: dict, n_objectives: int, seed: int) -> SamplerSpec
     name = r.take(d, "name", str, default, choices=SAMPLERS, at="sampler")
     s = r.take(d, "seed", int, seed, at="sampler")
     pop = r.take(d, "population_size", int, 16, check=lambda v: v >= 2, rule=">= 2", at="sampler")
+    warm = r.take(d, "warm_start", str, "none", choices=WARM_STARTS, at="sampler")
     r.done(d, "sampler")
-    return SamplerSpec(name, s, pop)
+    return SamplerSpec(name, s, pop, warm)
 
 
 def _baselines(r: KeyReader, d: dict) -> BaselinesSpec:
@@ -548,7 +556,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     ),
     "pruning": ("method", "granularity", "importance", "ratio", "step", "groups", "exclude", "round_to"),
     "finetune": ("epochs", "lr0", "hyp", "overrides"),
-    "sampler": ("name", "seed", "population_size"),
+    "sampler": ("name", "seed", "population_size", "warm_start"),
     "baselines": ("ratios", "epochs", "lr0"),
     "budget": ("n_trials", "timeout_s", "max_failures"),
     "resources": ("gpus_per_trial", "cpus_per_trial", "max_concurrent", "address", "num_cpus"),

@@ -29,6 +29,7 @@ from .search import (
     ATTR_WALL,
     ATTR_WORKER,
     hypervolume_history,
+    origin,
     pareto_front,
     trial_summary,
 )
@@ -184,6 +185,7 @@ class Tracker:
             tags["failure_reason"] = ua[ATTR_FAILURE][:5000]
         if ua.get(ATTR_BASELINE) is not None:
             tags["uniform_ratio"] = str(ua[ATTR_BASELINE])
+        tags["origin"] = origin(trial)
         self._log_params(info.run_id, {k: v for k, v in trial.params.items()})
         self._log_batch(info.run_id, metrics=metrics, ts=ts, tags=tags, history=history)
         if keep_files and files is not None and files.is_dir() and any(files.iterdir()):
@@ -262,12 +264,13 @@ def pareto_csv(front: list, spec: StudySpec) -> str:
     buf = io.StringIO()
     metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + ["map50_95", "params", "gflops"]))
     w = csv.writer(buf)
-    w.writerow(["trial", "uniform_ratio", *metrics, "epochs", "lr0", "ratios"])
+    w.writerow(["trial", "origin", "uniform_ratio", *metrics, "epochs", "lr0", "ratios"])
     for t in sorted(front, key=lambda t: t.number):
         s = trial_summary(t)
         w.writerow(
             [
                 t.number,
+                s["origin"],
                 s["uniform_ratio"] if s["uniform_ratio"] is not None else "",
                 *[s["metrics"].get(m, "") for m in metrics],
                 s["epochs"],

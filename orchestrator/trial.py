@@ -62,6 +62,15 @@ class BaselineResult:
 
 
 @dataclass(frozen=True)
+class AllocationRequest:
+    """Ask a worker for warm-start ratio maps: one per target sparsity, on the search space's grid."""
+
+    targets: tuple[float, ...]
+    bounds: dict[str, tuple[float, float]]  # group -> (low, high), as the search space has them
+    step: float | None
+
+
+@dataclass(frozen=True)
 class TrialResult:
     number: int
     ok: bool
@@ -113,6 +122,26 @@ def execute_baseline(workload: Workload, cache: WorkerCache) -> BaselineResult:
 
         return fake_baseline(workload, cache)
     return run_baseline(workload, cache)
+
+
+def execute_allocations(workload: Workload, request: AllocationRequest, cache: WorkerCache) -> list[dict[str, float]]:
+    """Global-magnitude ratio maps for the warm start, one per target.
+
+    The fake trial has no weights: its maps cut late groups more (from 0.5x to 1.5x the target), in the
+    grid's spirit but not on it.
+    """
+    if workload.kind == "fake":
+        n = max(len(request.bounds) - 1, 1)
+        return [
+            {g: round(min(max(t * (0.5 + i / n), lo), hi), 4) for i, (g, (lo, hi)) in enumerate(request.bounds.items())}
+            for t in request.targets
+        ]
+    from .prune import magnitude_allocation, prunable_groups
+
+    ctx = _context(workload, cache)
+    groups = prunable_groups(ctx["model"], workload.granularity, workload.exclude, method=workload.method)
+    groups = {g: groups[g] for g in request.bounds}
+    return [magnitude_allocation(ctx["model"], groups, t, request.bounds, request.step) for t in request.targets]
 
 
 def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:

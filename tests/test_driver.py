@@ -12,7 +12,7 @@ from study_files import fake_study, trial_runs
 
 from orchestrator.driver import run_study
 from orchestrator.errors import OrchestratorError
-from orchestrator.search import load_existing
+from orchestrator.search import load_existing, trial_ratios
 from orchestrator.spec import load_study_spec
 
 
@@ -121,6 +121,22 @@ def test_resume_reaches_n_trials_without_logging_twice(tmp_path):
     assert sorted(trial_runs(spec)) == list(range(6))
     assert run_study(spec, live=False).complete == 6  # nothing left to do: no new trial, no new run
     assert len(_states(spec)) == 6 and len(trial_runs(spec)) == 6
+
+
+def test_warm_start_runs_after_the_baselines_once_and_is_tagged(tmp_path):
+    warm = {"name": "tpe", "warm_start": "global_magnitude"}
+    spec = load_study_spec(fake_study(tmp_path, pruning={"method": "unstructured"}, sampler=warm))
+    assert run_study(spec, n_trials=3, live=False).complete == 3
+    assert run_study(spec, live=False).complete == 6  # the resume must not enqueue the warm start again
+    trials = load_existing(spec).get_trials(deepcopy=False)
+    assert [t.user_attrs.get("uniform_ratio") for t in trials[:2]] == [0.1, 0.3]
+    assert [t.user_attrs.get("warm_start") for t in trials] == [None, None, 0.1, 0.3, None, None]
+    assert all(t.params["epochs"] == 2 for t in trials[:4])  # the baselines' fine-tune budget
+    warm = trial_ratios(trials[3].params)
+    assert min(warm.values()) == pytest.approx(0.15) and max(warm.values()) == pytest.approx(0.45)
+    runs = trial_runs(spec)
+    assert [runs[n].data.tags["origin"] for n in range(4)] == ["uniform 0.1", "uniform 0.3", "warm 0.1", "warm 0.3"]
+    assert runs[4].data.tags["origin"] == "sampler"
 
 
 def test_a_second_driver_on_the_same_study_is_refused(tmp_path):

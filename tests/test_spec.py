@@ -138,6 +138,11 @@ bogus: 1
         ("budget: {n_trials: null}", "budget: give n_trials, timeout_s or both (the study must end)"),
         ("baselines: {ratios: [0.1, 1.5]}", "baselines.ratios[1]: must be >= 0 and < 1, got 1.5"),
         ("trial: pretend", "trial: must be one of real, fake, got 'pretend'"),
+        ("sampler: {warm_start: lamp}", "sampler.warm_start: must be one of none, global_magnitude, got 'lamp'"),
+        (
+            "pruning: {method: structured}\nsampler: {warm_start: global_magnitude}",
+            "sampler.warm_start: global_magnitude allocates single weights: it needs pruning.method unstructured",
+        ),
         ("fake: {kill_on: [x]}", "fake.kill_on[0]: must be an integer, got 'x'"),
     ],
 )

@@ -43,12 +43,12 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = [o.metric for o in spec.objectives]
     t = Table(title=f"{spec.name}: Pareto front ({len(records)} trials)", title_justify="left")
-    for col in ["#", "uniform", *metrics, "epochs", "files"]:
+    for col in ["#", "origin", *metrics, "epochs", "files"]:
         t.add_column(col, justify="right" if col != "files" else "left", overflow="fold")
     for r in records:
         t.add_row(
             str(r["number"]),
-            "" if r["uniform_ratio"] is None else f"{r['uniform_ratio']:g}",
+            r["origin"],
             *[f"{r['metrics'].get(m, float('nan')):.4g}" for m in metrics],
             str(r["epochs"]),
             "\n".join(r.get("files", [])),

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         f"{counts['RUNNING']} running, {counts['WAITING']} waiting · hypervolume {hv:.4f}",
         title_justify="left",
     )
-    for col in ["#", "state", "front", "uniform", *metrics, "epochs", "lr0", "mean ratio", "failure"]:
+    for col in ["#", "state", "front", "origin", *metrics, "epochs", "lr0", "mean ratio", "failure"]:
         t.add_column(col, justify="left" if col in ("state", "failure") else "right", overflow="fold")
     if baseline:
         t.add_row("base", "unpruned", "", "", *[_fmt(baseline.get(m)) for m in metrics], "", "", "0", "")
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             str(r["number"]),
             r["state"],
             "*" if r["pareto"] else "",
-            "" if r["uniform_ratio"] is None else f"{r['uniform_ratio']:g}",
+            r["origin"],
             *[_fmt(r["metrics"].get(m)) for m in metrics],
             str(r["epochs"] if r["epochs"] is not None else ""),
             _fmt(r["lr0"]),
@@ -79,17 +79,30 @@ def run(args: argparse.Namespace) -> int:
         )
     Console().print(t)
     if vs["hypervolume_uniform"] > 0:
-        ratio = vs["ratio"]
-        Console().print(
-            f"searched vs uniform: hypervolume {vs['hypervolume_searched']:.4f} vs {vs['hypervolume_uniform']:.4f}"
-            f" ({ratio:.2f}x); trials dominating every uniform baseline: "
-            f"{', '.join(map(str, vs['dominate_every_uniform'])) or 'none yet'}; uniform baselines dominated by a "
-            f"searched trial: {sum(bool(v) for v in vs['uniform_dominated_by'].values())}/"
-            f"{len(vs['uniform_dominated_by'])}"
-        )
+        Console().print(_versus_uniform_line(vs, records))
     if lease:
         Console().print(f"driver running: pid {lease.get('pid')} on {lease.get('host')}")
     return 0
+
+
+def _versus_uniform_line(vs: dict, records: list[dict]) -> str:
+    """Each uniform baseline and the searched trials that dominate it (the sampler's own ones counted apart)."""
+    uniform = {r["number"]: r["uniform_ratio"] for r in records if r["uniform_ratio"] is not None}
+    by = vs["uniform_dominated_by"]
+    parts = []
+    for n, trials in by.items():
+        shown = ", ".join(map(str, trials[:4])) + (", ..." if len(trials) > 4 else "")
+        parts.append(f"uniform {uniform.get(n, n):g} <- {shown or 'none'}")
+    line = (
+        f"searched vs uniform: hypervolume {vs['hypervolume_searched']:.4f} vs {vs['hypervolume_uniform']:.4f}"
+        f" ({vs['ratio']:.2f}x); uniform baselines dominated by a searched trial: "
+        f"{sum(bool(v) for v in by.values())}/{len(by)}"
+    )
+    if any(r["warm_start"] is not None for r in records):
+        sampled = vs["uniform_dominated_by_sampled"]
+        line += f" (by a sampler-proposed trial: {sum(bool(v) for v in sampled.values())}/{len(sampled)})"
+    line += f"; one trial dominating all: {', '.join(map(str, vs['dominate_every_uniform'])) or 'none'}"
+    return line + "\n" + " | ".join(parts)
 
 
 def _fmt(v) -> str:

@@ -4,6 +4,7 @@ Front door for the sweep: :func:`prunable_groups` names the search space, :func:
 ratio map into a pruned model and a :class:`PruneReport`.
 """
 
+from .allocation import magnitude_allocation
 from .apply import PruneReport, apply_ratios, conv_sparsity, count_params, uniform_ratios
 from .layers import GRANULARITIES, METHODS, conv_layers, output_convs, prunable_groups, validate_ratios
 from .unstructured import copy_pruned, has_masks, make_permanent
@@ -18,6 +19,7 @@ __all__ = [
     "copy_pruned",
     "count_params",
     "has_masks",
+    "magnitude_allocation",
     "make_permanent",
     "output_convs",
     "prunable_groups",
