@@ -31,6 +31,7 @@ from .search import (
     ATTR_METRICS,
     ATTR_RETRY_OF,
     ATTR_WALL,
+    ATTR_WARM_START,
     ATTR_WORKER,
     STUDY_BASELINE,
     build_space,
@@ -414,8 +415,9 @@ def _fail_and_requeue(study, number: int, reason: str) -> None:
     handle.set_user_attr(ATTR_FAILURE, reason)
     study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
     attrs = {ATTR_RETRY_OF: number}
-    if t.user_attrs.get(ATTR_BASELINE) is not None:
-        attrs[ATTR_BASELINE] = t.user_attrs[ATTR_BASELINE]
+    for origin in (ATTR_BASELINE, ATTR_WARM_START):  # a retried baseline or warm start keeps its origin
+        if t.user_attrs.get(origin) is not None:
+            attrs[origin] = t.user_attrs[origin]
     study.enqueue_trial(dict(t.params), user_attrs=attrs)
 
 

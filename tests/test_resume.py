@@ -107,6 +107,7 @@ def test_ctrl_c_then_kill_9_then_resume(tmp_path):
         assert t.state.name == "FAIL" and "driver stopped" in t.user_attrs["failure"]
         retries = [r for r in trials if r.user_attrs.get("retry_of") == n]
         assert len(retries) == 1 and retries[0].params == t.params and retries[0].state.name == "COMPLETE"
+        assert retries[0].user_attrs.get("uniform_ratio") == t.user_attrs.get("uniform_ratio")  # origin kept
     for t in interrupted:
         assert [r.params for r in trials if r.user_attrs.get("retry_of") == t.number] == [t.params]
     runs = trial_runs(spec)  # fails on a trial logged twice
