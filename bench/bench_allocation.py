@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, add_asset_args
+
 sys.path.insert(0, str(REPO))
 
 
 def main(argv: list[str] | None = None) -> int:
-    assets = Path(os.environ.get("ORCHESTRATOR_ASSETS", REPO.parent / "shared" / "assets"))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", default=str(assets / "yolov5n.pt"))
-    p.add_argument("--data", default=str(assets / "coco128.yaml"))
-    p.add_argument("--imgsz", type=int, default=320)
+    add_asset_args(p)
     p.add_argument("--granularity", default="block", choices=("layer", "block", "stage"))
     p.add_argument("--targets", default="0.1,0.2,0.3,0.4,0.5")
     p.add_argument("--step", type=float, default=0.05)

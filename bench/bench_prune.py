@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, add_asset_args
+
 sys.path.insert(0, str(REPO))
 
 
@@ -32,11 +32,8 @@ def variants(ratio: float) -> list[tuple[str, dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    assets = Path(os.environ.get("ORCHESTRATOR_ASSETS", REPO.parent / "shared" / "assets"))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", default=str(assets / "yolov5n.pt"))
-    p.add_argument("--data", default=str(assets / "coco128.yaml"))
-    p.add_argument("--imgsz", type=int, default=320)
+    add_asset_args(p)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--ratio", type=float, default=0.3)
     p.add_argument("--runs", type=int, default=50)

@@ -17,9 +17,9 @@ import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from common import add_asset_args
 
 from orchestrator.yolo.augment import EpochBatchSampler, TrainDataset, collate
 from orchestrator.yolo.checkpoint import load_model
@@ -29,7 +29,6 @@ from orchestrator.yolo.loss import YoloLoss
 from orchestrator.yolo.train import TrainImages, finetune
 from orchestrator.yolo.val import ValSet
 
-ASSETS = Path(os.environ.get("ORCHESTRATOR_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 OFFICIAL_IMAGES_PER_S = 128 / 9.7
 
 
@@ -51,9 +50,7 @@ def bare_steps(model: torch.nn.Module, imgs: torch.Tensor, targets: torch.Tensor
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=str(ASSETS / "yolov5n.pt"))
-    ap.add_argument("--data", default=str(ASSETS / "coco128.yaml"))
-    ap.add_argument("--imgsz", type=int, default=320)
+    add_asset_args(ap)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=None)

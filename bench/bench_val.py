@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import time
-from pathlib import Path
 
 import torch
+from common import add_asset_args
 
 from orchestrator.yolo.checkpoint import load_model
 from orchestrator.yolo.data import load_data_config
 from orchestrator.yolo.val import ValSet, validate
-
-ASSETS = Path(os.environ.get("ORCHESTRATOR_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 
 
 def bare_forward(net: torch.nn.Module, vs: ValSet) -> tuple[float, float]:
@@ -36,9 +33,7 @@ def bare_forward(net: torch.nn.Module, vs: ValSet) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=str(ASSETS / "yolov5n.pt"))
-    ap.add_argument("--data", default=str(ASSETS / "coco128.yaml"))
-    ap.add_argument("--imgsz", type=int, default=320)
+    add_asset_args(ap)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-fuse", action="store_true")
