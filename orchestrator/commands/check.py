@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         "lr0": [ft.lr0.low, ft.lr0.high],
         "objectives": [f"{o.direction} {o.metric}" for o in spec.objectives],
         "constraints": [c.text for c in spec.constraints],
-        "sampler": f"{spec.sampler.name} (seed {spec.sampler.seed})",
+        "sampler": f"{spec.sampler.name} (seed {spec.sampler.seed})"
+        + (f", warm start {spec.sampler.warm_start}" if spec.sampler.warm_start != "none" else ""),
         "baselines": {"ratios": list(spec.baselines.ratios), "epochs": epochs, "lr0": lr0},
         "n_trials": spec.budget.n_trials,
         "timeout_s": spec.budget.timeout_s,

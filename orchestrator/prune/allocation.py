@@ -3,8 +3,9 @@
 Uniform ratios (the official ``prune()``) cut every layer by the same fraction, so the small, sensitive
 layers (the stem, C3 bottleneck 1x1s) lose as much as the large 3x3 convs. On yolov5n at 320 px (64 val
 images, no fine-tune) uniform 50% keeps mAP50-95 0.026; the same 50% allocated by a global magnitude
-threshold and applied as per-block ratios on a 0.05 grid keeps 0.212 (``bench/bench_allocation.py``). The sweep enqueues these allocations so the
-sampler starts from them instead of discovering by chance which groups can take deep cuts.
+threshold and applied as per-block ratios on a 0.05 grid keeps 0.212 (``bench/bench_allocation.py``).
+The sweep enqueues these allocations so the sampler starts from them instead of discovering by chance
+which groups can take deep cuts.
 
 The ratios are snapped to the search space's grid and clipped to each group's bounds, and the
 threshold is the smallest whose snapped ratios remove at least as many weights as the uniform ratio
