@@ -115,16 +115,17 @@ def run_study(
             num_cpus=r.num_cpus,
         )
         # Ray's driver installs a SIGTERM handler that exits at once; a stop by SIGTERM (`ray job stop`, a
-        # scheduler, kill) should stop like Ctrl-C instead: running trials re-queued, resume hint printed
-        previous = _sigterm_as_interrupt()
+        # scheduler, kill) should stop like Ctrl-C instead: running trials re-queued, resume hint printed.
+        # SIGINT too: a shell starts background jobs with SIGINT ignored, and `kill -INT` must still stop cleanly
+        previous = _signals_as_interrupt()
         try:
             _recover_orphans(study, view)
             tracker = Tracker(spec, spec.storage)
             tracker.open()
             return _Loop(spec, study, tracker, cluster, view, lease).run()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             disconnect(cluster)
     finally:
         _release_lease(study, lease)
@@ -205,6 +206,8 @@ class _Loop:
         max_failures = budget.max_failures or max(self.p.target or 0, 10)
         stopped = "done"
         while True:
+            if _STOP.is_set():  # the signal's KeyboardInterrupt was lost inside a library call: stop now
+                raise KeyboardInterrupt
             if time.monotonic() - self.last_beat > HEARTBEAT_S and not self._heartbeat():
                 stopped = "lost lease"
             if budget.timeout_s is not None and time.monotonic() - self.started > budget.timeout_s:
@@ -396,14 +399,20 @@ class _Loop:
         return True
 
 
-def _sigterm_as_interrupt():
+_STOP = threading.Event()  # set by the handler: a KeyboardInterrupt that some library swallows is raised again
+
+
+def _signals_as_interrupt() -> dict:
+    """Make SIGTERM and SIGINT raise KeyboardInterrupt; returns the previous handlers."""
+    _STOP.clear()
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
     def interrupt(signum, frame):
+        _STOP.set()
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, interrupt)
+    return {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _fail_and_requeue(study, number: int, reason: str) -> None:
