@@ -149,8 +149,19 @@ def make_sampler(spec: StudySpec, n_existing: int):
             multivariate=True,
             constraints_func=constraints,
             n_startup_trials=min(10, max(2, len(spec.baselines.ratios) + 2)),
+            gamma=_front_gamma,
         )
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _front_gamma(n: int) -> int:
+    """How many of ``n`` trials TPE models as "good": a quarter (Optuna's default is a tenth).
+
+    With two or more objectives the good trials should cover the front, not one end of it: with a tenth,
+    20 trials give 2 good ones, and the sampler keeps refining the middle of the front while the ends
+    (the mildest and the deepest cuts) are never revisited.
+    """
+    return min(math.ceil(0.25 * n), 25)
 
 
 def constraints_func(trial) -> list[float]:
