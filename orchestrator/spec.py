@@ -270,6 +270,8 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     if spec["sampler"].warm_start != "none" and pr.method != "unstructured":
         warm = spec["sampler"].warm_start
         r.bad("sampler.warm_start", f"{warm} allocates single weights: it needs pruning.method unstructured")
+    if spec["sampler"].warm_start != "none" and not spec["baselines"].ratios:
+        r.bad("sampler.warm_start", "pairs one allocation with each uniform baseline: baselines.ratios is empty")
     r.done(top, "")
     if r.problems:
         raise ConfigError(str(path), r.problems)

@@ -140,6 +140,10 @@ bogus: 1
         ("trial: pretend", "trial: must be one of real, fake, got 'pretend'"),
         ("sampler: {warm_start: lamp}", "sampler.warm_start: must be one of none, global_magnitude, got 'lamp'"),
         (
+            "pruning: {method: unstructured}\nbaselines: {ratios: []}\nsampler: {warm_start: global_magnitude}",
+            "sampler.warm_start: pairs one allocation with each uniform baseline: baselines.ratios is empty",
+        ),
+        (
             "pruning: {method: structured}\nsampler: {warm_start: global_magnitude}",
             "sampler.warm_start: global_magnitude allocates single weights: it needs pruning.method unstructured",
         ),
