@@ -9,7 +9,8 @@ which groups can take deep cuts.
 
 The ratios are snapped to the search space's grid and clipped to each group's bounds, and the
 threshold is the smallest whose snapped ratios remove at least as many weights as the uniform ratio
-would: an allocation is never larger (in nonzero weights) than the uniform baseline it is paired with.
+would: an allocation is never larger (in nonzero weights) than the uniform baseline it is paired with,
+unless the bounds cap the cut (then every group gets the most its bounds allow).
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def magnitude_allocation(
         raise PruningError(f"target sparsity must be >= 0 and < 1, got {target:g}")
     convs = conv_layers(model)
     with torch.no_grad():
-        mags = {
-            g: torch.cat([convs[c].weight.detach().abs().flatten() for c in cs]).float() for g, cs in groups.items()
+        sorted_mags = {
+            g: torch.cat([convs[c].weight.detach().abs().flatten() for c in cs]).float().sort().values
+            for g, cs in groups.items()
         }
-    sorted_mags = {g: m.sort().values for g, m in mags.items()}
     sizes = {g: [convs[c].weight.numel() for c in cs] for g, cs in groups.items()}
     need = sum(_removed(target, n) for ns in sizes.values() for n in ns)
 
@@ -68,8 +69,7 @@ def magnitude_allocation(
     def removed(ratios: dict[str, float]) -> int:
         return sum(_removed(ratios[g], n) for g, ns in sizes.items() for n in ns)
 
-    everything = torch.cat(list(mags.values()))
-    lo_t, hi_t = -1.0, float(everything.max()) + 1.0
+    lo_t, hi_t = -1.0, max(float(m[-1]) for m in sorted_mags.values()) + 1.0
     if removed(ratios_at(hi_t)) < need:  # the bounds cap the cut: the best that fits
         return ratios_at(hi_t)
     for _ in range(64):  # removed() grows with the threshold: bisect for the smallest that is enough
