@@ -415,28 +415,49 @@ def _signals_as_interrupt() -> dict:
     return {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
-def _fail_and_requeue(study, number: int, reason: str) -> None:
-    """Tell a RUNNING trial FAIL with ``reason`` and enqueue its parameters again."""
+def _fail_and_requeue(study, number: int, reason: str, *, requeue: bool = True) -> None:
+    """Tell a RUNNING trial FAIL with ``reason`` and (unless told not to) enqueue its parameters again."""
     from optuna.trial import Trial, TrialState
 
     t = study.get_trials(deepcopy=False)[number]
     handle = Trial(study, t._trial_id)
     handle.set_user_attr(ATTR_FAILURE, reason)
     study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    if not requeue:
+        return
     attrs = {ATTR_RETRY_OF: number}
     for origin in (ATTR_BASELINE, ATTR_WARM_START):  # a retried baseline or warm start keeps its origin
         if t.user_attrs.get(origin) is not None:
             attrs[origin] = t.user_attrs[origin]
-    study.enqueue_trial(dict(t.params), user_attrs=attrs)
+    study.enqueue_trial(_intended_params(t), user_attrs=attrs)
+
+
+def _intended_params(t) -> dict:
+    """The parameters a trial was meant to run: an enqueued trial's own (Optuna keeps them as ``fixed_params``
+    until they are suggested) completed by whatever was suggested."""
+    return {**(t.system_attrs.get("fixed_params") or {}), **t.params}
 
 
 def _recover_orphans(study, view: ProgressView) -> None:
-    """Trials left RUNNING by a dead driver: FAIL with the reason, parameters tried again."""
+    """Trials left RUNNING by a dead driver: FAIL with the reason, parameters tried again.
+
+    A driver killed while asking leaves a trial with only part of its parameters: it never ran, so it is
+    not retried (the sampler asks anew); a baseline or warm start still has all of its own.
+    """
     from optuna.trial import TrialState
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        _fail_and_requeue(study, t.number, "the driver stopped before this trial finished; retried as a new trial")
-        view.event(f"trial {t.number} was left running by a stopped driver: marked FAIL, parameters enqueued again")
+    trials = study.get_trials(deepcopy=False)
+    names = set().union(*(_intended_params(t) for t in trials)) if trials else set()
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
+        if names and set(_intended_params(t)) >= names:
+            _fail_and_requeue(study, t.number, "the driver stopped before this trial finished; retried as a new trial")
+            view.event(f"trial {t.number} was left running by a stopped driver: marked FAIL, parameters enqueued again")
+        else:
+            why = "the driver stopped while this trial's parameters were being asked; not retried (never ran)"
+            _fail_and_requeue(study, t.number, why, requeue=False)
+            view.event(f"trial {t.number} was left half-asked by a stopped driver: marked FAIL")
 
 
 def _acquire_lease(study, spec: StudySpec) -> dict:
