@@ -382,7 +382,8 @@ class _Loop:
         if spec.sampler.warm_start == "none" or self.study.user_attrs.get("warm_start_enqueued"):
             return
         self.view.event(f"computing the {spec.sampler.warm_start} warm start ...")
-        request = AllocationRequest(tuple(spec.baselines.ratios), dict(self.space.ratios), self.space.step)
+        groups = {g: list(self.baseline["groups"][g]) for g in self.space.ratios}
+        request = AllocationRequest(tuple(spec.baselines.ratios), groups, dict(self.space.ratios), self.space.step)
         enqueue_warm_start(spec, self.study, self.space, pool.allocations(self.workload, request))
 
     def _requeue(self, number: int, reason: str) -> None:

@@ -16,7 +16,7 @@ import socket
 import time
 
 from .errors import TrainingError
-from .trial import BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
+from .trial import AllocationRequest, BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
 
 _GROUPS = {"layer": 24, "block": 10, "stage": 4}
 _BASE = {"map50_95": 0.314, "map50": 0.491, "params": 1_867_405.0, "gflops": 1.13, "latency_ms": 40.0}
@@ -31,6 +31,15 @@ def fake_baseline(workload: Workload, cache: WorkerCache) -> BaselineResult:
     metrics = dict(_BASE)
     metrics.update(nonzero_params=_BASE["params"], size_mb=7.5, size_zip_mb=6.9, speedup=1.0)
     return BaselineResult(fake_groups(workload.granularity), metrics, "cpu (fake)", 0.0)
+
+
+def fake_allocations(request: AllocationRequest) -> list[dict[str, float]]:
+    """No weights to rank: late groups are cut more (0.5x to 1.5x the target), clipped to the bounds."""
+    n = max(len(request.bounds) - 1, 1)
+    return [
+        {g: round(min(max(t * (0.5 + i / n), lo), hi), 4) for i, (g, (lo, hi)) in enumerate(request.bounds.items())}
+        for t in request.targets
+    ]
 
 
 def run_fake_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:

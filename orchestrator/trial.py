@@ -66,6 +66,7 @@ class AllocationRequest:
     """Ask a worker for warm-start ratio maps: one per target sparsity, on the search space's grid."""
 
     targets: tuple[float, ...]
+    groups: dict[str, list[str]]  # group -> conv names, as the baseline reported them
     bounds: dict[str, tuple[float, float]]  # group -> (low, high), as the search space has them
     step: float | None
 
@@ -125,23 +126,15 @@ def execute_baseline(workload: Workload, cache: WorkerCache) -> BaselineResult:
 
 
 def execute_allocations(workload: Workload, request: AllocationRequest, cache: WorkerCache) -> list[dict[str, float]]:
-    """Global-magnitude ratio maps for the warm start, one per target.
-
-    The fake trial has no weights: its maps cut late groups more (from 0.5x to 1.5x the target), in the
-    grid's spirit but not on it.
-    """
+    """Global-magnitude ratio maps for the warm start, one per target."""
     if workload.kind == "fake":
-        n = max(len(request.bounds) - 1, 1)
-        return [
-            {g: round(min(max(t * (0.5 + i / n), lo), hi), 4) for i, (g, (lo, hi)) in enumerate(request.bounds.items())}
-            for t in request.targets
-        ]
-    from .prune import magnitude_allocation, prunable_groups
+        from .fake_trial import fake_allocations
 
-    ctx = _context(workload, cache)
-    groups = prunable_groups(ctx["model"], workload.granularity, workload.exclude, method=workload.method)
-    groups = {g: groups[g] for g in request.bounds}
-    return [magnitude_allocation(ctx["model"], groups, t, request.bounds, request.step) for t in request.targets]
+        return fake_allocations(request)
+    from .prune import magnitude_allocation
+
+    model = _context(workload, cache)["model"]
+    return [magnitude_allocation(model, request.groups, t, request.bounds, request.step) for t in request.targets]
 
 
 def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
