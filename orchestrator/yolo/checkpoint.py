@@ -13,6 +13,7 @@ import datetime as _dt
 import pickle
 import types
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,61 @@ class _SafeUnpickler(pickle.Unpickler):
         return obj
 
 
+def _safe_load(file: Any, **kwargs: Any) -> Any:
+    """``pickle.load`` through the allow-list: torch calls ``pickle_module.load`` on some paths."""
+    return _SafeUnpickler(file, **kwargs).load()
+
+
 # torch.load(pickle_module=...) subclasses our Unpickler and keeps our find_class for all but storages.
-_safe_pickle = types.SimpleNamespace(Unpickler=_SafeUnpickler, load=pickle.load, __name__="orchestrator_safe_pickle")
+# ``load`` is the allow-list too, so no torch code path can reach the plain unpickler through us.
+_safe_pickle = types.SimpleNamespace(Unpickler=_SafeUnpickler, load=_safe_load, __name__="orchestrator_safe_pickle")
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.load takes its zip path only when the file STARTS with this
+# A torch.save archive stores its records uncompressed: what it holds is about what it weighs on disk.
+# Anything that inflates much beyond that is a zip bomb, not a checkpoint.
+_MAX_INFLATION = 2.0
+_INFLATION_SLACK = 16 << 20
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse, from the bytes alone and before any unpickling, what torch.load would not read safely.
+
+    torch.load decides by the first four bytes: without the zip magic it falls back to its legacy
+    reader (tar or raw pickle), which ``zipfile.is_zipfile`` cannot rule out (it looks at the END of a
+    file, so a pickle followed by a zip passes). A TorchScript archive is handed to ``torch.jit.load``,
+    which runs code (``__setstate__``) from the file. Entries that inflate far beyond the file's size
+    would exhaust memory before the allow-list ever sees a global. Damaged bytes fail the CRC check.
+    """
+    with path.open("rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if head != _ZIP_MAGIC:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (expected a zip archive written by torch.save)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            size = path.stat().st_size
+            inflated = sum(i.file_size for i in infos)
+            if inflated > _MAX_INFLATION * size + _INFLATION_SLACK:
+                raise CheckpointError(
+                    f"{path}: refused to load: its records inflate to {inflated / 2**20:.0f} MiB from "
+                    f"{size / 2**20:.1f} MiB on disk (torch.save stores records uncompressed)"
+                )
+            bad = z.testzip()
+    except zipfile.BadZipFile as e:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({e})") from None
+    except (OSError, EOFError, zlib.error, NotImplementedError) as e:  # damaged or exotic records
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: damaged checkpoint: record {bad} fails its CRC check (truncated or corrupt?)")
+    try:  # torch's own reader decides TorchScript-ness; ask it, not our zip parser
+        records = torch._C.PyTorchFileReader(str(path)).get_all_records()
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    if any(r == "constants.pkl" or r.startswith("code/") for r in records):
+        raise CheckpointError(
+            f"{path}: refused to load: a TorchScript archive (torch.jit.save), not a YOLOv5 checkpoint "
+            "(opening it runs code stored in the file)"
+        )
 
 
 @dataclass(frozen=True)
@@ -134,8 +188,7 @@ class Checkpoint:
 def _read(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (expected a zip archive written by torch.save)")
+    _check_archive(path)
     try:
         return torch.load(path, map_location="cpu", pickle_module=_safe_pickle, weights_only=False)
     except _RefusedGlobal as e:
