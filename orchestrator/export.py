@@ -6,6 +6,7 @@ tensor the official export writes, so NMS code written for official YOLOv5 ONNX 
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,18 +59,38 @@ def export_onnx(
         raise OrchestratorError(f"imgsz must be a positive multiple of 32 (the largest stride), got {imgsz}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    net = _Decoded(deployable(model)).eval()
-    ch = model.yaml.get("ch", 3) if hasattr(model, "yaml") else 3
-    x = torch.rand(batch, ch, imgsz, imgsz)
+    net, x = _exportable(model, imgsz, batch)
     with torch.no_grad():
         y = net(x)
+    _export(net, x, str(path), opset, dynamic)
+    diff = None
+    if check:
+        diff = onnx_max_abs_diff(path, x, y)
+    return OnnxExport(path, tuple(x.shape), tuple(y.shape), opset, diff)
+
+
+def onnx_bytes(model: nn.Module, *, imgsz: int = 640, dynamic: bool = True, opset: int = OPSET) -> bytes:
+    """The ONNX file of ``model`` (as :func:`export_onnx` writes it) in memory: nothing touches the disk."""
+    net, x = _exportable(model, imgsz, 1)
+    buf = io.BytesIO()
+    _export(net, x, buf, opset, dynamic)
+    return buf.getvalue()
+
+
+def _exportable(model: nn.Module, imgsz: int, batch: int) -> tuple[nn.Module, torch.Tensor]:
+    ch = model.yaml.get("ch", 3) if hasattr(model, "yaml") else 3
+    x = torch.rand(batch, ch, imgsz, imgsz, generator=torch.Generator().manual_seed(0))  # same check every run
+    return _Decoded(deployable(model)).eval(), x
+
+
+def _export(net: nn.Module, x: torch.Tensor, f: str | io.BytesIO, opset: int, dynamic: bool) -> None:
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
     with warnings.catch_warnings():  # the TorchScript exporter warns that it is legacy; it is the one that needs
         warnings.simplefilter("ignore", DeprecationWarning)  # no onnxscript, and it handles this graph fully
         torch.onnx.export(
             net,
             (x,),
-            str(path),
+            f,
             input_names=["images"],
             output_names=["output0"],
             opset_version=opset,
@@ -77,10 +98,6 @@ def export_onnx(
             do_constant_folding=True,
             dynamo=False,
         )
-    diff = None
-    if check:
-        diff = onnx_max_abs_diff(path, x, y)
-    return OnnxExport(path, tuple(x.shape), tuple(y.shape), opset, diff)
 
 
 def onnx_max_abs_diff(path: str | Path, x: torch.Tensor, expected: torch.Tensor) -> float | None:

@@ -9,7 +9,10 @@
   each run, synchronised; on CPU, ``time.perf_counter`` with a fixed thread count.
 * ``speedup``: against ``baseline`` measured in the same call, interleaved run by run (baseline,
   model, baseline, model ...): the median of the per-pair time ratios, so machine noise common to a
-  pair cancels.
+  pair cancels. ``latency_ms``/``speedup`` are *eager* PyTorch figures.
+* ``ort_latency_ms`` / ``ort_speedup``: the same, in ONNX Runtime (what a deployment runs): the model
+  exported to ONNX in memory (or the deployable ONNX given, e.g. int8), batch 1, fixed threads, against the
+  baseline's ONNX (or a session of it the caller keeps open), interleaved in the same way.
 
 Unstructured zeros leave a dense conv as slow as before: PyTorch's kernels multiply zeros too.
 """
@@ -17,7 +20,6 @@ Unstructured zeros leave a dense conv as slow as before: PyTorch's kernels multi
 from __future__ import annotations
 
 import io
-import statistics
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -31,6 +33,7 @@ import torch.nn.utils.prune as tprune
 
 from .errors import OrchestratorError
 from .prune.unstructured import copy_pruned
+from .timing import Timing, time_interleaved
 
 MB = 1e6
 
@@ -54,6 +57,10 @@ class Measurements:
     baseline_latency_ms: float | None = None
     runs: int = 0
     threads: int | None = None
+    ort_latency_ms: float | None = None
+    ort_speedup: float | None = None
+    ort_baseline_latency_ms: float | None = None
+    ort_provider: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,38 +172,26 @@ def _timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
     return run_cpu
 
 
-@dataclass(frozen=True)
-class Timing:
-    """Median ms of the model, of the baseline (if any), and the median per-pair ratio baseline/model."""
-
-    ms: float
-    baseline_ms: float | None
-    speedup: float | None
-
-
 def time_models(
     net: nn.Module, baseline: nn.Module | None, x: torch.Tensor, *, runs: int, warmup: int, device: torch.device
 ) -> Timing:
-    """Warm up both, then time them alternately run by run."""
+    """Warm up both, then time them alternately run by run (:func:`time_interleaved`)."""
     timer = _timer(device)
     with torch.inference_mode():
-        for _ in range(warmup):
-            net(x)
-            if baseline is not None:
-                baseline(x)
-        if device.type == "cuda":
+        if device.type == "cuda":  # warm-up launches are async: let them finish before timing starts
+            for _ in range(warmup):
+                net(x)
+                if baseline is not None:
+                    baseline(x)
             torch.cuda.synchronize(device)
-        ts, tb = [], []
-        for i in range(runs):
-            # alternate which goes first so neither always runs on a cache warmed by the other
-            order = [(net, ts), (baseline, tb)] if i % 2 else [(baseline, tb), (net, ts)]
-            for m, out in order:
-                if m is not None:
-                    out.append(timer(lambda m=m: m(x)))
-    ms = statistics.median(ts)
-    if baseline is None:
-        return Timing(ms, None, None)
-    return Timing(ms, statistics.median(tb), statistics.median(b / t for b, t in zip(tb, ts)))
+            warmup = 0
+        return time_interleaved(
+            lambda: net(x),
+            (lambda: baseline(x)) if baseline is not None else None,
+            runs=runs,
+            warmup=warmup,
+            timer=timer,
+        )
 
 
 def measure(
@@ -210,10 +205,15 @@ def measure(
     warmup: int | None = None,
     threads: int | None = None,
     half: bool = False,
+    ort: bool = True,
+    onnx: bytes | None = None,
+    ort_baseline: Any | None = None,
 ) -> Measurements:
     """Parameters, nonzeros, file bytes, GFLOPs and latency of ``model`` (not changed; copies are measured).
 
-    ``runs``/``warmup`` default to 50/10 on GPU and 20/3 on CPU. ``half`` times fp16 (GPU only).
+    ``runs``/``warmup`` default to 50/10 on GPU and 20/3 on CPU. ``half`` times fp16 (GPU only). With
+    ``ort`` also the ONNX Runtime latency: of ``onnx`` when given (the file a trial deploys), else of the
+    model exported here; against ``ort_baseline`` (an open session) when given, else ``baseline`` exported.
     """
     dev = resolve_device(device)
     if imgsz <= 0 or imgsz % 32:
@@ -243,6 +243,7 @@ def measure(
         else:
             tb = t1
         used_threads = torch.get_num_threads() if dev.type == "cpu" else None
+    ot = _ort_timing(model, baseline, onnx, ort_baseline, imgsz, dev, runs, warmup, threads) if ort else None
     return Measurements(
         params=params,
         nonzero_params=nonzero,
@@ -259,4 +260,31 @@ def measure(
         baseline_latency_ms=t1.baseline_ms,
         runs=runs,
         threads=used_threads,
+        ort_latency_ms=ot.ms if ot else None,
+        ort_speedup=ot.speedup if ot else None,
+        ort_baseline_latency_ms=ot.baseline_ms if ot else None,
+        ort_provider=ot.provider if ot else None,
     )
+
+
+def _ort_timing(
+    model: nn.Module,
+    baseline: nn.Module | None,
+    onnx: bytes | None,
+    ort_baseline: Any | None,
+    imgsz: int,
+    dev: torch.device,
+    runs: int,
+    warmup: int,
+    threads: int | None,
+):
+    """ONNX Runtime timing of the model's ONNX against the baseline's, interleaved (see the module doc)."""
+    from .export import onnx_bytes
+    from .ort_runtime import open_session, time_sessions
+
+    n = threads if dev.type == "cpu" else None
+    sess = open_session(onnx if onnx is not None else onnx_bytes(model, imgsz=imgsz), device=dev, threads=n)
+    base = ort_baseline
+    if base is None and baseline is not None:
+        base = open_session(onnx_bytes(baseline, imgsz=imgsz), device=dev, threads=n)
+    return time_sessions(sess, base, imgsz, runs=runs, warmup=warmup, threads=n)

@@ -7,14 +7,14 @@ Past this edge the rest of the program only sees typed specs.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .config_reader import KeyReader, close_match, is_number, show
+from .bounded_yaml import YamlRefused, read_yaml
+from .config_reader import KeyReader, close_match, is_number, show, to_float, unusable
 from .errors import ConfigError
 
 # metric -> the direction in which it gets better; the objectives a study may name
@@ -28,6 +28,8 @@ METRICS: dict[str, str] = {
     "gflops": "minimize",
     "latency_ms": "minimize",
     "speedup": "maximize",
+    "ort_latency_ms": "minimize",  # ONNX Runtime (the deployed runtime); latency_ms/speedup are eager PyTorch
+    "ort_speedup": "maximize",
 }
 METHODS = ("structured", "unstructured")
 GRANULARITIES = ("layer", "block", "stage")
@@ -40,6 +42,9 @@ DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 DEFAULT_TRACKING = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACTS = "mlruns/artifacts"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+MAX_SEED = 2**32  # numpy's and Optuna's samplers take seeds in [0, 2^32)
+MAX_GRID = 1000  # ratios per group that pruning.step may make (a finer grid is a continuous range)
+MAX_IMGSZ = 8192  # pixels: one 8192x8192 letterboxed image is 200 MB; far beyond what YOLOv5 is trained at
 _CONSTRAINT = re.compile(
     r"^\s*(?P<metric>[a-z0-9_]+)\s*(?P<op>>=|<=)\s*(?:(?P<num>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?P<mul>\*\s*baseline)?"
     r"|(?P<base>baseline))\s*$"
@@ -204,14 +209,11 @@ def load_study_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), [("", "study file not found")])
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise ConfigError(str(path), [("", f"{where}not valid YAML ({getattr(e, 'problem', e)})")]) from None
-    return parse_study(raw, path, text)
+    try:  # duplicate keys, alias bombs, deep nesting and huge files are refused here, in well under a second
+        raw = read_yaml(path)
+    except YamlRefused as e:
+        raise ConfigError(str(path), [("", str(e))]) from None
+    return parse_study(raw, path, path.read_text())
 
 
 def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
@@ -221,14 +223,21 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
         raise ConfigError(str(path), [("", f"must be a mapping of keys, got {type(raw).__name__}")])
     top = r.section(raw, "")
     name = r.take(top, "name", str, required=True)
-    if name is not None and not _NAME.match(name):
+    if name is not None and not _NAME.fullmatch(name):
         r.bad("name", f"must be letters, digits, '_', '-', '.', got {name!r}")
     model = r.take(top, "model", str, required=True)
     data = r.take(top, "data", str, required=True)
-    imgsz = r.take(top, "imgsz", int, 640, check=lambda v: v >= 32 and v % 32 == 0, rule="a multiple of 32")
+    imgsz = r.take(
+        top,
+        "imgsz",
+        int,
+        640,
+        check=lambda v: 32 <= v <= MAX_IMGSZ and v % 32 == 0,
+        rule=f"a multiple of 32 from 32 to {MAX_IMGSZ}",
+    )
     batch = r.take(top, "batch", int, 16, check=lambda v: v >= 1, rule=">= 1")
     device = r.take(top, "device", str, "auto", check=_is_device, rule="auto, cpu, cuda or cuda:N")
-    seed = r.take(top, "seed", int, 0)
+    seed = r.take(top, "seed", int, 0, check=_is_seed, rule=_SEED_RULE)
     spec = dict(
         path=path,
         name=name,
@@ -293,6 +302,9 @@ def _pruning(r: KeyReader, d: dict) -> PruningSpec:
         r.bad("pruning.groups", f"must map group names (or patterns) to ratio bounds, got {show(raw_groups)}")
         raw_groups = {}
     for pattern, bounds in raw_groups.items():
+        if (why := unusable(str(pattern))) is not None:
+            r.bad(f"pruning.groups.{pattern}", why.replace("must", "a group pattern must", 1))
+            continue
         rng = _ratio_range(r, bounds, f"pruning.groups.{pattern}", None)
         if rng is not None:
             groups.append(GroupBounds(str(pattern), rng))
@@ -300,6 +312,14 @@ def _pruning(r: KeyReader, d: dict) -> PruningSpec:
     round_to = r.take(d, "round_to", int, 8, check=lambda v: v >= 1, rule=">= 1", at="pruning")
     if importance == "bn_scale" and method == "unstructured":
         r.bad("pruning.importance", "bn_scale ranks whole channels: use it with method structured, or l1/l2")
+    if step is not None and ratio is not None:
+        widest = max([ratio.high - ratio.low] + [g.ratio.high - g.ratio.low for g in groups])
+        if widest / step + 1 > MAX_GRID:
+            r.bad(
+                "pruning.step",
+                f"{step:g} makes {widest / step + 1:.3g} ratios per group: at most {MAX_GRID} "
+                f"(use a step >= {widest / (MAX_GRID - 1):.2g}, or no step for a continuous range)",
+            )
     r.done(d, "pruning")
     return PruningSpec(method, granularity, importance, ratio, step, tuple(groups), tuple(exclude), round_to)
 
@@ -311,13 +331,17 @@ def _ratio_range(r: KeyReader, raw: Any, key: str, default: Range | None) -> Ran
             r.bad(key, "missing: give a ratio or {min, max}")
         return default
     if is_number(raw):
-        lo = hi = float(raw)
+        lo = hi = to_float(raw)
+        if (why := unusable(lo)) is not None:
+            r.bad(key, why)
+            return default
     elif isinstance(raw, dict):
         d = dict(raw)
+        n = len(r.problems)
         lo = r.take(d, "min", float, default.low if default else 0.0, at=key)
         hi = r.take(d, "max", float, default.high if default else None, required=default is None, at=key)
         r.done(d, key)
-        if lo is None or hi is None:
+        if lo is None or hi is None or len(r.problems) > n:  # a bound refused: never fall back to the default
             return default
     else:
         r.bad(key, f"must be a number or {{min, max}}, got {show(raw)}")
@@ -367,10 +391,12 @@ def _finetune(r: KeyReader, d: dict) -> FinetuneSpec:
     raw = d.pop("lr0", None)
     if raw is not None:
         if is_number(raw):
-            if raw > 0:
-                lr0 = Range(float(raw), float(raw))
+            if (why := unusable(to_float(raw))) is not None:
+                r.bad("finetune.lr0", why)
+            elif raw > 0:
+                lr0 = Range(to_float(raw), to_float(raw))
             else:
-                r.bad("finetune.lr0", f"must be > 0, got {raw:g}")
+                r.bad("finetune.lr0", f"must be > 0, got {show(raw)}")
         elif isinstance(raw, dict):
             e = dict(raw)
             lo = r.take(e, "min", float, None, required=True, check=lambda v: v > 0, rule="> 0", at="finetune.lr0")
@@ -399,6 +425,8 @@ def _finetune(r: KeyReader, d: dict) -> FinetuneSpec:
                 f"finetune.overrides.{k}",
                 f"must be {'true or false' if 'bool' in str(known[k]) else 'a number'}, got {show(v)}",
             )
+        elif is_number(v) and unusable(to_float(v)) is not None:
+            r.bad(f"finetune.overrides.{k}", unusable(to_float(v)))
         else:
             continue
         overrides.pop(k)
@@ -458,6 +486,9 @@ def _constraints(r: KeyReader, top: dict, objectives: tuple[Objective, ...]) -> 
             continue
         relative = bool(m["mul"] or m["base"])
         value = 1.0 if m["base"] else float(m["num"])
+        if not math.isfinite(value):
+            r.bad(key, f"the number must be finite, got {m['num']} (reads as {value:g})")
+            continue
         out.append(Constraint(text.strip(), m["metric"], m["op"], value, relative))
     return tuple(out)
 
@@ -465,7 +496,7 @@ def _constraints(r: KeyReader, top: dict, objectives: tuple[Objective, ...]) -> 
 def _sampler(r: KeyReader, d: dict, n_objectives: int, seed: int) -> SamplerSpec:
     default = "nsga2" if n_objectives >= 2 else "tpe"
     name = r.take(d, "name", str, default, choices=SAMPLERS, at="sampler")
-    s = r.take(d, "seed", int, seed, at="sampler")
+    s = r.take(d, "seed", int, seed, check=_is_seed, rule=_SEED_RULE, at="sampler")
     pop = r.take(d, "population_size", int, 16, check=lambda v: v >= 2, rule=">= 2", at="sampler")
     warm = r.take(d, "warm_start", str, "none", choices=WARM_STARTS, at="sampler")
     r.done(d, "sampler")
@@ -515,7 +546,15 @@ def _tracking(r: KeyReader, d: dict) -> TrackingSpec:
         rule="an MLflow tracking URI (sqlite, postgresql, mysql, http, https)",
         at="tracking",
     )
-    experiment = r.take(d, "experiment", str, None, at="tracking")
+    experiment = r.take(
+        d,
+        "experiment",
+        str,
+        None,
+        check=_is_experiment_name,
+        rule="a name, not a path (no '/' or '\\', not '.' or '..'; its artifacts go under artifact_location)",
+        at="tracking",
+    )
     artifacts = r.take(d, "artifacts", str, "pareto", choices=ARTIFACT_POLICIES, at="tracking")
     location = r.take(d, "artifact_location", str, DEFAULT_ARTIFACTS, at="tracking")
     refresh = r.take(d, "refresh_s", float, 10.0, check=lambda v: v >= 0, rule=">= 0", at="tracking")
@@ -565,6 +604,18 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     "tracking": ("uri", "experiment", "artifacts", "artifact_location", "refresh_s"),
     "fake": ("sleep_s", "fail_on", "nan_on", "kill_on", "checkpoint_kb", "kill_twice"),
 }
+
+
+_SEED_RULE = "an integer in [0, 2^32)"
+
+
+def _is_seed(v: int) -> bool:
+    return 0 <= v < MAX_SEED
+
+
+def _is_experiment_name(v: str) -> bool:
+    """MLflow stores a local experiment's artifacts in ``artifact_location/<experiment>``: a path would escape it."""
+    return v.strip() not in ("", ".", "..") and not re.search(r"[/\\]", v) and not re.match(r"^[A-Za-z]:", v)
 
 
 def _is_device(v: str) -> bool:

@@ -176,7 +176,15 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         train_images=train_images,
         progress=lambda rec: history.append(_epoch_dict(rec)),
     )
-    m = measure(ft.model, imgsz=w.imgsz, batch=1, device=ctx["device"], baseline=ctx["model"], threads=w.threads)
+    m = measure(
+        ft.model,
+        imgsz=w.imgsz,
+        batch=1,
+        device=ctx["device"],
+        baseline=ctx["model"],
+        threads=w.threads,
+        ort_baseline=_ort_baseline(ctx, w),
+    )
     metrics = _metrics(ft.metrics, m)
     metrics["sparsity"] = report.sparsity
     files = {"ratios.json": _ratio_map(spec, report)}
@@ -200,7 +208,7 @@ def run_baseline(workload: Workload, cache: WorkerCache) -> BaselineResult:
     res = validate(ctx["model"], ctx["val_set"], device=ctx["device"])
     m = measure(ctx["model"], imgsz=workload.imgsz, batch=1, device=ctx["device"], threads=workload.threads)
     metrics = _metrics(res, m)
-    metrics["speedup"] = 1.0
+    metrics["speedup"] = metrics["ort_speedup"] = 1.0
     return BaselineResult(groups, metrics, _device_name(ctx["device"]), _time.perf_counter() - t0)
 
 
@@ -241,6 +249,18 @@ def _context(w: Workload, cache: WorkerCache) -> dict[str, Any]:
     return items
 
 
+def _ort_baseline(ctx: dict[str, Any], w: Workload) -> Any:
+    """The unpruned model's ONNX Runtime session, opened once per worker (every trial is timed against it)."""
+    if "ort_baseline" not in ctx:
+        from .export import onnx_bytes
+        from .ort_runtime import open_session
+
+        threads = w.threads if ctx["device"].type == "cpu" else None
+        onnx = onnx_bytes(ctx["model"], imgsz=w.imgsz)
+        ctx["ort_baseline"] = open_session(onnx, device=ctx["device"], threads=threads)
+    return ctx["ort_baseline"]
+
+
 def _train_images(ctx: dict[str, Any], w: Workload):
     if "train_images" not in ctx:
         from .yolo.train import TrainImages
@@ -266,6 +286,8 @@ def _metrics(val, m) -> dict[str, float]:
         "gflops": float(m.gflops),
         "latency_ms": float(m.latency_ms),
         "speedup": float(m.speedup) if m.speedup is not None else 1.0,
+        "ort_latency_ms": float(m.ort_latency_ms),
+        "ort_speedup": float(m.ort_speedup) if m.ort_speedup is not None else 1.0,
     }
 
 

@@ -48,6 +48,12 @@ def test_baseline_then_a_pruned_fine_tuned_trial(workload):
     assert 0.0 <= r.metrics["map50_95"] < base.metrics["map50_95"] + 0.05
     assert len(r.history) == 1 and {"box", "obj", "cls", "map50_95"} <= set(r.history[0])
     assert json.loads(r.files["ratios.json"])["ratios"] == ratios
+    # ONNX Runtime latency, against the unpruned model's session the worker opened once and keeps
+    assert base.metrics["ort_speedup"] == 1.0 and base.metrics["ort_latency_ms"] > 0
+    assert r.metrics["ort_latency_ms"] > 0 and r.metrics["ort_speedup"] > 0
+    session = cache.items["ort_baseline"]
+    assert execute(TrialSpec(8, workload, ratios, epochs=0, lr0=0.002), cache, "test").ok
+    assert cache.items["ort_baseline"] is session
 
     from orchestrator.yolo.checkpoint import load_checkpoint
 
