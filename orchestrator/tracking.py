@@ -19,6 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OrchestratorError
+from .mlflow_links import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    NOTE_TAG,
+    SHARED_VIEW_TAG,
+    share_key,
+    study_note,
+    trials_view_state,
+)
+from .pareto_page import pareto_page
 from .plots import front_plots, hypervolume_plot
 from .search import (
     ATTR_BASELINE,
@@ -37,6 +47,7 @@ from .spec import StudySpec
 from .urls import mask_url
 
 _PARENT_PARENT_TAG = "mlflow.parentRunId"
+SUMMARY_METRICS = ("map50_95", "params", "gflops")  # shown beside the objectives (CSV, runs view)
 
 
 def preflight(spec: StudySpec) -> None:
@@ -104,6 +115,8 @@ class Tracker:
             if exp.lifecycle_stage == "deleted":
                 c.restore_experiment(exp.experiment_id)
             self.experiment_id = exp.experiment_id
+        # a model-training experiment: the UI opens on its runs, not on the GenAI overview (no traces here)
+        c.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         parents = self._search("tags.role = 'study'")
         mine = [r for r in parents if r.data.tags.get("study") == spec.name]
         if mine:
@@ -122,6 +135,7 @@ class Tracker:
             )
             self.parent_id = run.info.run_id
             self._log_params(self.parent_id, _flatten(_study_dict(spec)))
+        c.set_tag(self.parent_id, NOTE_TAG, study_note(self.experiment_id, self.parent_id, spec.name))
         self._log_text(self.parent_id, mask_url(spec.text), "study.yaml")
         for r in self._search(f"tags.role = 'trial' and tags.study = '{spec.name}'"):
             n = int(r.data.tags.get("trial_number", -1))
@@ -208,8 +222,10 @@ class Tracker:
             out = Path(tmp)
             (out / "pareto.csv").write_text(pareto_csv(front, spec))
             front_plots(trials, front, spec, baseline, out)
+            pareto_page(trials, front, spec, baseline, out / "pareto.html")
             hypervolume_plot(hv, out / "hypervolume.png")
             self.client.log_artifacts(self.parent_id, tmp, artifact_path="pareto")
+        self._store_trials_view(trials)
         if hv:
             n_done = sum(1 for t in trials if t.state.is_finished())
             self._log_batch(
@@ -219,6 +235,14 @@ class Tracker:
                 step=n_done,
             )
         return True
+
+    def _store_trials_view(self, trials: list) -> None:
+        """The study's saved runs view (columns and charts over the metrics and parameters trials have now)."""
+        objectives = [o.metric for o in self.spec.objectives]
+        metrics = sorted({k for t in trials for k in t.user_attrs.get(ATTR_METRICS, {})})
+        params = sorted({k for t in trials for k in t.params})
+        state = trials_view_state(self.spec.name, objectives, [m for m in SUMMARY_METRICS if m in metrics], params)
+        self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG + share_key(self.spec.name), state)
 
     # ---------------------------------------------------------------- plumbing
     def _search(self, flt: str) -> list:
@@ -262,7 +286,7 @@ class Tracker:
 
 def pareto_csv(front: list, spec: StudySpec) -> str:
     buf = io.StringIO()
-    metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + ["map50_95", "params", "gflops"]))
+    metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + list(SUMMARY_METRICS)))
     w = csv.writer(buf)
     w.writerow(["trial", "origin", "uniform_ratio", *metrics, "epochs", "lr0", "ratios"])
     for t in sorted(front, key=lambda t: t.number):

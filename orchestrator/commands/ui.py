@@ -15,6 +15,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("study", help="study file (studies/*.yaml)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.add_argument("--open", action="store_true", help="open the study's trial runs in the browser once it answers")
     return p
 
 
@@ -32,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
     uri = spec.tracking.uri
     if uri.startswith(("http://", "https://")):
         print(f"{spec.name} is tracked by the MLflow server at {mask_url(uri)}: open it in a browser")
+        links = _study_links(spec, mask_url(uri).rstrip("/"))
+        for line in links:
+            print(line)
+        if args.open and links:
+            _open(links[0].split(": ", 1)[1])
         return 0
     if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///") :]):
         raise OrchestratorError(
@@ -62,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     # the server (and the uvicorn it starts) live in their own process group, ended with us on Ctrl-C or SIGTERM
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
+        # read while the server starts: the direct links need the experiment and the parent run's ids
+        links = _study_links(spec, f"http://{_url_host(args.host)}:{args.port}")
+        for line in links:
+            print(line, flush=True)
+        if args.open and links and _answers(args.host, args.port, proc):
+            _open(links[0].split(": ", 1)[1])
         return proc.wait()
     except KeyboardInterrupt:
         return 0
@@ -75,6 +87,61 @@ def run(args: argparse.Namespace) -> int:
                 break
             except subprocess.TimeoutExpired:
                 continue
+
+
+def _study_links(spec, base: str) -> list[str]:
+    """``label: url`` lines for the study's trial runs and its Pareto page (none before the study has run)."""
+    from mlflow.tracking import MlflowClient
+
+    from ..mlflow_links import SHARED_VIEW_TAG, pareto_view, share_key, trial_runs_view
+
+    client = MlflowClient(tracking_uri=spec.tracking.uri)
+    try:
+        exp = client.get_experiment_by_name(spec.experiment)
+    except Exception as e:  # an unreachable server: the UI itself will say more
+        print(f"(no direct links: {type(e).__name__})", flush=True)
+        return []
+    if exp is None:
+        return []
+    shared = SHARED_VIEW_TAG + share_key(spec.name) in exp.tags  # the saved view, once a trial finished
+    lines = [f"trial runs: {base}/{trial_runs_view(exp.experiment_id, spec.name, shared=shared)}"]
+    parents = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.role = 'study' and tags.study = '{spec.name}'", max_results=1
+    )
+    if parents:
+        lines.append(f"Pareto page: {base}/{pareto_view(exp.experiment_id, parents[0].info.run_id)}")
+    return lines
+
+
+def _answers(host: str, port: int, proc, timeout_s: float = 120) -> bool:
+    """Wait until the server accepts connections (False if it exited or never did)."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection((_url_host(host, connect=True), port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+def _open(url: str) -> None:
+    import webbrowser
+
+    if not webbrowser.open(url):
+        print("no browser found here: open the link above by hand", flush=True)
+
+
+def _url_host(host: str, connect: bool = False) -> str:
+    """The host to put in a link (or to connect to): a wildcard bind is reached on loopback; IPv6 in brackets."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"[{host}]" if ":" in host and not connect else host
 
 
 def _interrupt(signum, frame):
