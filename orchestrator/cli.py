@@ -20,6 +20,7 @@ COMMANDS = {
     "status": "status",
     "pareto": "pareto",
     "ui": "ui",
+    "dashboard": "dashboard",
     "val": "val",
     "finetune": "finetune",
     "prune": "prune",
