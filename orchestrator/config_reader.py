@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import math
+import re
+import reprlib
 from typing import Any
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class KeyReader:
@@ -15,7 +20,7 @@ class KeyReader:
         self.problems: list[tuple[str, str]] = []
 
     def bad(self, key: str, msg: str) -> None:
-        self.problems.append((key, msg))
+        self.problems.append((printable(key), printable(msg)))  # a key with a newline must not break the line
 
     def section(self, parent: dict, key: str) -> dict:
         raw = parent if key == "" else parent.pop(key, None)
@@ -50,11 +55,14 @@ class KeyReader:
         if v is None:
             return None
         if kind is float and is_number(v):
-            v = float(v)
+            v = to_float(v)
         elif kind is str and is_number(v) and choices is None:
             v = str(v)
         elif not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
             self.bad(path, f"must be {expect(kind, choices)}, got {show(v)}")
+            return default
+        if (why := unusable(v)) is not None:
+            self.bad(path, why)
             return default
         if choices is not None and v not in choices:
             self.bad(path, f"must be one of {', '.join(choices)}, got {show(v)}")
@@ -77,11 +85,14 @@ class KeyReader:
         out = []
         for i, v in enumerate(raw):
             if kind is float and is_number(v):
-                out.append(float(v))
-            elif isinstance(v, kind) and not (kind is int and isinstance(v, bool)):
-                out.append(v)
-            else:
+                v = to_float(v)
+            elif not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
                 self.bad(f"{path}[{i}]", f"must be {expect(kind, None)}, got {show(v)}")
+                continue
+            if (why := unusable(v)) is not None:
+                self.bad(f"{path}[{i}]", why)
+            else:
+                out.append(v)
         return tuple(out)
 
     def done(self, d: dict, at: str) -> None:
@@ -102,15 +113,47 @@ def expect(kind: type, choices: tuple[str, ...] | None) -> str:
 
 
 def show(v: Any) -> str:
+    """A value as a message quotes it: on one line and short, however large or hostile the value."""
     if isinstance(v, str):
-        return repr(v)
+        return repr(v) if len(v) <= 80 else repr(v[:60]) + f"... ({len(v)} characters)"
     if isinstance(v, bool):
         return str(v).lower()
-    if isinstance(v, int | float):
+    if isinstance(v, int) and abs(v) >= 10**15:
+        digits = len(str(abs(v)))
+        return f"{'-' if v < 0 else ''}{str(abs(v))[:4]}...e+{digits - 1} ({digits} digits)"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
         return f"{v:g}"
     if v is None:
         return "nothing"
-    return f"a {type(v).__name__} {v!r}"[:80]
+    return f"a {type(v).__name__} {_SHORT.repr(v)}"[:80]
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 2, 6, 6, 40
+
+
+def to_float(v: int | float) -> float:
+    """``float(v)``, with an integer too large for a float as infinity (refused as not finite, not a traceback)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
+def unusable(v: Any) -> str | None:
+    """Why a number or string read from a file cannot be used anywhere (None when it can)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return f"must be a finite number, got {show(v)}"
+    if isinstance(v, str) and _CONTROL.search(v):
+        return f"must not contain control characters (a newline, a tab, ...), got {show(v)}"
+    return None
+
+
+def printable(s: str) -> str:
+    """``s`` with its control characters escaped as Python writes them (``\\n``): a message stays one line."""
+    return _CONTROL.sub(lambda m: repr(m[0])[1:-1], s)
 
 
 def is_number(v: Any) -> bool:

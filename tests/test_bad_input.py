@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +21,11 @@ import torch
 import yaml
 
 from orchestrator.cli import main
+from orchestrator.spec import METRICS
 
-OBJECTIVES = "map50_95, map50, params, nonzero_params, size_mb, size_zip_mb, gflops, latency_ms, speedup"
+OBJECTIVES = ", ".join(METRICS)
+NAN, INF = float("nan"), float("inf")
+CONTROL = "(a newline, a tab, ...)"
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +115,7 @@ def _all(*edits) -> Callable[[dict], None]:
 
 STUDY_CASES = {
     "wrong type": (_set("imgsz", "big"), ["imgsz: must be an integer, got 'big'"]),
-    "imgsz not a multiple of 32": (_set("imgsz", 100), ["imgsz: must be a multiple of 32, got 100"]),
+    "imgsz not a multiple of 32": (_set("imgsz", 100), ["imgsz: must be a multiple of 32 from 32 to 8192, got 100"]),
     "section of the wrong type": (_set("pruning", 0.5), ["pruning: must be a mapping of keys, got 0.5"]),
     "missing required key": (_drop("model"), ["model: missing (a string expected)"]),
     "unknown top-level key": (
@@ -196,6 +200,125 @@ STUDY_CASES = {
             "sampler.name: must be one of nsga2, tpe, random, got 'grid'",
         ],
     ),
+    # values `check` must refuse because `run` would choke on them (or silently use a default instead)
+    **{
+        f"{key} = {value}": (_set(key, value), [f"{where or key}: must be a finite number, got {shown}"])
+        for key, value, shown, where in [
+            ("pruning.ratio", {"max": NAN}, "nan", "pruning.ratio.max"),
+            ("pruning.ratio", {"min": NAN, "max": 0.5}, "nan", "pruning.ratio.min"),
+            ("pruning.ratio", {"min": 0.1, "max": INF}, "inf", "pruning.ratio.max"),
+            ("pruning.ratio", {"min": -INF, "max": 0.5}, "-inf", "pruning.ratio.min"),
+            ("pruning.ratio", NAN, "nan", None),
+            ("pruning.ratio", INF, "inf", None),
+            ("pruning.groups", {"model.2": NAN}, "nan", "pruning.groups.model.2"),
+            ("pruning.groups", {"model.2": {"max": NAN}}, "nan", "pruning.groups.model.2.max"),
+            ("pruning.groups", {"model.*": {"min": INF, "max": 0.5}}, "inf", "pruning.groups.model.*.min"),
+            ("pruning.step", NAN, "nan", None),
+            ("finetune.lr0", INF, "inf", None),
+            ("finetune.lr0", NAN, "nan", None),
+            ("finetune.lr0", {"min": 0.001, "max": INF}, "inf", "finetune.lr0.max"),
+            ("finetune.lr0", {"min": NAN, "max": 0.01}, "nan", "finetune.lr0.min"),
+            ("finetune.lr0", 10**400, "inf", None),
+            ("finetune.overrides", {"momentum": NAN}, "nan", "finetune.overrides.momentum"),
+            ("finetune.overrides", {"weight_decay": -INF}, "-inf", "finetune.overrides.weight_decay"),
+            ("finetune.overrides", {"warmup_epochs": INF}, "inf", "finetune.overrides.warmup_epochs"),
+            ("baselines.ratios", [0.2, NAN], "nan", "baselines.ratios[1]"),
+            ("baselines.lr0", INF, "inf", None),
+            ("budget.timeout_s", INF, "inf", None),
+            ("budget.timeout_s", NAN, "nan", None),
+            ("resources.gpus_per_trial", NAN, "nan", None),
+            ("tracking.refresh_s", INF, "inf", None),
+            ("fake.sleep_s", NAN, "nan", None),
+        ]
+    },
+    "constraint 1e999 * baseline": (
+        _set("constraints", ["map50_95 >= 1e999 * baseline"]),
+        ["constraints[0]: the number must be finite, got 1e999 (reads as inf)"],
+    ),
+    "constraint 1e999": (
+        _set("constraints", ["gflops <= 1e999"]),
+        ["constraints[0]: the number must be finite, got 1e999 (reads as inf)"],
+    ),
+    **{
+        f"{key} = {shown}": (_set(key, value), [f"{key}: must be an integer in [0, 2^32), got {shown}"])
+        for key, value, shown in [
+            ("seed", -1, "-1"),
+            ("seed", 2**32, "4294967296"),
+            ("seed", 2**80, "1208...e+24 (25 digits)"),
+            ("sampler.seed", -1, "-1"),
+            ("sampler.seed", 2**80, "1208...e+24 (25 digits)"),
+            ("sampler.seed", -(2**70), "-1180...e+21 (22 digits)"),
+        ]
+    },
+    "seed that is not an integer": (_set("seed", 1.5), ["seed: must be an integer, got 1.5"]),
+    "pruning.step 1e-300": (
+        _set("pruning.step", 1e-300),
+        [
+            "pruning.step: 1e-300 makes 5e+299 ratios per group: at most 1000 (use a step >= 0.0005, or no step for "
+            "a continuous range)"
+        ],
+    ),
+    "pruning.step 1e-4": (
+        _set("pruning.step", 1e-4),
+        [
+            "pruning.step: 0.0001 makes 5e+03 ratios per group: at most 1000 (use a step >= 0.0005, or no step for "
+            "a continuous range)"
+        ],
+    ),
+    "pruning.step fine for a wide group": (
+        _all(_set("pruning.step", 0.0008), _set("pruning.groups", {"model.2*": {"min": 0.0, "max": 0.9}})),
+        [
+            "pruning.step: 0.0008 makes 1.13e+03 ratios per group: at most 1000 (use a step >= 0.0009, or no step "
+            "for a continuous range)"
+        ],
+    ),
+    "pruning.step 0": (_set("pruning.step", 0), ["pruning.step: must be between 0 and 1, got 0"]),
+    "imgsz beyond the limit": (
+        _set("imgsz", 99968),
+        ["imgsz: must be a multiple of 32 from 32 to 8192, got 99968"],
+    ),
+    **{
+        f"{key} = {value!r}": (
+            _set(key, value),
+            [f"{key}: must not contain control characters {CONTROL}, got {value!r}"],
+        )
+        for key, value in [
+            ("name", "bad\nname"),
+            ("name", "bad-input\n"),
+            ("name", "tab\tname"),
+            ("name", "esc\x1b[31mred"),
+            ("name", "nul\x00"),
+            ("model", "yolov5n.pt\n"),
+            ("data", "data.yaml\r"),
+            ("storage", "sqlite:///mlruns/optuna.db\n"),
+            ("tracking.uri", "sqlite:///mlruns/mlflow.db\x07"),
+            ("tracking.experiment", "exp\nsecond line"),
+            ("tracking.artifact_location", "mlruns/art\x1b"),
+            ("device", "cpu\n"),
+        ]
+    },
+    "exclude entry with a newline": (
+        _set("pruning.exclude", ["model.24", "model.2\n"]),
+        [f"pruning.exclude[1]: must not contain control characters {CONTROL}, got 'model.2\\n'"],
+    ),
+    "group pattern with a newline": (
+        _set("pruning.groups", {"model.2\n": 0.3}),
+        [f"pruning.groups.model.2\\n: a group pattern must not contain control characters {CONTROL}, got 'model.2\\n'"],
+    ),
+    "unknown key with a newline": (
+        _set("bo\ngus", 1),
+        ["bo\\ngus: unknown key"],
+    ),
+    **{
+        f"experiment {value!r}": (
+            _set("tracking.experiment", value),
+            [
+                "tracking.experiment: must be a name, not a path (no '/' or '\\', not '.' or '..'; its artifacts go "
+                f"under artifact_location), got {value!r}"
+            ],
+        )
+        for value in ["../../../x", "/tmp/elsewhere", "..", ".", "a/b", "a\\b", "C:evil", "  "]
+    },
 }
 
 
@@ -226,7 +349,7 @@ def test_bad_study_file(folder: Path, case: str, capsys):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("name: [unclosed\n", "line 2: not valid YAML (expected ',' or ']', but got '<stream end>')"),
+        ("name: [unclosed\n", "line 2: not valid YAML (did not find expected ',' or ']')"),
         ("- name: a\n- name: b\n", "must be a mapping of keys, got list"),
         ("", "must be a mapping of keys, got NoneType"),
     ],
@@ -235,6 +358,87 @@ def test_bad_study_file(folder: Path, case: str, capsys):
 def test_study_file_that_is_not_a_study(folder: Path, text: str, expected: str, capsys):
     (folder / "bad.yaml").write_text(text)
     assert_refused(folder, folder / "bad.yaml", [expected], capsys)
+
+
+def _bomb(levels: int = 9, fan: int = 10) -> str:
+    """A YAML alias bomb of a few hundred bytes that expands to fan**levels values for whoever walks it."""
+    lines = [f"l0: &l0 [{', '.join(['x'] * fan)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fan)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+# (text appended to or replacing the good study, the one line expected); each refused in < 1 s
+TEXT_CASES: dict[str, tuple[Callable[[str], str], str]] = {
+    "duplicate top-level key": (
+        lambda good: good + "name: other\n",
+        "line {n1}: duplicate key 'name' (first on line 1)",
+    ),
+    "duplicate nested key": (
+        lambda good: good.replace("  method: structured\n", "  method: structured\n  method: unstructured\n"),
+        "line 9: duplicate key 'method' (first on line 8)",
+    ),
+    "duplicate key in a flow mapping": (
+        lambda good: good + "fake: {checkpoint_kb: 1, checkpoint_kb: 2}\n",
+        "line {n1}: duplicate key 'checkpoint_kb' (first on line {n1})",
+    ),
+    "alias bomb under a known key": (
+        lambda good: good + "fake:\n" + "".join("  " + line + "\n" for line in _bomb().splitlines()),
+        "line {n6}: more than 100,000 values once its aliases are expanded (an alias bomb?)",
+    ),
+    "alias bomb as the whole file": (
+        lambda good: _bomb(),
+        "line 5: more than 100,000 values once its aliases are expanded (an alias bomb?)",
+    ),
+    "10,000 nested [": (lambda good: "[" * 10_000, "line 1: not valid YAML (exceeded maximum nesting depth)"),
+    "100 nested lists, closed": (
+        lambda good: good + "fake: {fail_on: " + "[" * 100 + "]" * 100 + "}\n",
+        "line {n1}: nested more than 64 levels deep",
+    ),
+    "200,000 values under 1 MiB": (
+        lambda good: good + "fake: {fail_on: [" + ",".join(["1"] * 200_000) + "]}\n",
+        "line {n1}: more than 100,000 values",
+    ),
+    "larger than 1 MiB": (
+        lambda good: good + "#" * (1 << 20) + "\n",
+        "{size} bytes, more than the 1,048,576 a YAML file may have here",
+    ),
+    "undefined alias": (lambda good: good + "seed: *nowhere\n", "line {n1}: not valid YAML (found undefined alias)"),
+    "two documents": (
+        lambda good: good + "---\nname: second\n",
+        "line {n1}: not valid YAML (but found another document)",
+    ),
+    "a python object tag": (
+        lambda good: good + "seed: !!python/object/apply:os.system [touch pwned]\n",
+        "line {n1}: not valid YAML (could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/object/apply:os.system')",
+    ),
+    "an integer of 5,000 digits": (
+        lambda good: good + "seed: " + "9" * 5000 + "\n",
+        "not valid YAML (Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use sys.set_in)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", TEXT_CASES, ids=list(TEXT_CASES))
+def test_hostile_study_text_is_refused_fast(folder: Path, case: str, capsys):
+    make, expected = TEXT_CASES[case]
+    good = (folder / "good.yaml").read_text()
+    text = make(good)
+    n = len(good.splitlines())
+    (folder / "bad.yaml").write_text(text)
+    expected = expected.format(n1=n + 1, n6=n + 6, size=f"{len(text.encode()):,}")
+    t0 = time.perf_counter()
+    code, err = cli(["check", str(folder / "bad.yaml")], capsys)
+    took = time.perf_counter() - t0
+    assert (code, err) == (2, f"error: {folder / 'bad.yaml'}: {expected}\n")
+    assert took < 1.0, f"refused in {took:.2f} s"
+    assert_refused(folder, folder / "bad.yaml", [expected], capsys)
+    assert not (folder / "pwned").exists()
+
+
+def test_a_file_that_is_not_utf8(folder: Path, capsys):
+    (folder / "bad.yaml").write_bytes(b"name: \xff\xfe\n")
+    assert_refused(folder, folder / "bad.yaml", ["not UTF-8 text (byte 6)"], capsys)
 
 
 def test_missing_study_file(folder: Path, capsys):
@@ -301,7 +505,7 @@ def test_data_yaml_that_is_not_yaml(folder: Path, capsys):
     assert_refused(
         folder,
         folder / "good.yaml",
-        [f"data: {folder}/data.yaml: not valid YAML (while parsing a flow sequence)"],
+        [f"data: {folder}/data.yaml: line 3: not valid YAML (did not find expected ',' or ']')"],
         capsys,
     )
 
@@ -375,7 +579,7 @@ def test_invalid_yaml_through_a_subprocess(folder: Path):
         timeout=120,
     )
     assert out.returncode == 2
-    assert out.stderr == "error: bad.yaml: line 4: not valid YAML (expected ',' or '}', but got '<stream end>')\n"
+    assert out.stderr == "error: bad.yaml: line 4: not valid YAML (did not find expected ',' or '}')\n"
     assert tree(folder) == before
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.spec import load_study_spec
+from orchestrator.spec import METRICS, load_study_spec
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = """
@@ -93,7 +93,7 @@ bogus: 1
     assert problems == [
         "name: must be letters, digits, '_', '-', '.', got 'bad name'",
         "data: missing (a string expected)",
-        "imgsz: must be a multiple of 32, got 300",
+        "imgsz: must be a multiple of 32 from 32 to 8192, got 300",
         "pruning.method: must be one of structured, unstructured, got 'channel'",
         "pruning.ratio.max: must be < 1, got 1.2",
         "pruning.groups.model.2: min <= max must hold, got min=0.3 max=0.1",
@@ -103,8 +103,7 @@ bogus: 1
         "finetune.lr0: must be > 0, got -1",
         "finetune.overrides.momentm: unknown hyp key (did you mean 'momentum'?)",
         "finetune.overrides.lr0: set finetune.lr0 instead (it may be searched)",
-        "objectives[0].metric: must be one of map50_95, map50, params, nonzero_params, size_mb, size_zip_mb, gflops, "
-        "latency_ms, speedup, got 'size'",
+        f"objectives[0].metric: must be one of {', '.join(METRICS)}, got 'size'",
         "objectives[1].direction: params is better when lower: must be minimize, got maximize",
         "objectives[3].metric: map50_95 is listed twice",
         "budget.n_trials: must be >= 1, got 0",
@@ -113,8 +112,7 @@ bogus: 1
         "tracking.uri: must be an MLflow tracking URI (sqlite, postgresql, mysql, http, https), got 'mlflow.db'",
         "tracking.artifacts: must be one of all, pareto, none, got 'some'",
         "constraints[0]: must read '<metric> >= <number>[ * baseline]' (or <=), got 'map50_95 > 3'",
-        "constraints[1]: unknown metric 'recall', expected one of: map50_95, map50, params, nonzero_params, size_mb, "
-        "size_zip_mb, gflops, latency_ms, speedup",
+        f"constraints[1]: unknown metric 'recall', expected one of: {', '.join(METRICS)}",
         "sampler.name: must be one of nsga2, tpe, random, got 'cmaes'",
         "bogus: unknown key",
     ]

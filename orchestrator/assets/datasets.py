@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..bounded_yaml import YamlRefused, load_yaml
 from ..errors import DataError
 from .download import fetch
 from .locations import (
@@ -145,10 +144,10 @@ def _locate(ref: str | Path) -> tuple[Path, Path | None]:
 
 
 def _parse(source: Path, text: str) -> dict[str, Any]:
-    try:
-        spec = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise DataError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
+    try:  # duplicate keys, alias bombs and huge files refused in well under a second
+        spec = load_yaml(text)
+    except YamlRefused as e:
+        raise DataError(f"{source}: {e}") from None
     if not isinstance(spec, dict):
         raise DataError(f"{source}: expected a mapping with 'path', 'train', 'val', 'names'")
     return spec

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
+from ..bounded_yaml import YamlRefused, read_yaml
 from ..errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"})
 _CACHE_VERSION = 1
 # Labels a hair outside [0, 1] (rounding in converters) are clipped rather than refused.
 _COORD_TOLERANCE = 1e-3
+MAX_CLASSES = 10_000  # COCO has 80, Objects365 365, LVIS 1203; 10^6 names is a hostile file, refused before use
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,10 @@ def load_data_config(path: str | Path, *, need: Sequence[str] = ("train", "val")
     file = Path(path).expanduser().resolve()
     if not file.is_file():
         raise DataError(f"{path}: no such data file")
-    try:
-        doc = yaml.safe_load(file.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise DataError(f"{file}: not valid YAML ({first})") from None
+    try:  # duplicate keys, alias bombs and huge files refused in well under a second
+        doc = read_yaml(file)
+    except YamlRefused as e:
+        raise DataError(f"{file}: {e}") from None
     if not isinstance(doc, dict):
         raise DataError(f"{file}: expected a mapping with path, train, val and names")
 
@@ -79,6 +79,9 @@ def load_data_config(path: str | Path, *, need: Sequence[str] = ("train", "val")
 
 def _names(doc: dict, file: Path) -> tuple[tuple[str, ...], int]:
     raw, nc = doc.get("names"), doc.get("nc")
+    count = len(raw) if isinstance(raw, dict | list) else nc if isinstance(nc, int) and raw is None else 0
+    if count > MAX_CLASSES:
+        raise DataError(f"{file}: {'names' if raw else 'nc'}: {count:,} classes, more than the {MAX_CLASSES:,} allowed")
     if isinstance(raw, dict):
         try:
             keys = sorted(int(k) for k in raw)
