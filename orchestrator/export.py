@@ -62,7 +62,7 @@ def export_onnx(
     net, x = _exportable(model, imgsz, batch)
     with torch.no_grad():
         y = net(x)
-    _export(net, x, str(path), opset, dynamic)
+    path.write_bytes(_export(net, x, opset, dynamic, int(y.shape[-1])))
     diff = None
     if check:
         diff = onnx_max_abs_diff(path, x, y)
@@ -72,9 +72,9 @@ def export_onnx(
 def onnx_bytes(model: nn.Module, *, imgsz: int = 640, dynamic: bool = True, opset: int = OPSET) -> bytes:
     """The ONNX file of ``model`` (as :func:`export_onnx` writes it) in memory: nothing touches the disk."""
     net, x = _exportable(model, imgsz, 1)
-    buf = io.BytesIO()
-    _export(net, x, buf, opset, dynamic)
-    return buf.getvalue()
+    with torch.no_grad():
+        y = net(x)
+    return _export(net, x, opset, dynamic, int(y.shape[-1]))
 
 
 def _exportable(model: nn.Module, imgsz: int, batch: int) -> tuple[nn.Module, torch.Tensor]:
@@ -83,14 +83,18 @@ def _exportable(model: nn.Module, imgsz: int, batch: int) -> tuple[nn.Module, to
     return _Decoded(deployable(model)).eval(), x
 
 
-def _export(net: nn.Module, x: torch.Tensor, f: str | io.BytesIO, opset: int, dynamic: bool) -> None:
+def _export(net: nn.Module, x: torch.Tensor, opset: int, dynamic: bool, width: int) -> bytes:
+    """The ONNX bytes; ``output0``'s last dimension (5 + classes) is written down even with dynamic axes."""
+    import onnx
+
+    buf = io.BytesIO()
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
     with warnings.catch_warnings():  # the TorchScript exporter warns that it is legacy; it is the one that needs
         warnings.simplefilter("ignore", DeprecationWarning)  # no onnxscript, and it handles this graph fully
         torch.onnx.export(
             net,
             (x,),
-            f,
+            buf,
             input_names=["images"],
             output_names=["output0"],
             opset_version=opset,
@@ -98,6 +102,12 @@ def _export(net: nn.Module, x: torch.Tensor, f: str | io.BytesIO, opset: int, dy
             do_constant_folding=True,
             dynamo=False,
         )
+    m = onnx.load_from_string(buf.getvalue())
+    last = m.graph.output[0].type.tensor_type.shape.dim[-1]
+    if not last.HasField("dim_value"):  # the exporter names every dimension of a dynamic output
+        last.Clear()
+        last.dim_value = width
+    return m.SerializeToString()
 
 
 def onnx_max_abs_diff(path: str | Path, x: torch.Tensor, expected: torch.Tensor) -> float | None:

@@ -25,6 +25,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -114,16 +115,20 @@ def count_nonzero(model: nn.Module) -> tuple[int, int]:
 def file_sizes(model: nn.Module) -> tuple[int, int]:
     """(bytes of the official-layout fp16 checkpoint, bytes of that file zip-deflated)."""
     import tempfile
-    from pathlib import Path
 
     from .yolo.official_layout import save_official
 
     with tempfile.TemporaryDirectory() as d:
         raw = save_official(model, Path(d) / "m.pt").read_bytes()
+    return len(raw), zipped_size(raw)
+
+
+def zipped_size(raw: bytes, name: str = "m.pt") -> int:
+    """Bytes of ``raw`` stored zip-deflated (where zeros and low-entropy int8 weights show up)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr("m.pt", raw)
-    return len(raw), buf.getbuffer().nbytes
+        z.writestr(name, raw)
+    return buf.getbuffer().nbytes
 
 
 def count_gflops(net: nn.Module, imgsz: int, device: torch.device | str = "cpu") -> float:
@@ -288,3 +293,69 @@ def _ort_timing(
     if base is None and baseline is not None:
         base = open_session(onnx_bytes(baseline, imgsz=imgsz), device=dev, threads=n)
     return time_sessions(sess, base, imgsz, runs=runs, warmup=warmup, threads=n)
+
+
+@dataclass(frozen=True)
+class OnnxMeasurements:
+    """Costs of an ONNX file: its bytes (raw and zip-deflated), parameters and ONNX Runtime latency."""
+
+    params: int
+    size_mb: float
+    size_zip_mb: float
+    int8: bool
+    ort_latency_ms: float
+    ort_speedup: float | None
+    ort_baseline_latency_ms: float | None
+    ort_provider: str
+    device: str
+    imgsz: int
+    runs: int
+    threads: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_onnx(
+    path: str | Path,
+    *,
+    imgsz: int = 640,
+    device: str | torch.device = "cpu",
+    baseline: bytes | str | Path | None = None,
+    runs: int | None = None,
+    warmup: int | None = None,
+    threads: int | None = None,
+) -> OnnxMeasurements:
+    """Bytes and ONNX Runtime latency (batch 1) of an ONNX detector, against ``baseline`` ONNX if given."""
+    from .onnx_model import inspect_onnx
+    from .ort_runtime import open_session, time_sessions
+
+    dev = resolve_device(device)
+    det = inspect_onnx(path)
+    if det.batch not in (None, 1):
+        raise OrchestratorError(f"{det.path}: exported for batch {det.batch}; latency is timed at batch 1")
+    if det.static_size is not None and det.static_size != imgsz:
+        raise OrchestratorError(
+            f"{det.path}: exported for {det.static_size}x{det.static_size} images: pass --imgsz {det.static_size}"
+        )
+    runs = runs if runs is not None else (50 if dev.type == "cuda" else 20)
+    warmup = warmup if warmup is not None else (10 if dev.type == "cuda" else 3)
+    n = threads if dev.type == "cpu" else None
+    sess = open_session(det.path, device=dev, threads=n)
+    base = open_session(baseline, device=dev, threads=n) if baseline is not None else None
+    t = time_sessions(sess, base, imgsz, runs=runs, warmup=warmup, threads=n)
+    raw = det.path.read_bytes()
+    return OnnxMeasurements(
+        params=det.params,
+        size_mb=len(raw) / MB,
+        size_zip_mb=zipped_size(raw, det.path.name) / MB,
+        int8=det.int8,
+        ort_latency_ms=t.ms,
+        ort_speedup=t.speedup,
+        ort_baseline_latency_ms=t.baseline_ms,
+        ort_provider=t.provider,
+        device=str(dev),
+        imgsz=imgsz,
+        runs=runs,
+        threads=t.threads,
+    )

@@ -12,17 +12,19 @@ from ..errors import OrchestratorError
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "measure",
-        help="parameters, bytes, GFLOPs and latency of a checkpoint (and speed-up against a baseline)",
+        help="parameters, bytes, GFLOPs and latency of a checkpoint or ONNX file (and speed-up against a baseline)",
         description="Measure a checkpoint: parameters and nonzeros, fp16 official-layout file bytes and their "
         "zip-deflated size, GFLOPs (FlopCounterMode; a multiply-add counts 2), and the median latency of the "
-        "BN-fused model after warm-up. With --baseline both are timed in this process, interleaved run by run, "
-        "and the speed-up is the median of the per-pair ratios.",
+        "BN-fused model after warm-up, in eager PyTorch and in ONNX Runtime (the model exported to ONNX; CPU "
+        "execution provider with --threads, CUDA's with onnxruntime-gpu on a GPU). With --baseline both are "
+        "timed in this process, interleaved run by run, and the speed-up is the median of the per-pair ratios. "
+        "An .onnx file (float or int8) is timed in ONNX Runtime only.",
     )
-    p.add_argument("--weights", required=True, help="checkpoint file (official YOLOv5 .pt or one of ours)")
+    p.add_argument("--weights", required=True, help="checkpoint (official YOLOv5 .pt or ours) or .onnx file")
     p.add_argument("--imgsz", type=int, default=640, help="square input size in pixels (default 640)")
     p.add_argument("--batch", type=int, default=1, help="also time this batch size (default 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or N (default cpu)")
-    p.add_argument("--baseline", metavar="W0", help="unpruned checkpoint to compute the speed-up against")
+    p.add_argument("--baseline", metavar="W0", help="unpruned checkpoint (or .onnx) to compute the speed-up against")
     p.add_argument("--runs", type=int, default=None, help="timed runs (default 20 on CPU, 50 on GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default 3 on CPU, 10 on GPU)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads while timing (default: torch's)")
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from ..yolo.checkpoint import load_model
 
     weights = resolve_weights(args.weights)
+    if weights.suffix.lower() == ".onnx":
+        return _run_onnx(args, weights)
     model = load_model(weights)
     baseline = load_model(resolve_weights(args.baseline)) if args.baseline else None
     m = measure(
@@ -59,13 +63,65 @@ def run(args: argparse.Namespace) -> int:
     )
     out = m.to_dict()
     if baseline is None:
-        for k in ("speedup", "speedup_batch", "baseline_latency_ms"):
+        for k in ("speedup", "speedup_batch", "baseline_latency_ms", "ort_speedup", "ort_baseline_latency_ms"):
             out.pop(k)
     if args.json:
         print(json.dumps({"weights": str(weights), **out}))
         return 0
     _print(out, weights)
     return 0
+
+
+def _run_onnx(args: argparse.Namespace, weights: Path) -> int:
+    """An ONNX file: its bytes and ONNX Runtime latency (against the baseline's ONNX)."""
+    from ..assets import resolve_weights
+    from ..measure import measure_onnx
+
+    if args.half or args.batch != 1:
+        raise OrchestratorError(f"{weights.name}: an ONNX file is timed at batch 1 as exported: drop --half/--batch")
+    baseline = None
+    if args.baseline:
+        baseline = resolve_weights(args.baseline)
+        if baseline.suffix.lower() != ".onnx":
+            from ..export import onnx_bytes
+            from ..yolo.checkpoint import load_model
+
+            baseline = onnx_bytes(load_model(baseline), imgsz=args.imgsz)
+    m = measure_onnx(
+        weights,
+        imgsz=args.imgsz,
+        device=args.device,
+        baseline=baseline,
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+    )
+    out = m.to_dict()
+    if baseline is None:
+        out.pop("ort_speedup")
+        out.pop("ort_baseline_latency_ms")
+    if args.json:
+        print(json.dumps({"weights": str(weights), **out}))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    d = out
+    t = Table(title=f"{weights.name} on {d['device']} (imgsz {d['imgsz']})", show_header=False, title_justify="left")
+    t.add_row("params", f"{d['params']:,} ({'int8' if d['int8'] else 'float'})")
+    t.add_row("file (ONNX)", f"{d['size_mb']:.3f} MB ({d['size_zip_mb']:.3f} MB zip-deflated)")
+    _ort_rows(t, d)
+    Console().print(t)
+    return 0
+
+
+def _ort_rows(t, d: dict) -> None:
+    t.add_row(
+        "ONNX Runtime latency batch 1",
+        f"{d['ort_latency_ms']:.2f} ms (median of {d['runs']}, {d['ort_provider']}, {d['threads']} thread(s))",
+    )
+    if "ort_speedup" in d and d["ort_speedup"] is not None:
+        t.add_row("ONNX Runtime speed-up", f"{d['ort_speedup']:.3f}x (baseline {d['ort_baseline_latency_ms']:.2f} ms)")
 
 
 def _print(d: dict, weights: Path) -> None:
@@ -76,11 +132,13 @@ def _print(d: dict, weights: Path) -> None:
     t.add_row("params", f"{d['params']:,} ({d['nonzero_params']:,} nonzero)")
     t.add_row("file (fp16, official layout)", f"{d['size_mb']:.3f} MB ({d['size_zip_mb']:.3f} MB zip-deflated)")
     t.add_row("GFLOPs (multiply-add = 2)", f"{d['gflops']:.3f}")
-    t.add_row("latency batch 1", f"{d['latency_ms']:.2f} ms (median of {d['runs']})")
+    t.add_row("eager PyTorch latency batch 1", f"{d['latency_ms']:.2f} ms (median of {d['runs']})")
     if d["batch"] > 1:
         t.add_row(f"latency batch {d['batch']}", f"{d['latency_ms_batch']:.2f} ms per batch")
     if "speedup" in d:
-        t.add_row("speed-up vs baseline", f"{d['speedup']:.3f}x (baseline {d['baseline_latency_ms']:.2f} ms)")
+        t.add_row("eager speed-up vs baseline", f"{d['speedup']:.3f}x (baseline {d['baseline_latency_ms']:.2f} ms)")
         if d["batch"] > 1:
             t.add_row(f"speed-up batch {d['batch']}", f"{d['speedup_batch']:.3f}x")
+    if d.get("ort_latency_ms") is not None:
+        _ort_rows(t, {**d, "threads": d["threads"] or "-"})
     Console().print(t)

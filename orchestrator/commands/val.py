@@ -14,11 +14,12 @@ from ..errors import OrchestratorError
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "val",
-        help="COCO mAP of a YOLOv5 checkpoint on a dataset",
-        description="Validate a YOLOv5 checkpoint (official .pt or ours) on the val split of a YOLOv5 data yaml: "
-        "rect batches, NMS (conf 0.001, IoU 0.6, 300 per image), pycocotools mAP.",
+        help="COCO mAP of a YOLOv5 checkpoint or ONNX file on a dataset",
+        description="Validate a YOLOv5 checkpoint (official .pt or ours) or an ONNX export of one (float or int8, "
+        "run in ONNX Runtime) on the val split of a YOLOv5 data yaml: rect batches (square ones for a fixed-shape "
+        "ONNX file), NMS (conf 0.001, IoU 0.6, 300 per image), pycocotools mAP.",
     )
-    p.add_argument("--weights", required=True, help="checkpoint file (official YOLOv5 .pt or one of ours)")
+    p.add_argument("--weights", required=True, help="checkpoint (official YOLOv5 .pt or ours) or .onnx file")
     p.add_argument("--data", required=True, help="YOLOv5 data yaml (path, val, names)")
     p.add_argument("--imgsz", type=int, default=640, help="long side of the inference images in pixels (default 640)")
     p.add_argument("--batch", type=int, default=32, help="images per batch (default 32)")
@@ -47,6 +48,17 @@ def run(args: argparse.Namespace) -> int:
     device = parse_device(args.device, args.half)
     weights, data = resolve_weights(args.weights), resolve_data(args.data, allow_large=args.yes)
     cfg = load_data_config(data, need=("val",))
+    if weights.suffix.lower() == ".onnx":
+        if args.half:
+            raise OrchestratorError("--half: an ONNX file runs at the precision it was exported in (drop --half)")
+        from ..onnx_val import validate_onnx_file
+
+        v = validate_onnx_file(
+            weights, cfg, imgsz=args.imgsz, batch=args.batch, device=device, per_class=args.per_class
+        )
+        if v.result.problems:
+            _warn(v.result.problems)
+        return _report(args, v.result, {**v.result.speed_ms, "load": v.load_ms}, weights, cfg, device)
     model = load_model(weights)
     if model.nc != cfg.nc:
         raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {cfg.file} has nc={cfg.nc}")
@@ -63,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     load_ms = 1000 * (time.perf_counter() - t) / len(vs)
     r = validate(model, vs, device=device, half=args.half, per_class=args.per_class)
     speed = {**r.speed_ms, "load": load_ms}  # decode + letterbox, done here once rather than in validate
+    return _report(args, r, speed, weights, cfg, device)
+
+
+def _report(args: argparse.Namespace, r, speed: dict[str, float], weights: Path, cfg, device) -> int:
     if args.json:
         out = {
             "weights": str(weights),

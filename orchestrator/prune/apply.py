@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
 import torch.nn as nn
 
 from ..errors import PruningError
-from .layers import conv_layers, conv_ratios, prunable_groups
+from ..yolo.masks import conv_sparsity as conv_sparsity  # one implementation (masks applied), re-exported
+from .layers import conv_ratios, prunable_groups
 from .structured import IMPORTANCES as STRUCTURED_IMPORTANCES
 from .structured import prune_structured
 from .unstructured import make_permanent, prune_global, prune_unstructured
@@ -47,17 +47,6 @@ class PruneReport:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def conv_sparsity(model: nn.Module) -> float:
-    """Zero fraction of the (effective, masked) weights of every Conv2d."""
-    zeros = total = 0
-    with torch.no_grad():
-        for m in conv_layers(model).values():
-            w = m.weight
-            zeros += int((w == 0).sum())
-            total += w.numel()
-    return zeros / total if total else 0.0
 
 
 def uniform_ratios(

@@ -3,13 +3,15 @@
 :class:`ValSet` does the expensive data work once (decode, resize, letterbox into rectangular
 batches kept in RAM as uint8, and the COCO ground truth); :func:`validate` then runs
 inference -> NMS -> boxes back to original pixels -> COCOeval, and returns a :class:`ValResult`.
+:func:`validate_forward` is the same with any backend that turns images into raw predictions (an ONNX
+Runtime session, int8 or float), so a deployed file is scored by exactly the code that scores the model.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,9 @@ from .coco_map import coco_evaluate, coco_ground_truth
 from .data import DataConfig, LabeledImages, letterbox, load_image, rect_batch_shapes, scan_labels
 from .model import copy_model
 from .nms import non_max_suppression
+
+# images (B, 3, H, W) float in [0, 1] -> raw predictions (B, anchors, 5 + nc): xywh pixels, objectness, classes
+Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,8 @@ class ValSet:
 
     Images are sorted by aspect ratio h/w and cut into batches of ``batch``; each batch is letterboxed
     to ``ceil(ratio * imgsz / stride + 0.5) * stride`` (no upscaling), as the official rect loader does.
-    Memory is about ``images * 3 * imgsz * imgsz * 0.75`` bytes.
+    Memory is about ``images * 3 * imgsz * imgsz * 0.75`` bytes. ``rect=False`` letterboxes every image
+    to ``imgsz`` x ``imgsz`` instead (for a backend with a fixed input shape, such as a static ONNX file).
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class ValSet:
         nc: int | None = None,
         names: Sequence[str] | None = None,
         cache_dir: Path | None = None,
+        rect: bool = True,
     ):
         if isinstance(source, DataConfig):
             nc, names = source.nc, source.names
@@ -88,6 +95,8 @@ class ValSet:
         # images with equal ratios then land in the same batches, so predictions match it exactly.
         order = np.argsort(self.shapes[:, 0] / self.shapes[:, 1])
         shapes = rect_batch_shapes(self.shapes[order], imgsz, batch, stride)
+        if not rect:
+            shapes = np.full_like(shapes, imgsz)
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             self.batches = tuple(
                 self._make_batch(pool, order[i * batch : (i + 1) * batch], tuple(shapes[i])) for i in range(len(shapes))
@@ -151,12 +160,38 @@ def validate(
         dets, times = _predict(net, vs, device, half, conf, iou, max_det)
     finally:
         restore()
+    return _scored(vs, dets, times, load_s, vs.names or getattr(model, "names", None), per_class)
+
+
+def validate_forward(
+    forward: Forward,
+    vs: ValSet,
+    *,
+    names: Sequence[str] | None = None,
+    conf: float = 0.001,
+    iou: float = 0.6,
+    max_det: int = 300,
+    per_class: bool = False,
+) -> ValResult:
+    """COCO mAP of predictions made by ``forward`` (any backend) on ``vs``: same NMS, boxes and COCOeval."""
+    dets, times = _predict(forward, vs, torch.device("cpu"), False, conf, iou, max_det)
+    return _scored(vs, dets, times, 0.0, vs.names or names, per_class)
+
+
+def _scored(
+    vs: ValSet,
+    dets: np.ndarray,
+    times: dict[str, float],
+    load_s: float,
+    names: Sequence[str] | None,
+    per_class: bool,
+) -> ValResult:
     t1 = time.perf_counter()
     scores = coco_evaluate(vs.gt, dets, vs.nc)
     n = len(vs)
     speed = {k: 1000 * v / n for k, v in times.items()}
     speed.update(load=1000 * load_s / n, eval=1000 * (time.perf_counter() - t1) / n)
-    names = list(vs.names or getattr(model, "names", None) or [])
+    names = list(names or [])
     classes = None
     if per_class:
         classes = {
@@ -186,7 +221,7 @@ def _model_stride(model: nn.Module) -> float:
 
 
 def _predict(
-    net: nn.Module, vs: ValSet, device: torch.device, half: bool, conf: float, iou: float, max_det: int
+    net: nn.Module | Forward, vs: ValSet, device: torch.device, half: bool, conf: float, iou: float, max_det: int
 ) -> tuple[np.ndarray, dict[str, float]]:
     """All detections ``(M, 7)``: image_id, x, y, w, h in original pixels (rounded as official JSON), score, class."""
 
