@@ -99,7 +99,7 @@ def trials_view_state(study: str, objectives: list[str], metrics: list[str], par
 
 def pareto_view(experiment_id: str, parent_run_id: str) -> str:
     """The parent run's interactive Pareto page in MLflow's artifact viewer."""
-    return f"#/experiments/{experiment_id}/runs/{parent_run_id}/artifactPath/{PARETO_PAGE}"
+    return f"#/experiments/{experiment_id}/runs/{parent_run_id}/artifactPath/{PARETO_PAGE}?{ML_MODE}"
 
 
 def study_note(experiment_id: str, parent_run_id: str, study: str) -> str:

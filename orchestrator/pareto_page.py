@@ -177,6 +177,8 @@ document.querySelectorAll('.pt').forEach(el => {
     document.querySelectorAll('.hl').forEach(p => p.classList.remove('hl'));
   });
 });
+// points the browser laid out (a box of non-zero size): what a headless browser test reads back
+document.body.dataset.drawn = [...document.querySelectorAll('.pt')].filter(p => p.getBBox().width > 0).length;
 """
 
 _PAGE = (

@@ -63,7 +63,8 @@ def test_experiment_is_model_training_and_parent_links_the_views(logged):
     note = c.get_run(tracker.parent_id).data.tags[NOTE_TAG]
     assert f"({pareto_view(tracker.experiment_id, tracker.parent_id)})" in note
     assert f"({trial_runs_view(tracker.experiment_id, spec.name, shared=True)})" in note
-    assert pareto_view("7", "abc") == "#/experiments/7/runs/abc/artifactPath/pareto/pareto.html"
+    view = "#/experiments/7/runs/abc/artifactPath/pareto/pareto.html?workflowType=machine_learning"
+    assert pareto_view("7", "abc") == view
     arts = [a.path for a in c.list_artifacts(tracker.parent_id, "pareto")]
     assert "pareto/pareto.html" in arts and "pareto/gflops_vs_map50_95.png" in arts  # refreshed together
     names = sorted(r.info.run_name for r in c.search_runs([tracker.experiment_id], "tags.role = 'trial'"))
