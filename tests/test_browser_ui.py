@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from study_files import fake_study
-from test_cli_ui import free_port
+from test_cli_ui import free_port, stop
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -137,12 +136,7 @@ def ui(finished: Path):
                 time.sleep(0.3)
         yield base, links
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _keep(shot: Path, name: str) -> None:

@@ -4,7 +4,6 @@ its HTTP API; only the process this test started is stopped."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from study_files import fake_study
-from test_cli_ui import free_port, listening
+from test_cli_ui import free_port, listening, stop
 
 from orchestrator.cli import main
 from orchestrator.spec import load_study_spec
@@ -64,12 +63,7 @@ def test_dashboard_serves_the_study_on_loopback(study: Path):
         if Path("/proc/net/tcp").exists():
             assert listening(port) == {"127.0.0.1"}  # not 0.0.0.0
     finally:
-        dash.send_signal(signal.SIGTERM)
-        try:
-            dash.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            dash.kill()
-            dash.wait()
+        stop(dash)
 
 
 def test_a_study_never_run_is_one_line(tmp_path, capsys):

@@ -26,6 +26,16 @@ def listening(port: int) -> set[str]:
     return out
 
 
+def stop(proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    """End a server this test started (SIGTERM: it stops what it started itself), killed if it hangs."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -62,11 +72,7 @@ def test_ui_binds_loopback_only_by_default(study: Path):
             time.sleep(0.3)
         assert listening(port) == {bound}  # not 0.0.0.0: nothing outside this machine can reach it
     finally:
-        ui.send_signal(signal.SIGTERM)
-        try:
-            ui.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            ui.kill()
+        stop(ui)
     time.sleep(0.5)
     assert listening(port) == set()  # the server went with it
 
