@@ -159,6 +159,10 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         importance=w.importance,
         round_to=w.round_to if w.method == "structured" else None,
     )
+    if ctx["masks"]:  # a pruned base model: its earlier cuts stay in force and recorded
+        from .yolo.masks import attach_masks, carried_masks
+
+        attach_masks(model, carried_masks(model, ctx["masks"]))
     history: list[dict[str, float]] = []
     train_images = _train_images(ctx, w) if spec.epochs > 0 else None
     ft = finetune(
@@ -225,7 +229,7 @@ def _context(w: Workload, cache: WorkerCache) -> dict[str, Any]:
     from .assets import resolve_data, resolve_weights
     from .measure import resolve_device
     from .study_check import local_ref
-    from .yolo.checkpoint import load_model
+    from .yolo.checkpoint import load_checkpoint
     from .yolo.data import load_data_config
     from .yolo.hyp import get_hyp
     from .yolo.train import VAL_BATCH
@@ -236,7 +240,8 @@ def _context(w: Workload, cache: WorkerCache) -> dict[str, Any]:
     device = resolve_device("cpu" if device == "auto" else device)
     weights = resolve_weights(local_ref(w.model, base), progress=False)
     data = load_data_config(resolve_data(local_ref(w.data, base), progress=False))
-    model = load_model(weights).eval()
+    ck = load_checkpoint(weights)
+    model = ck.model.eval()
     if model.nc != data.nc:
         raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {data.file} has nc={data.nc}")
     stride = max(32, int(model.stride.max()))
@@ -246,6 +251,7 @@ def _context(w: Workload, cache: WorkerCache) -> dict[str, Any]:
     items.update(
         model=model, data=data, device=device, hyp=hyp, val_set=ValSet(data, w.imgsz, VAL_BATCH, stride=stride)
     )
+    items["masks"] = ck.masks  # prune masks the base checkpoint records (empty for an unpruned one)
     return items
 
 

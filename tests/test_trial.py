@@ -63,6 +63,7 @@ def test_baseline_then_a_pruned_fine_tuned_trial(workload):
         f.write(path.getvalue())
     loaded = load_checkpoint(tmp)  # the official-layout checkpoint opens with the allow-list loader
     assert sum(int((p == 0).sum()) for n, p in loaded.model.named_parameters() if n.endswith("conv.weight")) > 0
+    assert len(loaded.masks) == 60  # the masks are recorded: a fine-tune of this file keeps its zeros
 
 
 def test_bad_ratio_key_fails_the_trial_not_the_worker(workload):

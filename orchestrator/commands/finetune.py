@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import OrchestratorError
+from .arg_checks import check_imgsz
 
 PRESETS = ("finetune", "scratch-low")  # orchestrator.yolo.hyp.PRESETS (not imported: it pulls in nothing heavy,
 # but the command list must stay importable without torch)
@@ -18,10 +19,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "finetune",
         help="fine-tune a YOLOv5 checkpoint (pruned or not) and save the best EMA",
         description="Fine-tune a YOLOv5 checkpoint on the train split of a data yaml, validating the EMA on the val "
-        "split after every epoch; the best EMA is saved. Unstructured prune masks stay in force while training.",
+        "split after every epoch; the best EMA is saved. Unstructured prune masks recorded in the checkpoint (every "
+        "file `prune`, `finetune` or a trial writes records them) stay in force: each pruned weight is exactly zero "
+        "in the saved file, which records the masks again. Our layout is the default (float32, loads with "
+        "torch.load(weights_only=True), no loss of precision from one fine-tune to the next); --official writes the "
+        "fp16 layout official val.py/detect.py load, as `prune --official` does.",
     )
-    p.add_argument("--weights", required=True, help="checkpoint file (official YOLOv5 .pt or one of ours)")
-    p.add_argument("--data", required=True, help="YOLOv5 data yaml (path, train, val, names)")
+    p.add_argument(
+        "--weights", required=True, help="checkpoint: a path, a name in $ORCHESTRATOR_ASSETS, an official name"
+    )
+    p.add_argument(
+        "--data", required=True, help="YOLOv5 data yaml (path, train, val, names): a path or a name (coco128.yaml)"
+    )
     p.add_argument("--epochs", type=int, required=True, help="training epochs (0: validate only)")
     p.add_argument("--imgsz", type=int, default=640, help="training and validation image size (default 640)")
     p.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
@@ -31,6 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=None, help="data loader processes (default: min(2, cores))")
     p.add_argument("--out", required=True, help="where to write the fine-tuned checkpoint (.pt)")
+    p.add_argument("--official", action="store_true", help="write the official YOLOv5 layout (fp16 pickled module)")
+    p.add_argument("--yes", action="store_true", help="allow downloading a large dataset (COCO: ~20 GB)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     return p
 
@@ -40,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise OrchestratorError(f"--epochs: expected >= 0, got {args.epochs}")
     if args.imgsz < 32 or args.imgsz % 32:
         raise OrchestratorError(f"--imgsz: expected a positive multiple of 32, got {args.imgsz}")
+    check_imgsz(args.imgsz)
     if args.batch < 1:
         raise OrchestratorError(f"--batch: expected >= 1, got {args.batch}")
     if args.lr0 is not None and not args.lr0 > 0:
@@ -48,15 +60,19 @@ def run(args: argparse.Namespace) -> int:
         raise OrchestratorError(f"--workers: expected >= 0, got {args.workers}")
     # Heavy imports here, not at module top: every command module is imported to build the parser.
 
-    from ..yolo.checkpoint import load_model, save_checkpoint
+    from ..assets import resolve_data, resolve_weights
+    from ..yolo.checkpoint import load_checkpoint, save_checkpoint
     from ..yolo.data import load_data_config
-    from ..yolo.train import conv_sparsity, finetune
+    from ..yolo.masks import attach_masks, conv_sparsity
+    from ..yolo.train import finetune
     from .device_arg import parse_device
 
     device = parse_device(args.device)
-    weights, out = Path(args.weights), Path(args.out)
-    cfg = load_data_config(Path(args.data), need=("train", "val"))
-    model = load_model(weights)
+    out = Path(args.out)
+    weights = resolve_weights(args.weights)
+    cfg = load_data_config(resolve_data(args.data, allow_large=args.yes), need=("train", "val"))
+    ck = load_checkpoint(weights)
+    model = attach_masks(ck.model, ck.masks)
     if model.nc != cfg.nc:
         raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {cfg.file} has nc={cfg.nc}")
     stride = max(32, int(model.stride.max()))
@@ -75,17 +91,23 @@ def run(args: argparse.Namespace) -> int:
             "map50_95": result.metrics.map50_95, "map50": result.metrics.map50, "source": str(weights),
         }
     }  # fmt: skip
-    save_checkpoint(result.model, out, epoch=result.best_epoch, meta=meta)
+    if args.official:
+        from ..yolo.official_layout import save_official
+
+        save_official(result.model, out, epoch=result.best_epoch)
+    else:
+        save_checkpoint(result.model, out, epoch=result.best_epoch, meta=meta)
     r, sparsity = result.metrics, conv_sparsity(result.model)
     if args.json:
         print(
             json.dumps(
                 {
-                    "weights": str(weights), "data": str(cfg.file), "out": str(out), "epochs": args.epochs,
+                    "weights": str(weights), "data": str(cfg.file), "out": str(out),
+                    "layout": "official" if args.official else "orchestrator", "epochs": args.epochs,
                     "best_epoch": result.best_epoch, "imgsz": args.imgsz, "batch": args.batch, "preset": args.preset,
                     "lr0": result.hyp.lr0, "device": str(device), "seed": args.seed,
                     "map50_95": r.map50_95, "map50": r.map50, "precision": r.precision, "recall": r.recall,
-                    "conv_sparsity": sparsity, "seconds": result.seconds,
+                    "conv_sparsity": sparsity, "masked_convs": len(ck.masks), "seconds": result.seconds,
                     "history": [rec.__dict__ for rec in result.history],
                 }
             )

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import PruningError
+from .arg_checks import check_out
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -49,13 +50,16 @@ def read_ratio_file(path: str | Path) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = check_out(args.out)  # before the work: an unwritable --out must not cost a pruning
     from ..assets import resolve_weights
     from ..prune import apply_ratios, prunable_groups
     from ..prune.layers import check_ratio
-    from ..yolo.checkpoint import load_model, save_checkpoint
+    from ..yolo.checkpoint import load_checkpoint, save_checkpoint
+    from ..yolo.masks import attach_masks, carried_masks
 
     weights = resolve_weights(args.weights)
-    model = load_model(weights)
+    ck = load_checkpoint(weights)
+    model = ck.model
     groups_for = "structured" if args.method == "structured" else "unstructured"
     if args.ratios:
         if args.exclude:
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except PruningError as e:
         raise PruningError(f"{args.ratios}: {e}" if args.ratios else str(e)) from None
-    out = Path(args.out)
+    attach_masks(model, carried_masks(model, ck.masks))  # the file's earlier cuts stay recorded in the output
     meta = {"pruning": report.to_dict(), "source": str(weights)}
     if args.official:
         from ..yolo.official_layout import save_official

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
+from .masks import MASKS_KEY, apply_zeros, check_masks, model_masks, pack_masks, unpack_masks
 from .model import DetectionModel, adapt_to_state_dict
 
 FORMAT = "orchestrator-yolov5/1"
@@ -183,6 +184,9 @@ class Checkpoint:
     epoch: int = -1
     date: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # conv name -> bool keep-mask of the unstructured cuts the file records (see yolo/masks.py); the model
+    # itself carries no hooks: a trainer puts them back with masks.attach_masks
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _read(path: Path) -> Any:
@@ -233,7 +237,8 @@ def _from_official(obj: dict[str, Any], path: Path) -> Checkpoint:
     model = _build(cfg, state, names, path)
     _copy_layer_settings(model, net)
     meta = {k: v for k, v in obj.items() if k in ("opt", "best_fitness", "updates", "git")}
-    return Checkpoint(model, path, "official", int(obj.get("epoch", -1) or -1), obj.get("date"), meta)
+    epoch = int(obj.get("epoch", -1) or -1)
+    return Checkpoint(model, path, "official", epoch, obj.get("date"), meta, _recorded_masks(obj, model, path))
 
 
 def _build(cfg: dict, state: dict[str, torch.Tensor], names: list[str] | None, path: Path) -> DetectionModel:
@@ -250,7 +255,18 @@ def _build(cfg: dict, state: dict[str, torch.Tensor], names: list[str] | None, p
 def _from_ours(obj: dict[str, Any], path: Path) -> Checkpoint:
     model = _build(obj["yaml"], obj["state_dict"], obj.get("names"), path)
     meta = dict(obj.get("meta", {}))
-    return Checkpoint(model, path, "orchestrator", int(obj.get("epoch", -1)), obj.get("date"), meta)
+    masks = _recorded_masks(obj, model, path)
+    return Checkpoint(model, path, "orchestrator", int(obj.get("epoch", -1)), obj.get("date"), meta, masks)
+
+
+def _recorded_masks(obj: dict[str, Any], model: DetectionModel, path: Path) -> dict[str, torch.Tensor]:
+    """The file's prune masks, checked against the model; masked-out weights are made exactly zero."""
+    if obj.get(MASKS_KEY) is None:
+        return {}
+    masks = unpack_masks(obj[MASKS_KEY], str(path))
+    check_masks(model, masks, str(path))
+    apply_zeros(model, masks)
+    return masks
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -286,7 +302,11 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(
     model: DetectionModel, path: str | Path, *, epoch: int = -1, meta: dict[str, Any] | None = None, half: bool = False
 ) -> Path:
-    """Write our format: yaml + names + state dict (pruned widths travel in the tensor shapes)."""
+    """Write our format: yaml + names + state dict (pruned widths travel in the tensor shapes).
+
+    The model's ``torch.nn.utils.prune`` masks are baked into the weights and recorded under
+    :data:`~orchestrator.yolo.masks.MASKS_KEY`, so a later fine-tune keeps those zeros.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = plain_state_dict(model)
@@ -301,6 +321,9 @@ def save_checkpoint(
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "meta": meta or {},
     }
+    masks = model_masks(model)
+    if masks:
+        obj[MASKS_KEY] = pack_masks(masks)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)  # never leave a half-written checkpoint under the final name

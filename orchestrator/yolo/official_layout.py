@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
 from . import model as ours
+from .masks import MASKS_KEY, model_masks, pack_masks
 
 # Our class -> (official module, official name)
 OFFICIAL_NAMES: dict[type, tuple[str, str]] = {
@@ -123,10 +124,13 @@ def save_official(model: nn.Module, path: str | Path, *, epoch: int = -1, extra:
     """Write ``model`` in the official YOLOv5 checkpoint layout (fp16 module under official class names).
 
     ``torch.load(path)['model']`` works in the official repo, and so do its ``val.py``/``detect.py``
-    (``--weights path``); :func:`orchestrator.yolo.checkpoint.load_checkpoint` reads it back.
+    (``--weights path``); :func:`orchestrator.yolo.checkpoint.load_checkpoint` reads it back. Prune
+    masks are baked in and also recorded under the extra top-level key ``prune_masks`` (uint8 tensors,
+    which official code unpickles and ignores), so our fine-tune of this file keeps the zeros.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    masks = model_masks(model)
     net = official_module(model)
     obj: dict[str, Any] = {
         "epoch": epoch,
@@ -137,6 +141,8 @@ def save_official(model: nn.Module, path: str | Path, *, epoch: int = -1, extra:
         "optimizer": None,
         "date": _dt.datetime.now().isoformat(),
     }
+    if masks:
+        obj[MASKS_KEY] = pack_masks(masks)
     obj.update(extra or {})
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp, pickle_module=_official_pickle_module(_extra_state(net)))

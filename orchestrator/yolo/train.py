@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +31,7 @@ from .augment import EpochBatchSampler, TrainDataset, collate, worker_init
 from .data import DataConfig, load_image, scan_labels
 from .hyp import Hyp, get_hyp
 from .loss import YoloLoss
+from .masks import conv_sparsity as conv_sparsity  # one implementation; callers import it from here too
 from .model import copy_model
 from .val import ValResult, ValSet, validate
 
@@ -295,15 +296,3 @@ def finetune(
     assert best is not None
     _, best_epoch, best_model, best_res = best
     return FinetuneResult(best_model.eval(), tuple(history), best_epoch, best_res, hyp, time.perf_counter() - t_start)
-
-
-def conv_sparsity(model: nn.Module, modules: Sequence[type[nn.Module]] = (nn.Conv2d,)) -> float:
-    """Fraction of exactly-zero weights over all modules of the given types (masks applied)."""
-    zeros = total = 0
-    for m in model.modules():
-        if isinstance(m, tuple(modules)):
-            # a pruned module's ``weight`` is only recomputed on forward: use orig * mask
-            w = getattr(m, "weight_orig", m.weight).detach() * getattr(m, "weight_mask", 1)
-            zeros += int((w == 0).sum())
-            total += w.numel()
-    return zeros / max(total, 1)

@@ -11,31 +11,21 @@ from __future__ import annotations
 
 import copy
 import pickle
-import pickletools
-import zipfile
+import types
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+from pickle_globals import pickle_globals as _globals
 
 from orchestrator.prune import apply_ratios, uniform_ratios
 from orchestrator.yolo import model as ours
 from orchestrator.yolo.checkpoint import _read, load_checkpoint
+from orchestrator.yolo.masks import MASKS_KEY, model_masks
 from orchestrator.yolo.official_layout import save_official
 
 TRAIN_TIME_ONLY = {"hyp", "class_weights", "yaml_file"}  # set by official train.py, read by it only
-
-
-def _globals(path: Path) -> set[str]:
-    with zipfile.ZipFile(path) as z:
-        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
-    out = set()
-    for op, arg, _ in pickletools.genops(data):
-        if op.name == "GLOBAL":
-            out.add(arg.replace(" ", "."))
-        assert op.name != "STACK_GLOBAL"  # protocol 2, as official files
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +142,6 @@ class _OfficialDetect(nn.Module):
 
 
 def test_official_style_forward_from_the_pickled_attributes(saved, structured):
-    import types
-
     pm = types.SimpleNamespace(Unpickler=_Official, load=pickle.load, __name__="official_sim")
     obj = torch.load(saved, map_location="cpu", pickle_module=pm, weights_only=False)
     net = obj["model"].float().eval()  # attempt_load: .float(); Detect.stride is converted by hand below
@@ -167,11 +155,17 @@ def test_official_style_forward_from_the_pickled_attributes(saved, structured):
     assert [r.shape for r in raw] == [r.shape for r in raw0]
 
 
-def test_masked_model_is_saved_with_masks_baked_in(yolov5n, tmp_path):
+def test_masked_model_is_saved_with_masks_baked_in_and_recorded(yolov5n, yolov5n_pt, tmp_path):
     m = copy.deepcopy(yolov5n)
     apply_ratios(m, uniform_ratios(m, 0.3))
     path = save_official(m, tmp_path / "u.pt")
     assert not any("prune" in g for g in _globals(path))
-    back = load_checkpoint(path).model
-    w = back.model[6].m[0].cv1.conv.weight
+    # the mask record adds one storage type (uint8 bits) to what the official file references, nothing else
+    assert _globals(path) - _globals(yolov5n_pt) == {"torch.ByteStorage"}
+    ck = load_checkpoint(path)
+    w = ck.model.model[6].m[0].cv1.conv.weight
     assert (w == 0).float().mean().item() == pytest.approx(0.3, abs=0.01)
+    assert torch.equal(ck.masks["model.6.m.0.cv1.conv"], w != 0) and len(ck.masks) == len(model_masks(m))
+    pm = types.SimpleNamespace(Unpickler=_Official, load=pickle.load, __name__="official_sim")
+    obj = torch.load(path, map_location="cpu", pickle_module=pm, weights_only=False)  # as the official repo reads it
+    assert set(obj[MASKS_KEY]["convs"]) == set(ck.masks) and obj["model"].nc == 80
