@@ -58,6 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a disk that filled up, a database that broke mid-work: one line, not a traceback
+        from .faults import EXIT_CODE, fault_line
+
+        line = fault_line(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from .search import (
     trial_summary,
 )
 from .spec import StudySpec
-from .study_check import check_inputs
+from .study_check import check_inputs, check_stores
 from .tracking import Tracker, drop_staged, preflight, staging_dir
 from .trial import AllocationRequest, TrialResult, TrialSpec, Workload
 from .urls import mask_url
@@ -98,6 +98,8 @@ def run_study(
     """Run (or resume) the study until ``n_trials`` trials are COMPLETE, the timeout passes or Ctrl-C."""
     if spec.trial == "real":  # weights and data must be findable before anything is created
         check_inputs(spec, groups=False)
+    else:  # a damaged or read-only SQLite store is refused before anything is created (check_inputs does it too)
+        check_stores(spec)
     preflight(spec)
     storage = open_storage(spec.storage)
     study = create_or_load(spec, storage)

@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import ConfigError, OrchestratorError
 from .spec import StudySpec
+from .sqlite_stores import has_tables
 from .urls import mask_url
 
 RATIO_PREFIX = "ratio."
@@ -116,6 +117,8 @@ def open_storage(url: str, *, create: bool = True):
             path = Path(url[len("sqlite:///") :])
             if not create and not path.exists():
                 raise OrchestratorError(f"no study storage at {path}: run `orchestrator run` first")
+            if not create and not has_tables(url, "studies"):  # Optuna would create its tables: a read must not
+                raise OrchestratorError(f"no study storage at {path} (the file holds no Optuna tables): run first")
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))

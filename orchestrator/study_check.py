@@ -66,8 +66,23 @@ def find_data(ref: str) -> str:
     raise ValueError(f"no such data yaml (shipped: {', '.join(sorted(q.name for q in shipped.glob('*.yaml')))})")
 
 
+def check_stores(spec: StudySpec) -> None:
+    """Refuse a local SQLite store that is damaged or read-only, before Ray, a study or a run exists (reads only)."""
+    from .sqlite_stores import check_writable_store
+
+    problems = []
+    for key, url in (("storage", spec.storage), ("tracking.uri", spec.tracking.uri)):
+        try:
+            check_writable_store(url)
+        except OrchestratorError as e:
+            problems.append((key, str(e)))
+    if problems:
+        raise ConfigError(str(spec.path), problems)
+
+
 def check_inputs(spec: StudySpec, *, groups: bool = True) -> dict[str, Any]:
-    """Validate weights, data and per-group bounds; return what was found (for ``orchestrator check``)."""
+    """Validate stores, weights, data and per-group bounds; return what was found (for ``orchestrator check``)."""
+    check_stores(spec)
     base = spec.path.resolve().parent
     problems: list[tuple[str, str]] = []
     found: dict[str, Any] = {"storage": mask_url(spec.storage), "tracking": mask_url(spec.tracking.uri)}
@@ -135,9 +150,8 @@ def check_dataset(data_yaml: Path, nc: int | None) -> list[str]:
 
     A dataset that is not there yet but has ``download:`` is fetched by the first trial: nothing to scan.
     """
-    import yaml
-
     from .assets.datasets import dataset_root
+    from .bounded_yaml import YamlRefused, read_yaml
     from .errors import DataError
     from .yolo.data import load_data_config, scan_labels
 
@@ -145,8 +159,8 @@ def check_dataset(data_yaml: Path, nc: int | None) -> list[str]:
         cfg = load_data_config(data_yaml)
     except DataError as e:
         try:
-            doc = yaml.safe_load(data_yaml.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError):
+            doc = read_yaml(data_yaml)
+        except YamlRefused:
             raise e from None  # load_data_config's message says where the YAML breaks
         if isinstance(doc, dict) and doc.get("download") and not dataset_root(data_yaml, doc).is_dir():
             return []

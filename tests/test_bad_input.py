@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -414,7 +415,8 @@ TEXT_CASES: dict[str, tuple[Callable[[str], str], str]] = {
     ),
     "an integer of 5,000 digits": (
         lambda good: good + "seed: " + "9" * 5000 + "\n",
-        "not valid YAML (Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use sys.set_in)",
+        "not valid YAML (Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; "
+        "use sys.set_in)",
     ),
 }
 
@@ -439,6 +441,164 @@ def test_hostile_study_text_is_refused_fast(folder: Path, case: str, capsys):
 def test_a_file_that_is_not_utf8(folder: Path, capsys):
     (folder / "bad.yaml").write_bytes(b"name: \xff\xfe\n")
     assert_refused(folder, folder / "bad.yaml", ["not UTF-8 text (byte 6)"], capsys)
+
+
+def _junk(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a database " * 512)
+
+
+def _database(path: Path, zero_page: int | None = None) -> None:
+    """A real SQLite file of a few dozen pages; with ``zero_page``, 4 KiB of it zeroed (a damaged disk block)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t (x TEXT)")
+    con.executemany("INSERT INTO t VALUES (?)", [("x" * 100,) for _ in range(2000)])
+    con.commit()
+    con.close()
+    if zero_page is not None:
+        data = bytearray(path.read_bytes())
+        page = 4096 * zero_page
+        data[page : page + 4096] = bytes(4096)
+        path.write_bytes(bytes(data))
+
+
+OPTUNA_DB, MLFLOW_DB = Path("mlruns/optuna.db"), Path("mlruns/mlflow.db")
+NOT_A_DB = "is not a usable SQLite database (file is not a database): restore it from a backup or move it away"
+# (set-up in the working folder, study edit, the lines expected: a trailing '*' means "starts with")
+STORE_CASES: dict[str, tuple[Callable[[], None], Callable[[dict], None] | None, list[str]]] = {
+    "optuna.db is not a database": (lambda: _junk(OPTUNA_DB), None, [f"storage: {OPTUNA_DB} {NOT_A_DB}"]),
+    "mlflow.db is not a database": (lambda: _junk(MLFLOW_DB), None, [f"tracking.uri: {MLFLOW_DB} {NOT_A_DB}"]),
+    "both stores are not databases": (
+        lambda: (_junk(OPTUNA_DB), _junk(MLFLOW_DB)),
+        None,
+        [f"storage: {OPTUNA_DB} {NOT_A_DB}", f"tracking.uri: {MLFLOW_DB} {NOT_A_DB}"],
+    ),
+    "optuna.db with 4 KiB zeroed": (
+        lambda: _database(OPTUNA_DB, zero_page=1),
+        None,
+        [f"storage: {OPTUNA_DB} is damaged (SQLite: *"],
+    ),
+    "mlflow.db with 4 KiB zeroed": (
+        lambda: _database(MLFLOW_DB, zero_page=2),
+        None,
+        [f"tracking.uri: {MLFLOW_DB} is damaged (SQLite: *"],
+    ),
+    "storage opened read-only": (
+        lambda: _database(OPTUNA_DB),
+        _set("storage", f"sqlite:///file:{OPTUNA_DB}?mode=ro&uri=true"),
+        [f"storage: {OPTUNA_DB} is opened read-only (mode=ro&uri=true): `orchestrator run` writes to it"],
+    ),
+    "tracking store opened read-only": (
+        lambda: _database(MLFLOW_DB),
+        _set("tracking.uri", f"sqlite:///file:{MLFLOW_DB}?immutable=1&uri=true"),
+        [f"tracking.uri: {MLFLOW_DB} is opened read-only (immutable=1&uri=true): `orchestrator run` writes to it"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", STORE_CASES, ids=list(STORE_CASES))
+def test_damaged_or_read_only_store_is_refused_before_anything_starts(folder: Path, case: str, capsys):
+    setup, edit, expected = STORE_CASES[case]
+    setup()
+    study = study_with(folder, edit) if edit else folder / "good.yaml"
+    before = {p: p.read_bytes() for p in (OPTUNA_DB, MLFLOW_DB) if p.exists()}
+    listing = tree(folder)
+    for command in (["check", str(study)], ["run", str(study), "--no-live"]):
+        code, err = cli(command, capsys)
+        lines = err.removeprefix("error: ").splitlines()
+        assert code == 2 and err.startswith("error: ") and len(lines) == len(expected), (command[0], err)
+        for line, want in zip(lines, expected):
+            prefix = f"{study}: {want.removesuffix('*')}"
+            assert line.startswith(prefix) if want.endswith("*") else line == prefix, (command[0], line)
+    assert tree(folder) == listing and {p: p.read_bytes() for p in before} == before  # nothing written
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+def test_status_on_an_empty_storage_file_creates_no_tables(folder: Path, capsys):
+    OPTUNA_DB.parent.mkdir()
+    OPTUNA_DB.touch()
+    before = tree(folder)
+    assert cli(["status", str(folder / "good.yaml")], capsys) == (
+        2,
+        f"error: no study storage at {OPTUNA_DB} (the file holds no Optuna tables): run first\n",
+    )
+    assert OPTUNA_DB.stat().st_size == 0 and tree(folder) == before
+
+
+def test_check_reports_a_checkpoint_whose_tensors_do_not_read_back(folder: Path, yolov5n_pt: Path, capsys):
+    data = bytearray(yolov5n_pt.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(4096)
+    (folder / "zeroed.pt").write_bytes(bytes(data))
+    study = study_with(folder, _set("model", "zeroed.pt"))
+    before = tree(folder)
+    for command in (["check", str(study)], ["run", str(study), "--no-live"]):
+        code, err = cli(command, capsys)
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"error: {study}: model: zeroed.pt: damaged checkpoint: record archive/data/")
+        assert err.endswith(" fails its CRC check (truncated or corrupt?)\n")
+    assert tree(folder) == before
+
+
+# (arguments after the command's weights, the one line expected; '*' at the end means "starts with")
+ARG_CASES: dict[str, tuple[list[str], str]] = {
+    "val --imgsz 99968": (
+        ["val", "--weights", "{weights}", "--data", "data.yaml", "--imgsz", "99968"],
+        "--imgsz: at most 8192 pixels, got 99968 (one 99968x99968 image alone is 30 GB)",
+    ),
+    "val --imgsz 8224": (
+        ["val", "--weights", "{weights}", "--data", "data.yaml", "--imgsz", "8224"],
+        "--imgsz: at most 8192 pixels, got 8224 (one 8224x8224 image alone is 0 GB)",
+    ),
+    "finetune --imgsz 99968": (
+        [
+            "finetune",
+            "--weights",
+            "{weights}",
+            "--data",
+            "data.yaml",
+            "--imgsz",
+            "99968",
+            "--epochs",
+            "1",
+            "--out",
+            "ft.pt",
+        ],
+        "--imgsz: at most 8192 pixels, got 99968 (one 99968x99968 image alone is 30 GB)",
+    ),
+    "measure --imgsz 16384": (
+        ["measure", "--weights", "{weights}", "--imgsz", "16384"],
+        "--imgsz: at most 8192 pixels, got 16384 (one 16384x16384 image alone is 1 GB)",
+    ),
+    "prune --out /proc/x.pt": (
+        ["prune", "--weights", "{weights}", "--ratio", "0.3", "--out", "/proc/x.pt"],
+        "--out: cannot write to /proc (*",
+    ),
+    "prune --out a folder": (
+        ["prune", "--weights", "{weights}", "--ratio", "0.3", "--out", "tiny"],
+        "--out: tiny is a folder: give a file name",
+    ),
+    "prune --out under a file": (
+        ["prune", "--weights", "{weights}", "--ratio", "0.3", "--out", "good.yaml/pruned.pt"],
+        "--out: cannot write to good.yaml (Not a directory): choose another path",
+    ),
+    "run --trials -1": (["run", "good.yaml", "--trials", "-1"], "--trials: expected >= 1, got -1"),
+}
+
+
+@pytest.mark.parametrize("case", ARG_CASES, ids=list(ARG_CASES))
+def test_impossible_argument_is_refused_before_the_work(folder: Path, yolov5n_pt: Path, case: str, capsys):
+    argv, expected = ARG_CASES[case]
+    before = tree(folder)
+    t0 = time.perf_counter()
+    code, err = cli([a.format(weights=yolov5n_pt) for a in argv], capsys)
+    took = time.perf_counter() - t0
+    assert code == 2 and len(err.splitlines()) == 1, err
+    line = err.removeprefix("error: ").rstrip("\n")
+    assert line.startswith(expected[:-1]) if expected.endswith("*") else line == expected
+    assert took < 5.0, f"refused after {took:.1f} s: the check must come before the work"
+    assert tree(folder) == before
 
 
 def test_missing_study_file(folder: Path, capsys):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import OrchestratorError
+from .arg_checks import check_imgsz
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
             raise OrchestratorError(f"--{name}: expected >= 1, got {v}")
     if args.warmup is not None and args.warmup < 0:
         raise OrchestratorError(f"--warmup: expected >= 0, got {args.warmup}")
+    check_imgsz(args.imgsz)
     from ..measure import measure
     from ..yolo.checkpoint import load_model
 

@@ -28,6 +28,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the study; Ctrl-C or SIGTERM at any stage exits 130 with the resume hint, before the first trial too."""
+    import signal
+
+    from ..driver import _signals_as_interrupt
+
+    previous = _signals_as_interrupt()  # the driver installs them again once Ray has started (ray.init replaces them)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        pass
+    except SystemExit as e:  # Ray's own SIGTERM handler, in place while ray.init runs, exits with the signal number
+        if e.code != signal.SIGTERM:
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"stopped before any trial finished. Resume with: orchestrator run {args.study}", file=sys.stderr)
+    return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..driver import run_study
     from ..errors import OrchestratorError
     from ..spec import load_study_spec
@@ -47,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_data(local_ref(spec.data, base), allow_large=args.yes)
         for warning in check_inputs(spec, groups=False).get("warnings", ()):
             print(f"warning: {warning}", file=sys.stderr)
+    import logging
     import os
 
     import optuna
@@ -60,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         os.environ.setdefault(key, value)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view reports trials; no per-trial INFO lines
+    # MLflow logs a full traceback for each database error it then raises: the driver reports those in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     out = run_study(spec, n_trials=args.trials, address=args.address, live=False if args.no_live else None)
     if args.json:
         print(

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import OrchestratorError
+from .arg_checks import check_imgsz
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -34,6 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.imgsz < 32 or args.imgsz % 32:
         raise OrchestratorError(f"--imgsz: expected a positive multiple of 32, got {args.imgsz}")
+    check_imgsz(args.imgsz)
     if args.batch < 1:
         raise OrchestratorError(f"--batch: expected >= 1, got {args.batch}")
     # Heavy imports here, not at module top: every command module is imported to build the parser.
