@@ -21,7 +21,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="batch size of the example input (default 1)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 12 or newer (default 17)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size axes")
-    p.add_argument("--out", default=None, help="output file (default: the weights path with .onnx)")
+    p.add_argument(
+        "--out", default=None, help="output file (default: the weights path with .onnx; for a name, ./NAME.onnx)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -35,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise OrchestratorError(f"--batch: expected >= 1, got {args.batch}")
     weights = resolve_weights(args.weights)
-    out = Path(args.out) if args.out else weights.with_suffix(".onnx")
+    # beside a checkpoint named by path; a name found in $ORCHESTRATOR_ASSETS or the cache exports to the working folder
+    local = Path(args.weights).expanduser().is_file()
+    out = Path(args.out) if args.out else weights.with_suffix(".onnx") if local else Path.cwd() / f"{weights.stem}.onnx"
     model = load_model(weights)
     r = export_onnx(model, out, imgsz=args.imgsz, batch=args.batch, opset=args.opset, dynamic=args.dynamic)
     info = {
