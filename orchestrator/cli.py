@@ -53,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except OrchestratorError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from .urls import mask_url
+
+        print(f"error: {mask_url(str(e))}", file=sys.stderr)  # the last guard: no password in any error
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -353,9 +353,10 @@ class _Loop:
         first = self.tracker_down_since is None
         self.tracker_down_since = time.monotonic()
         if first:
+            why = mask_url(str(e), self.spec.tracking.uri, self.spec.storage).splitlines()[0][:120] if str(e) else ""
             self.view.event(
                 f"MLflow at {mask_url(self.spec.tracking.uri)} failed ({type(e).__name__}: "
-                f"{mask_url(str(e)).splitlines()[0][:120] if str(e) else ''}); results are safe in the Optuna "
+                f"{why}); results are safe in the Optuna "
                 f"storage and are logged when it answers again, or by the next `orchestrator run {self.spec.path}`"
             )
 

@@ -128,7 +128,7 @@ def open_storage(url: str, *, create: bool = True):
     except OrchestratorError:
         raise
     except Exception as e:
-        msg = mask_url(str(e)).splitlines()[0]
+        msg = mask_url(str(e), url).splitlines()[0]
         raise OrchestratorError(f"cannot open the Optuna storage {mask_url(url)}: {msg}") from None
 
 

@@ -91,11 +91,11 @@ def check_inputs(spec: StudySpec, *, groups: bool = True) -> dict[str, Any]:
         try:
             weights, found["model"] = find_weights(local_ref(spec.model, base))
         except ValueError as e:
-            problems.append(("model", f"{spec.model}: {e}"))
+            problems.append(("model", f"{mask_url(spec.model)}: {mask_url(str(e), spec.model)}"))
         try:
             found["data"] = find_data(local_ref(spec.data, base))
         except ValueError as e:
-            problems.append(("data", f"{spec.data}: {e}"))
+            problems.append(("data", f"{mask_url(spec.data)}: {mask_url(str(e), spec.data)}"))
     if problems:
         raise ConfigError(str(spec.path), problems)
     if spec.trial == "real":

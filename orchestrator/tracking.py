@@ -59,7 +59,7 @@ def preflight(spec: StudySpec) -> None:
                 r.read()
         except Exception as e:
             raise OrchestratorError(
-                f"the MLflow tracking server {mask_url(uri)} does not answer ({mask_url(str(e))[:120]}): "
+                f"the MLflow tracking server {mask_url(uri)} does not answer ({mask_url(str(e), uri)[:120]}): "
                 "start it or fix tracking.uri"
             ) from None
     elif uri.startswith("sqlite:///"):
@@ -95,6 +95,8 @@ class Tracker:
 
         self.spec = spec
         self.storage_url = storage_url
+        # URLs whose passwords may reach a param, a tag or the logged study file in any spelling
+        self._urls = (storage_url, spec.storage, spec.tracking.uri, spec.model, spec.data)
         self.client = MlflowClient(tracking_uri=spec.tracking.uri)
         self.experiment_id = ""
         self.parent_id = ""
@@ -130,13 +132,13 @@ class Tracker:
                     "role": "study",
                     "study": spec.name,
                     "git_commit": _git_commit(),
-                    "storage": mask_url(self.storage_url),
+                    "storage": mask_url(self.storage_url, *self._urls),
                 },
             )
             self.parent_id = run.info.run_id
             self._log_params(self.parent_id, _flatten(_study_dict(spec)))
         c.set_tag(self.parent_id, NOTE_TAG, study_note(self.experiment_id, self.parent_id, spec.name))
-        self._log_text(self.parent_id, mask_url(spec.text), "study.yaml")
+        self._log_text(self.parent_id, mask_url(spec.text, *self._urls), "study.yaml")
         for r in self._search(f"tags.role = 'trial' and tags.study = '{spec.name}'"):
             n = int(r.data.tags.get("trial_number", -1))
             if n >= 0 and (n not in self.runs or r.info.status in ("FINISHED", "FAILED")):
@@ -257,7 +259,7 @@ class Tracker:
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, mask_url(str(v))[:6000]) for k, v in params.items()]
+        items = [Param(k, mask_url(str(v), *self._urls)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
@@ -276,7 +278,7 @@ class Tracker:
         ms = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         for epoch, rec in enumerate(history):
             ms.extend(Metric(f"epoch_{k}", float(v), ts, epoch) for k, v in rec.items() if _is_num(v))
-        tg = [RunTag(k, mask_url(str(v))) for k, v in (tags or {}).items()]
+        tg = [RunTag(k, mask_url(str(v), *self._urls)) for k, v in (tags or {}).items()]
         for i in range(0, max(len(ms), 1), 1000):
             self.client.log_batch(run_id, metrics=ms[i : i + 1000], tags=tg if i == 0 else [])
 

@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from ..search import baseline_budget
     from ..spec import load_study_spec
     from ..study_check import check_inputs
+    from ..urls import mask_url
 
     spec = load_study_spec(args.study)
     found = check_inputs(spec)
@@ -30,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     ft, pr = spec.finetune, spec.pruning
     summary = {
         "study": spec.name,
-        "model": found.get("model", spec.model),
-        "data": found.get("data", spec.data),
+        "model": mask_url(found.get("model", spec.model)),
+        "data": mask_url(found.get("data", spec.data)),
         "trial": spec.trial,
         "method": pr.method,
         "granularity": pr.granularity,
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         "timeout_s": spec.budget.timeout_s,
         "storage": found["storage"],
         "tracking": found["tracking"],
-        "ray": spec.resources.address or "local",
+        "ray": mask_url(spec.resources.address) or "local",
         "warnings": found.get("warnings", []),
     }
     for warning in summary["warnings"]:  # images the trials will skip: said, never silent
