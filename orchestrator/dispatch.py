@@ -12,6 +12,8 @@ import math
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -69,17 +71,19 @@ def connect(
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         except Exception as e:  # ConnectionError, TimeoutError, RuntimeError depending on the path
-            msg = mask_url(str(e)).splitlines()[0] if str(e) else type(e).__name__
+            msg = mask_url(str(e), address).splitlines()[0] if str(e) else type(e).__name__
             raise OrchestratorError(f"cannot join the Ray cluster at {where}: {msg}") from None
     else:
         where = "local"
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            object_store_memory=512 * 1024**2,
-        )
+        with _loopback_only():
+            ray.init(
+                num_cpus=num_cpus or os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                object_store_memory=512 * 1024**2,
+                _node_ip_address="127.0.0.1",
+            )
         started = True
     res = ray.cluster_resources()
     cpus, gpus = float(res.get("CPU", 0)), float(res.get("GPU", 0))
@@ -102,6 +106,30 @@ def connect(
     slots = math.floor(gpus / gpus_per_trial + 1e-9) if gpus_per_trial > 0 else math.floor(cpus / cpus_per_trial)
     slots = max(1, min(slots, max_concurrent or slots))
     return Cluster(where, started, cpus, gpus, slots, cpus_per_trial, gpus_per_trial)
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While a local Ray starts: its servers (GCS, raylet, workers, the driver's) bind 127.0.0.1 only.
+
+    Ray binds every server to the node IP it picks, and turns ``127.0.0.1`` into the machine's routable IP
+    unless its cluster mode is off (its switch for laptops, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``). Nothing
+    here needs more than loopback; joining a cluster (``--address``) is the way to listen elsewhere. The
+    variable reaches the processes Ray starts; the constant is Ray's already-imported copy of it.
+    """
+    from ray._private import ray_constants
+
+    key = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    env, flag = os.environ.get(key), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[key], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = flag
+        if env is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = env
 
 
 def _check_reachable(address: str, where: str) -> None:
