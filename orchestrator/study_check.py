@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, OrchestratorError
 from .spec import StudySpec
 from .urls import mask_url
+
+if TYPE_CHECKING:
+    from .yolo.data import DataConfig
 
 
 def local_ref(ref: str, base_dir: Path) -> str:
@@ -99,15 +102,20 @@ def check_inputs(spec: StudySpec, *, groups: bool = True) -> dict[str, Any]:
     if problems:
         raise ConfigError(str(spec.path), problems)
     if spec.trial == "real":
+        data = Path(found["data"])
+        try:  # the data yaml first (bounded, milliseconds): a hostile one is refused before the weights are opened
+            cfg = read_dataset(data) if data.is_file() else None
+        except OrchestratorError as e:
+            raise ConfigError(str(spec.path), [("data", str(e))]) from None
         nc = None
         if weights is not None:
             try:
                 nc = checkpoint_classes(weights)
             except OrchestratorError as e:
                 problems.append(("model", str(e)))
-        if Path(found["data"]).is_file():
+        if cfg is not None:
             try:
-                found["warnings"] = check_dataset(Path(found["data"]), nc)
+                found["warnings"] = scan_dataset(cfg, nc)
             except OrchestratorError as e:
                 problems.append(("data", str(e)))
     if problems:
@@ -145,15 +153,13 @@ def checkpoint_classes(weights: Path) -> int:
     return int(load_checkpoint(weights).model.nc)
 
 
-def check_dataset(data_yaml: Path, nc: int | None) -> list[str]:
-    """Raise DataError for a dataset the trials cannot use; return warnings for images they will skip.
-
-    A dataset that is not there yet but has ``download:`` is fetched by the first trial: nothing to scan.
-    """
+def read_dataset(data_yaml: Path) -> DataConfig | None:
+    """The resolved data yaml (DataError if unusable); None for a dataset still to download (the first trial
+    fetches it: nothing to scan yet)."""
     from .assets.datasets import dataset_root
     from .bounded_yaml import YamlRefused, read_yaml
     from .errors import DataError
-    from .yolo.data import load_data_config, scan_labels
+    from .yolo.data import load_data_config
 
     try:
         cfg = load_data_config(data_yaml)
@@ -163,8 +169,16 @@ def check_dataset(data_yaml: Path, nc: int | None) -> list[str]:
         except YamlRefused:
             raise e from None  # load_data_config's message says where the YAML breaks
         if isinstance(doc, dict) and doc.get("download") and not dataset_root(data_yaml, doc).is_dir():
-            return []
+            return None
         raise
+    return cfg
+
+
+def scan_dataset(cfg: DataConfig, nc: int | None) -> list[str]:
+    """Raise DataError if the labels do not fit the model's ``nc`` classes; warnings for images to be skipped."""
+    from .errors import DataError
+    from .yolo.data import scan_labels
+
     if nc is not None and nc != cfg.nc:
         raise DataError(f"{cfg.file}: nc: the model predicts {nc} classes but the data yaml has {cfg.nc}")
     warnings = []

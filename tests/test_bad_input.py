@@ -692,6 +692,56 @@ def test_data_yaml_with_other_classes_than_the_model(folder: Path, capsys):
     )
 
 
+HEAD = "path: tiny\ntrain: images/train\nval: images/val\n"
+# (data yaml text, the message after "data: <file>: "); each refused by check and run in < 1 s, except the
+# 20,000-name files, which are within the size limits and parsed in full before their class count is refused
+DATA_CASES: dict[str, tuple[str, str]] = {
+    "10^6 class names": (
+        HEAD + "names: [" + ",".join(["a"] * 1_000_000) + "]\n",
+        "{size} bytes, more than the 1,048,576 a YAML file may have here",
+    ),
+    "20,000 class names": (
+        HEAD + "names: [" + ",".join(["a"] * 20_000) + "]\n",
+        "names: 20,000 classes, more than the 10,000 allowed",
+    ),
+    "20,000 names by index": (
+        HEAD + "names:\n" + "".join(f"  {i}: c{i}\n" for i in range(20_000)),
+        "names: 20,000 classes, more than the 10,000 allowed",
+    ),
+    "nc 10^6 without names": (HEAD + "nc: 1000000\n", "nc: 1,000,000 classes, more than the 10,000 allowed"),
+    "200,000 values under 1 MiB": (
+        HEAD + "names: [" + ",".join(["a"] * 200_000) + "]\n",
+        "line 4: more than 100,000 values",
+    ),
+    "alias bomb in names": (
+        HEAD + "".join(f"{line}\n" for line in _bomb().splitlines()) + "names: *l8\n",
+        "line 8: more than 100,000 values once its aliases are expanded (an alias bomb?)",
+    ),
+    "duplicate names key": (HEAD + "names: [a]\nnames: [b]\n", "line 5: duplicate key 'names' (first on line 4)"),
+    "duplicate val key": (HEAD + "val: images/train\nnames: [a]\n", "line 4: duplicate key 'val' (first on line 3)"),
+    "10,000 nested [": (
+        HEAD + "names: " + "[" * 10_000 + "\n",
+        "line 4: not valid YAML (exceeded maximum nesting depth)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DATA_CASES, ids=list(DATA_CASES))
+def test_hostile_data_yaml_is_refused_fast(folder: Path, case: str, capsys):
+    text, expected = DATA_CASES[case]
+    (folder / "data.yaml").write_text(text)
+    expected = f"data: {folder}/data.yaml: " + expected.format(size=f"{len(text.encode()):,}")
+    import orchestrator.study_check
+    import orchestrator.yolo.data  # noqa: F401 (imported before the clock starts: cv2, numpy)
+
+    t0 = time.perf_counter()
+    code, err = cli(["check", str(folder / "good.yaml")], capsys)
+    took = time.perf_counter() - t0
+    assert (code, err) == (2, f"error: {folder / 'good.yaml'}: {expected}\n")
+    assert took < (10.0 if case.startswith("20,000") else 1.0), f"refused in {took:.2f} s"
+    assert_refused(folder, folder / "good.yaml", [expected], capsys)
+
+
 def test_labels_with_class_ids_outside_nc_stop_the_study(folder: Path, capsys):
     """A class id >= nc means the yaml does not describe these labels: refused, never a silent skip."""
     label = sorted((folder / "tiny" / "labels" / "train").glob("*.txt"))[0]
