@@ -114,12 +114,17 @@ def finished(tmp_path_factory) -> Path:
 def ui(finished: Path):
     """`orchestrator ui` on the finished study: (base URL, {label: link}); stopped (only it) at the end."""
     port = free_port()
+    opened = finished.parent / "opened.txt"
+    browser = finished.parent / "browser.sh"  # what --open starts: Python's webbrowser honours $BROWSER
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "ui", str(finished), "--port", str(port)],
+        [sys.executable, "-m", "orchestrator", "ui", str(finished), "--port", str(port), "--open"],
         cwd=finished.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env=dict(os.environ, BROWSER=str(browser)),
     )
     try:
         lines = [proc.stdout.readline() for _ in range(3)]
@@ -134,6 +139,9 @@ def ui(finished: Path):
             except OSError:
                 assert time.monotonic() < deadline, "the MLflow UI did not answer in 90 s"
                 time.sleep(0.3)
+        while not opened.is_file() and time.monotonic() < deadline:  # --open: once the server answers
+            time.sleep(0.2)
+        assert opened.read_text().strip() == links["trial runs"]
         yield base, links
     finally:
         stop(proc)
