@@ -105,3 +105,16 @@ def test_host_goes_to_the_server_and_is_said(study: Path, host: str, says: str):
     finally:
         ui.send_signal(signal.SIGTERM)
         ui.wait(timeout=30)
+
+
+def test_remote_tracker_is_pointed_at_and_a_dead_one_costs_no_wait(tmp_path):
+    """A study tracked by an MLflow server: ui starts nothing, says where, and an unreachable server only costs
+    the links (no retries for minutes). A subprocess: the command sets MLflow's retry variables for itself."""
+    path = fake_study(tmp_path, tracking={"uri": "http://user:hunter2@127.0.0.1:9/"})
+    t0 = time.monotonic()
+    cmd = [sys.executable, "-m", "orchestrator", "ui", str(path)]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("fake is tracked by the MLflow server at http://user:***@127.0.0.1:9/: open it")
+    assert "(no direct links: " in out.stdout and "hunter2" not in out.stdout + out.stderr
+    assert time.monotonic() - t0 < 60

@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     uri = spec.tracking.uri
     if uri.startswith(("http://", "https://")):
         print(f"{spec.name} is tracked by the MLflow server at {mask_url(uri)}: open it in a browser")
+        for key, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+            os.environ.setdefault(key, value)  # a look-up for two links is not worth MLflow's minutes of retries
         links = _study_links(spec, mask_url(uri).rstrip("/"))
         for line in links:
             print(line)
@@ -98,16 +100,15 @@ def _study_links(spec, base: str) -> list[str]:
     client = MlflowClient(tracking_uri=spec.tracking.uri)
     try:
         exp = client.get_experiment_by_name(spec.experiment)
-    except Exception as e:  # an unreachable server: the UI itself will say more
+        flt = f"tags.role = 'study' and tags.study = '{spec.name}'"
+        parents = client.search_runs([exp.experiment_id], filter_string=flt, max_results=1) if exp else []
+    except Exception as e:  # a busy or unreachable store: the links are a convenience, the UI still starts
         print(f"(no direct links: {type(e).__name__})", flush=True)
         return []
     if exp is None:
         return []
     shared = SHARED_VIEW_TAG + share_key(spec.name) in exp.tags  # the saved view, once a trial finished
     lines = [f"trial runs: {base}/{trial_runs_view(exp.experiment_id, spec.name, shared=shared)}"]
-    parents = client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.role = 'study' and tags.study = '{spec.name}'", max_results=1
-    )
     if parents:
         lines.append(f"Pareto page: {base}/{pareto_view(exp.experiment_id, parents[0].info.run_id)}")
     return lines
