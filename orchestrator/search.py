@@ -143,7 +143,7 @@ def make_sampler(spec: StudySpec, n_existing: int):
     import optuna
 
     s = spec.sampler
-    seed = s.seed + n_existing
+    seed = (s.seed + n_existing) % 2**32  # the samplers take [0, 2^32): a seed near the top must survive a resume
     constraints = constraints_func if spec.constraints else None
     if s.name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=seed, constraints_func=constraints)

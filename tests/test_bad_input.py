@@ -601,6 +601,17 @@ def test_impossible_argument_is_refused_before_the_work(folder: Path, yolov5n_pt
     assert tree(folder) == before
 
 
+def test_the_highest_seed_check_accepts_survives_a_resume(tmp_path: Path):
+    """``run`` offsets the seed by the trials already there: 2^32 - 1 plus 5 must still be a seed."""
+    from orchestrator.search import make_sampler
+    from orchestrator.spec import parse_study
+
+    for name in ("nsga2", "tpe", "random"):
+        doc = {"name": "s", "model": "m.pt", "data": "d.yaml", "sampler": {"name": name, "seed": 2**32 - 1}}
+        spec = parse_study(doc, tmp_path / "s.yaml")
+        assert make_sampler(spec, 5) is not None
+
+
 def test_missing_study_file(folder: Path, capsys):
     assert_refused(folder, folder / "nope.yaml", ["study file not found"], capsys)
 
