@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(f"stopped before any trial finished. Resume with: orchestrator run {args.study}", file=sys.stderr)
+    print(f"stopped (Ctrl-C or SIGTERM). Resume with: orchestrator run {args.study}", file=sys.stderr)
     return 130
 
 
