@@ -575,6 +575,10 @@ ARG_CASES: dict[str, tuple[list[str], str]] = {
         ["prune", "--weights", "{weights}", "--ratio", "0.3", "--out", "/proc/x.pt"],
         "--out: cannot write to /proc (*",
     ),
+    "finetune --out /proc/x.pt": (
+        ["finetune", "--weights", "{weights}", "--data", "data.yaml", "--epochs", "1", "--out", "/proc/x.pt"],
+        "--out: cannot write to /proc (*",
+    ),
     "prune --out a folder": (
         ["prune", "--weights", "{weights}", "--ratio", "0.3", "--out", "tiny"],
         "--out: tiny is a folder: give a file name",

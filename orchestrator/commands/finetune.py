@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import OrchestratorError
-from .arg_checks import check_imgsz
+from .arg_checks import check_imgsz, check_out
 
 PRESETS = ("finetune", "scratch-low")  # orchestrator.yolo.hyp.PRESETS (not imported: it pulls in nothing heavy,
 # but the command list must stay importable without torch)
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.imgsz < 32 or args.imgsz % 32:
         raise OrchestratorError(f"--imgsz: expected a positive multiple of 32, got {args.imgsz}")
     check_imgsz(args.imgsz)
+    check_out(args.out)  # before the work: an unwritable --out must not cost a fine-tune
     if args.batch < 1:
         raise OrchestratorError(f"--batch: expected >= 1, got {args.batch}")
     if args.lr0 is not None and not args.lr0 > 0:
