@@ -89,6 +89,7 @@ def workload_for(spec: StudySpec) -> Workload:
         save_checkpoint=spec.tracking.artifacts != "none",
         threads=spec.resources.cpus_per_trial,
         fake=spec.fake if spec.trial == "fake" else None,
+        calibration=(spec.quantize.calibration, spec.quantize.calib_images),
     )
 
 
@@ -262,7 +263,14 @@ class _Loop:
         self.ask_s = took if self.ask_s is None else 0.7 * self.ask_s + 0.3 * took
         self.asked[trial.number] = trial
         params = trial.params
-        return TrialSpec(trial.number, self.workload, trial_ratios(params), int(params["epochs"]), float(params["lr0"]))
+        return TrialSpec(
+            trial.number,
+            self.workload,
+            trial_ratios(params),
+            int(params["epochs"]),
+            float(params["lr0"]),
+            quantize=str(params.get("quantize", "none")),
+        )
 
     def _tell(self, r: TrialResult) -> None:
         """Record a result in the Optuna storage (the source of truth) and stage its files."""

@@ -79,6 +79,11 @@ def run_fake_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     metrics["speedup"] = round(_BASE["latency_ms"] / metrics["latency_ms"], 5)
     metrics["ort_latency_ms"] = round(metrics["latency_ms"] / 2, 4)  # ONNX Runtime: about 2x eager on CPU
     metrics["ort_speedup"] = metrics["speedup"]
+    if spec.quantize == "int8":  # shaped like real int8 PTQ: 0.58x the fp16 file, 1.6x faster, 2% lower mAP
+        metrics.update(size_mb=round(metrics["size_mb"] * 0.58, 4), size_zip_mb=round(metrics["size_zip_mb"] * 0.47, 4))
+        metrics.update(map50_95=round(metrics["map50_95"] * 0.98, 6), map50=round(metrics["map50"] * 0.98, 6))
+        metrics.update(ort_latency_ms=round(metrics["ort_latency_ms"] / 1.6, 4))
+        metrics["ort_speedup"] = round(metrics["ort_speedup"] * 1.6, 5)
     files = {}
     if spec.workload.save_checkpoint:
         seed = hashlib.sha256(json.dumps(spec.ratios, sort_keys=True).encode()).digest()

@@ -47,6 +47,7 @@ class SearchSpace:
     step: float | None
     epochs: tuple[int, int]
     lr0: tuple[float, float, bool]  # low, high, log
+    quantize: tuple[str, ...] = ("none",)  # a parameter only when the study file names quantize
 
     def distributions(self) -> dict[str, Any]:
         import optuna.distributions as d
@@ -61,12 +62,18 @@ class SearchSpace:
         out["epochs"] = d.IntDistribution(*self.epochs)
         lo, hi, log = self.lr0
         out["lr0"] = d.FloatDistribution(lo, hi, log=log and lo < hi)
+        if self.quantize != ("none",):
+            out["quantize"] = d.CategoricalDistribution(self.quantize)
         return out
 
-    def uniform_params(self, ratio: float, epochs: int, lr0: float) -> dict[str, float]:
-        params: dict[str, float] = {RATIO_PREFIX + g: ratio for g in self.ratios}
-        params.update(epochs=epochs, lr0=lr0)
+    def uniform_params(self, ratio: float, epochs: int, lr0: float) -> dict[str, Any]:
+        params: dict[str, Any] = {RATIO_PREFIX + g: ratio for g in self.ratios}
+        params.update(epochs=epochs, lr0=lr0, **self.baseline_extras())
         return params
+
+    def baseline_extras(self) -> dict[str, Any]:
+        """Enqueued trials (baselines, warm start) deploy the study's last quantize choice, the one it is after."""
+        return {"quantize": self.quantize[-1]} if self.quantize != ("none",) else {}
 
 
 def build_space(spec: StudySpec, groups: list[str]) -> SearchSpace:
@@ -85,7 +92,11 @@ def build_space(spec: StudySpec, groups: list[str]) -> SearchSpace:
         raise ConfigError(str(spec.path), [("pruning", "the model has no prunable group left: check exclude")])
     ft = spec.finetune
     return SearchSpace(
-        ratios, spec.pruning.step, (int(ft.epochs.low), int(ft.epochs.high)), (ft.lr0.low, ft.lr0.high, ft.lr0.log)
+        ratios,
+        spec.pruning.step,
+        (int(ft.epochs.low), int(ft.epochs.high)),
+        (ft.lr0.low, ft.lr0.high, ft.lr0.log),
+        spec.quantize.choices,
     )
 
 
@@ -235,7 +246,7 @@ def enqueue_warm_start(spec: StudySpec, study, space: SearchSpace, allocations: 
     epochs, lr0 = baseline_budget(spec)
     for target, ratios in zip(spec.baselines.ratios, allocations):
         params: dict[str, float] = {RATIO_PREFIX + g: float(r) for g, r in ratios.items()}
-        params.update(epochs=epochs, lr0=lr0)
+        params.update(epochs=epochs, lr0=lr0, **space.baseline_extras())
         study.enqueue_trial(params, user_attrs={ATTR_WARM_START: target}, skip_if_exists=True)
     study.set_user_attr("warm_start_enqueued", True)
     return len(allocations)
@@ -360,6 +371,7 @@ def trial_summary(t) -> dict[str, Any]:
         "origin": origin(t),
         "epochs": t.params.get("epochs"),
         "lr0": t.params.get("lr0"),
+        "quantize": t.params.get("quantize", "none"),
         "ratios": trial_ratios(t.params),
         "failure": t.user_attrs.get(ATTR_FAILURE, ""),
         "device": t.user_attrs.get(ATTR_DEVICE, ""),

@@ -36,6 +36,7 @@ GRANULARITIES = ("layer", "block", "stage")
 IMPORTANCES = ("l1", "l2", "bn_scale")  # bn_scale: structured only (BatchNorm gamma)
 SAMPLERS = ("nsga2", "tpe", "random")
 WARM_STARTS = ("none", "global_magnitude")
+QUANTIZE_CHOICES = ("none", "int8")  # none: the fp16 .pt is deployed; int8: an ONNX Runtime int8 QDQ file
 ARTIFACT_POLICIES = ("all", "pareto", "none")
 TRIAL_KINDS = ("real", "fake")
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -90,6 +91,19 @@ class FinetuneSpec:
     lr0: Range = Range(0.001, 0.001)  # the loader fills in the preset's lr0 when the file gives none
     hyp: str = "finetune"  # preset name or path of a hyp yaml
     overrides: dict[str, Any] = field(default_factory=dict)  # hyp keys replaced on top of the preset
+
+
+@dataclass(frozen=True)
+class QuantizeSpec:
+    """``quantize``: the deployable forms the search picks from, and how int8 is calibrated (train images)."""
+
+    choices: tuple[str, ...] = ("none",)
+    calibration: str = "minmax"  # ORT calibrator: minmax | percentile | entropy (defaults: orchestrator/quantize.py)
+    calib_images: int = 128
+
+    @property
+    def searched(self) -> bool:
+        return self.choices != ("none",)
 
 
 @dataclass(frozen=True)
@@ -183,6 +197,7 @@ class StudySpec:
     seed: int = 0
     pruning: PruningSpec = PruningSpec()
     finetune: FinetuneSpec = FinetuneSpec()
+    quantize: QuantizeSpec = QuantizeSpec()
     objectives: tuple[Objective, ...] = (Objective("map50_95", "maximize"), Objective("gflops", "minimize"))
     constraints: tuple[Constraint, ...] = ()
     sampler: SamplerSpec = SamplerSpec()
@@ -249,6 +264,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
         seed=seed,
         pruning=_pruning(r, r.section(top, "pruning")),
         finetune=_finetune(r, r.section(top, "finetune")),
+        quantize=_quantize(r, top.pop("quantize", None)),
         objectives=_objectives(r, top),
         sampler=None,
         baselines=_baselines(r, r.section(top, "baselines")),
@@ -268,7 +284,8 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
         text=text,
     )
     pr, ft = spec["pruning"], spec["finetune"]
-    if pr.ratio.fixed and all(g.ratio.fixed for g in pr.groups) and ft.epochs.fixed and ft.lr0.fixed:
+    fixed_q = len(spec["quantize"].choices) == 1
+    if pr.ratio.fixed and all(g.ratio.fixed for g in pr.groups) and ft.epochs.fixed and ft.lr0.fixed and fixed_q:
         r.bad(
             "pruning.ratio",
             "the search space is empty (pruning.ratio, finetune.epochs and finetune.lr0 are all fixed): "
@@ -434,6 +451,31 @@ def _finetune(r: KeyReader, d: dict) -> FinetuneSpec:
     return FinetuneSpec(epochs, lr0, hyp, dict(overrides))
 
 
+def _quantize(r: KeyReader, raw: Any) -> QuantizeSpec:
+    """``quantize: [none, int8]`` (or one choice), or ``{choices: [...], calibration: minmax, calib_images: 128}``."""
+    from .quantize import CALIBRATION_METHODS, DEFAULT_IMAGES, DEFAULT_METHOD
+
+    if raw is None:
+        return QuantizeSpec()
+    d, at, name = (dict(raw), "quantize", "choices") if isinstance(raw, dict) else ({"quantize": raw}, "", "quantize")
+    key = f"{at}.{name}" if at else name
+    choices = r.take_list(d, name, str, ("none",), at=at)
+    bad = [c for c in choices if c not in QUANTIZE_CHOICES]
+    for c in bad:
+        r.bad(key, f"must list choices among {', '.join(QUANTIZE_CHOICES)}, got {c!r}")
+    if not choices:
+        r.bad(key, f"must list at least one of {', '.join(QUANTIZE_CHOICES)}")
+    elif len(set(choices)) != len(choices):
+        r.bad(key, f"lists a choice twice: {list(choices)}")
+    method = r.take(d, "calibration", str, DEFAULT_METHOD, choices=CALIBRATION_METHODS, at="quantize")
+    images = r.take(d, "calib_images", int, DEFAULT_IMAGES, check=lambda v: v >= 1, rule=">= 1", at="quantize")
+    if at:
+        r.done(d, "quantize")
+    if bad or not choices or len(set(choices)) != len(choices):
+        return QuantizeSpec()
+    return QuantizeSpec(tuple(choices), method, images)
+
+
 def _objectives(r: KeyReader, top: dict) -> tuple[Objective, ...]:
     raw = top.pop("objectives", None)
     if raw is None:
@@ -584,6 +626,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
         "seed",
         "pruning",
         "finetune",
+        "quantize",
         "objectives",
         "constraints",
         "sampler",
@@ -597,6 +640,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     ),
     "pruning": ("method", "granularity", "importance", "ratio", "step", "groups", "exclude", "round_to"),
     "finetune": ("epochs", "lr0", "hyp", "overrides"),
+    "quantize": ("choices", "calibration", "calib_images"),
     "sampler": ("name", "seed", "population_size", "warm_start"),
     "baselines": ("ratios", "epochs", "lr0"),
     "budget": ("n_trials", "timeout_s", "max_failures"),

@@ -39,6 +39,7 @@ class Workload:
     save_checkpoint: bool  # return the pruned checkpoint's bytes
     threads: int  # torch threads in the worker
     fake: Any = None  # FakeTrialSpec for kind == "fake"
+    calibration: tuple[str, int] = ("minmax", 128)  # int8: ORT calibration method, train images
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class TrialSpec:
     epochs: int
     lr0: float
     attempt: int = 0  # 1 when retried after its worker died
+    quantize: str = "none"  # none: deploy the fp16 .pt; int8: deploy (and validate) an ONNX Runtime int8 file
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         train_images=train_images,
         progress=lambda rec: history.append(_epoch_dict(rec)),
     )
+    int8 = _int8(ft.model, ctx, w) if spec.quantize == "int8" else None
     m = measure(
         ft.model,
         imgsz=w.imgsz,
@@ -188,12 +191,19 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         baseline=ctx["model"],
         threads=w.threads,
         ort_baseline=_ort_baseline(ctx, w),
+        onnx=int8,
     )
-    metrics = _metrics(ft.metrics, m)
+    metrics = _metrics(ft.metrics if int8 is None else _validate_onnx(int8, ctx, w), m)
     metrics["sparsity"] = report.sparsity
+    if int8 is not None:  # the deployable file is the int8 ONNX: its bytes are the size
+        from .measure import MB, zipped_size
+
+        metrics.update(size_mb=len(int8) / MB, size_zip_mb=zipped_size(int8, "pruned.int8.onnx") / MB)
     files = {"ratios.json": _ratio_map(spec, report)}
     if w.save_checkpoint:
         files["pruned.pt"] = _official_bytes(ft.model, spec)
+        if int8 is not None:
+            files["pruned.int8.onnx"] = int8
     return TrialResult(spec.number, True, metrics, history, files, device=_device_name(ctx["device"]))
 
 
@@ -265,6 +275,25 @@ def _ort_baseline(ctx: dict[str, Any], w: Workload) -> Any:
         onnx = onnx_bytes(ctx["model"], imgsz=w.imgsz)
         ctx["ort_baseline"] = open_session(onnx, device=ctx["device"], threads=threads)
     return ctx["ort_baseline"]
+
+
+def _int8(model, ctx: dict[str, Any], w: Workload) -> bytes:
+    """The model as an int8 ONNX Runtime file, calibrated on train images the worker letterboxes once."""
+    from .export import onnx_bytes
+    from .quantize import Int8Options, calibration_images, quantize_int8
+
+    options = Int8Options(*w.calibration)
+    if "calibration" not in ctx:
+        ctx["calibration"] = calibration_images(ctx["data"].train, w.imgsz, options.images)
+    return quantize_int8(onnx_bytes(model, imgsz=w.imgsz), ctx["calibration"], options)
+
+
+def _validate_onnx(onnx: bytes, ctx: dict[str, Any], w: Workload):
+    """Scores of the deployable ONNX file itself, through ONNX Runtime, on the study's val set."""
+    from .onnx_val import validate_onnx_bytes
+
+    threads = w.threads if ctx["device"].type == "cpu" else None
+    return validate_onnx_bytes(onnx, ctx["val_set"], device=ctx["device"], threads=threads)
 
 
 def _train_images(ctx: dict[str, Any], w: Workload):
