@@ -90,7 +90,7 @@ def _export(spec, number: int, out: Path, *, onnx: bool) -> list[Path]:
     files = [Path(c.download_artifacts(runs[0].info.run_id, n, str(target))) for n in names]
     files = [target / Path(f).name if not f.parent == target else f for f in files]
     pt = next((f for f in files if f.name == "pruned.pt"), None)
-    if onnx and pt is not None:
+    if onnx and pt is not None and not any(f.suffix == ".onnx" for f in files):  # an int8 trial shipped its own
         files.append(_onnx(pt, spec.imgsz))
     return files
 
