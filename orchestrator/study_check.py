@@ -31,42 +31,37 @@ def local_ref(ref: str, base_dir: Path) -> str:
 
 
 def find_weights(ref: str) -> tuple[Path | None, str]:
-    """(local file or None, how it will be obtained) without downloading."""
-    from .assets.locations import OFFICIAL_WEIGHTS, in_assets, is_url, weights_cache
+    """(local file or None, how it will be obtained) without downloading: the resolver's own lookup."""
+    from .assets import locate_weights
+    from .assets.locations import OFFICIAL_WEIGHTS, is_url
 
-    p = Path(ref).expanduser()
-    if p.is_file():
-        return p, str(p)
-    if is_url(ref):
-        return None, f"downloaded from {mask_url(ref)} at the first run"
-    if len(p.parts) != 1:
-        raise ValueError("no such weights file")
-    for found in (in_assets(p.name), weights_cache() / p.name):
-        if found is not None and found.is_file():
-            return found, str(found)
-    if p.name in OFFICIAL_WEIGHTS:
-        return None, f"official {p.name}, downloaded at the first run"
-    raise ValueError(f"no such weights file, and not an official name ({', '.join(OFFICIAL_WEIGHTS)})")
+    try:
+        found, _ = locate_weights(ref)
+    except OrchestratorError as e:
+        raise ValueError(_reason(e)) from None
+    if found is not None:
+        return found, str(found)
+    if not is_url(ref) and Path(ref).name in OFFICIAL_WEIGHTS:
+        return None, f"official {Path(ref).name}, downloaded at the first run"
+    return None, f"downloaded from {mask_url(ref)} at the first run"
 
 
 def find_data(ref: str) -> str:
-    from .assets.locations import in_assets
+    """The data yaml a study will use (a shipped one is named as such), without downloading."""
+    from .assets import locate_data
 
-    p = Path(ref).expanduser()
-    if p.is_file():
-        return str(p)
-    if len(p.parts) != 1:
-        raise ValueError("no such data yaml")
-    names = [p.name] if p.suffix in (".yaml", ".yml") else [p.name, f"{p.name}.yaml"]
-    for name in names:
-        found = in_assets(name)
-        if found is not None:
-            return str(found)
-    shipped = Path(__file__).parent / "data"
-    for name in names:
-        if (shipped / name).is_file():
-            return f"shipped {name} (its dataset is downloaded at the first run if missing)"
-    raise ValueError(f"no such data yaml (shipped: {', '.join(sorted(q.name for q in shipped.glob('*.yaml')))})")
+    try:
+        found, shipped = locate_data(ref)
+    except OrchestratorError as e:
+        raise ValueError(_reason(e)) from None
+    if shipped is not None:
+        return f"shipped {shipped.name} (its dataset is downloaded at the first run if missing)"
+    return str(found)
+
+
+def _reason(e: OrchestratorError) -> str:
+    """The resolver's message without its leading ``<ref>: `` (the caller names the key and the value)."""
+    return str(e).partition(": ")[2] or str(e)
 
 
 def check_stores(spec: StudySpec) -> None:

@@ -4,8 +4,8 @@ Downloads (official names, URLs, a data yaml's ``download:``) go to a temporary 
 only then move into the cache, so a partial or corrupt file never sits under its final name.
 """
 
-from .datasets import resolve_data
+from .datasets import locate_data, resolve_data
 from .locations import cache_dir
-from .weights import resolve_weights
+from .weights import locate_weights, resolve_weights
 
-__all__ = ["cache_dir", "resolve_data", "resolve_weights"]
+__all__ = ["cache_dir", "locate_data", "locate_weights", "resolve_data", "resolve_weights"]

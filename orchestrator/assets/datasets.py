@@ -59,7 +59,7 @@ def resolve_data(ref: str | Path, *, allow_large: bool = False, progress: bool =
     (``coco128.yaml``, ``coco.yaml``; the ``.yaml`` suffix may be left out). Downloads over 2 GB
     (COCO: about 20 GB) are refused unless ``allow_large`` or ``$ORCHESTRATOR_ALLOW_LARGE_DOWNLOADS=1``.
     """
-    yaml_file, shipped = _locate(ref)
+    yaml_file, shipped = locate_data(ref)
     source = shipped or yaml_file  # the file messages name: the copy of a shipped yaml is written last
     text = source.read_text()
     spec = _parse(source, text)
@@ -122,8 +122,9 @@ def _item(where: str, e: dict[str, Any]) -> DownloadItem:
     return DownloadItem(url, sub, float(size) if size is not None else None, e.get("sha256"))
 
 
-def _locate(ref: str | Path) -> tuple[Path, Path | None]:
-    """(yaml to use, shipped source or None). A shipped yaml is used through its copy in the datasets cache."""
+def locate_data(ref: str | Path) -> tuple[Path, Path | None]:
+    """(yaml to use, shipped source or None), without downloading: the one lookup behind every command and the
+    study checks. A shipped yaml is used through its copy in the datasets cache (which may not exist yet)."""
     path = Path(str(ref)).expanduser()
     if path.is_file():
         return path, None

@@ -18,12 +18,12 @@ from .locations import (
 )
 
 
-def resolve_weights(ref: str | Path, *, cache_dir: Path | None = None, progress: bool = True) -> Path:
-    """Path of a local checkpoint for ``ref``, downloading and checking it first when needed.
+def locate_weights(ref: str | Path, *, cache_dir: Path | None = None) -> tuple[Path | None, str]:
+    """Where ``ref`` is, without downloading: ``(local file, "")``, or ``(None, URL)`` for one that downloads.
 
     Order: an existing path; ``$ORCHESTRATOR_ASSETS/<name>``; ``<cache>/<name>`` (``cache_dir``, default
-    ``cache_dir()/weights``); an official name (``yolov5s.pt``...) or an http(s) URL, downloaded into the
-    cache only after it opened with the allow-list loader.
+    ``cache_dir()/weights``); an official name (``yolov5s.pt``...) or an http(s) URL. Anything else raises
+    :class:`CheckpointError`. The one lookup behind every command and the study checks.
     """
     text = str(ref)
     if is_url(text):
@@ -34,7 +34,7 @@ def resolve_weights(ref: str | Path, *, cache_dir: Path | None = None, progress:
     else:
         path = Path(text).expanduser()
         if path.is_file():
-            return path
+            return path, ""
         if path.exists():
             raise CheckpointError(f"{path}: is a folder, not a weights file")
         if len(path.parts) != 1:
@@ -42,20 +42,30 @@ def resolve_weights(ref: str | Path, *, cache_dir: Path | None = None, progress:
         name = path.name
     found = in_assets(name)
     if found is not None:
-        return found
+        return found, ""
     folder = Path(cache_dir) if cache_dir is not None else weights_cache()
-    cached = folder / name
-    if cached.is_file():
-        return cached
+    if (folder / name).is_file():
+        return folder / name, ""
     if is_url(text):
-        url = mirrored(text)
-    elif name in OFFICIAL_WEIGHTS:
-        url = official_weights_url(name)
-    else:
-        raise CheckpointError(
-            f"{name}: no such weights file (not here, not in {assets_hint()}, not in the cache {folder}); "
-            f"official names download by themselves: {', '.join(OFFICIAL_WEIGHTS)}"
-        )
+        return None, mirrored(text)
+    if name in OFFICIAL_WEIGHTS:
+        return None, official_weights_url(name)
+    raise CheckpointError(
+        f"{name}: no such weights file (not here, not in {assets_hint()}, not in the cache {folder}); "
+        f"official names download by themselves: {', '.join(OFFICIAL_WEIGHTS)}"
+    )
+
+
+def resolve_weights(ref: str | Path, *, cache_dir: Path | None = None, progress: bool = True) -> Path:
+    """Path of a local checkpoint for ``ref`` (:func:`locate_weights`), downloading and checking it first when needed.
+
+    A download goes into the cache only after it opened with the allow-list loader.
+    """
+    found, url = locate_weights(ref, cache_dir=cache_dir)
+    if found is not None:
+        return found
+    name = url_file_name(split_sha256(url)[0])
+    cached = (Path(cache_dir) if cache_dir is not None else weights_cache()) / name
     check = _opens_as_checkpoint if name.endswith(".pt") else None
     hint = f"download it by hand and put it at {cached} or in {assets_hint()}"
     return fetch(url, cached, check=check, hint=hint, progress=progress)
