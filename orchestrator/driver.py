@@ -42,12 +42,13 @@ from .search import (
     objective_values,
     open_storage,
     pareto_front,
+    study_identity,
     trial_ratios,
     trial_summary,
 )
 from .spec import StudySpec
 from .study_check import check_inputs, check_stores
-from .tracking import Tracker, drop_staged, preflight, staging_dir
+from .tracking import Tracker, archive_runs, check_identity, drop_staged, preflight, staging_dir
 from .trial import AllocationRequest, TrialResult, TrialSpec, Workload
 from .urls import mask_url
 
@@ -94,9 +95,18 @@ def workload_for(spec: StudySpec) -> Workload:
 
 
 def run_study(
-    spec: StudySpec, *, n_trials: int | None = None, address: str | None = None, console=None, live: bool | None = None
+    spec: StudySpec,
+    *,
+    n_trials: int | None = None,
+    address: str | None = None,
+    console=None,
+    live: bool | None = None,
+    reset_tracking: bool = False,
 ) -> StudyOutcome:
-    """Run (or resume) the study until ``n_trials`` trials are COMPLETE, the timeout passes or Ctrl-C."""
+    """Run (or resume) the study until ``n_trials`` trials are COMPLETE, the timeout passes or Ctrl-C.
+
+    ``reset_tracking``: archive the study's MLflow runs first (they belong to a lost or replaced Optuna study).
+    """
     if spec.trial == "real":  # weights and data must be findable before anything is created
         check_inputs(spec, groups=False)
     else:  # a damaged or read-only SQLite store is refused before anything is created (check_inputs does it too)
@@ -108,6 +118,15 @@ def run_study(
     progress = StudyProgress(spec, n_trials or spec.budget.n_trials)
     view = ProgressView(progress, console, live)
     try:
+        identity = study_identity(study)
+        if reset_tracking:
+            view.event(f"--reset-tracking: {archive_runs(spec)} MLflow runs of study {spec.name} archived")
+        try:
+            check_identity(spec, identity, len(study.get_trials(deepcopy=False)))
+        except OrchestratorError:
+            raise
+        except Exception:  # MLflow unreachable: the tracker catches up later, and never reuses another study's run
+            pass
         r = spec.resources
         cluster = connect(
             address or r.address,
@@ -124,7 +143,7 @@ def run_study(
         try:
             _recover_orphans(study, view)
             tracker = Tracker(spec, spec.storage)
-            tracker.open()
+            tracker.open(identity)
             return _Loop(spec, study, tracker, cluster, view, lease).run()
         finally:
             for sig, handler in previous.items():
@@ -350,6 +369,11 @@ class _Loop:
                 self.tracker.log_trial(t, folder if folder.is_dir() else None, keep)
                 drop_staged(folder)
                 self.pending_log.discard(n)
+            for n in self.tracker.lost:
+                self.view.event(
+                    f"trial {n}: its checkpoint is gone (not staged, not in the artifact folder): logged without"
+                )
+            self.tracker.lost.clear()
             self.tracker.refresh_front(trials, self.baseline_metrics, force=force)
             if self.tracker_down_since is not None:
                 self.view.event("MLflow answers again: caught up")

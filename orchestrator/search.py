@@ -37,6 +37,7 @@ ATTR_CONSTRAINTS = "constraints"
 # study user attributes
 STUDY_BASELINE = "baseline"  # the unpruned model's groups + metrics
 STUDY_SPEC = "study_file"
+STUDY_IDENTITY = "identity"  # {"uid", "created"}: set once at creation; MLflow's parent run records it
 
 
 @dataclass(frozen=True)
@@ -207,12 +208,32 @@ def create_or_load(spec: StudySpec, storage) -> Any:
                 f"{want}: rename the study (name:) or use another storage"
             )
         n = len(existing.get_trials(deepcopy=False))
-        return optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, n))
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, n))
+        if STUDY_IDENTITY not in study.user_attrs:  # a study from before identities: it gets one now
+            study.set_user_attr(STUDY_IDENTITY, _new_identity())
+        return study
     study = optuna.create_study(
         study_name=spec.name, storage=storage, directions=directions, sampler=make_sampler(spec, 0), load_if_exists=True
     )
     study.set_user_attr("objectives", [o.metric for o in spec.objectives])
+    if STUDY_IDENTITY not in study.user_attrs:  # (load_if_exists: another driver may have just created it)
+        study.set_user_attr(STUDY_IDENTITY, _new_identity())
     return study
+
+
+def study_identity(study) -> dict[str, str]:
+    """Which Optuna study this is (``uid``, ``created``): a study recreated under the same name differs."""
+    return dict(study.user_attrs.get(STUDY_IDENTITY) or {})
+
+
+def _new_identity() -> dict[str, str]:
+    import datetime
+    import uuid
+
+    return {
+        "uid": uuid.uuid4().hex,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def load_existing(spec: StudySpec) -> Any:

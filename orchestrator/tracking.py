@@ -47,6 +47,8 @@ from .spec import StudySpec
 from .urls import mask_url
 
 _PARENT_PARENT_TAG = "mlflow.parentRunId"
+TAG_UID = "optuna_study_uid"  # which Optuna study the runs belong to (search.study_identity)
+TAG_CREATED = "optuna_study_created"
 SUMMARY_METRICS = ("map50_95", "params", "gflops")  # shown beside the objectives (CSV, runs view)
 
 
@@ -87,6 +89,64 @@ def staging_dir(spec: StudySpec) -> Path:
     return Path(spec.tracking.artifact_location).parent / "staging" / spec.name
 
 
+def check_identity(spec: StudySpec, identity: dict[str, str], stored: int) -> None:
+    """Stop in one line when MLflow's runs of this study belong to another Optuna study (read-only).
+
+    Trial runs are found again by study name and trial number: after the Optuna storage is lost or replaced,
+    the new study's trial 0 would land in the old trial 0's run. ``stored``: trials in the storage's study.
+    """
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=spec.tracking.uri)
+    exp = c.get_experiment_by_name(spec.experiment)
+    if exp is None:
+        return
+    parents = c.search_runs([exp.experiment_id], f"tags.role = 'study' and tags.study = '{spec.name}'", max_results=1)
+    if not parents:
+        return
+    tags = parents[0].data.tags
+    known = tags.get(TAG_UID)
+    if known == identity.get("uid"):
+        return
+    if known is None:  # runs logged before identities: the storage must at least hold every trial MLflow has
+        flt = f"tags.role = 'trial' and tags.study = '{spec.name}'"
+        numbers = [int(r.data.tags.get("trial_number", -1)) for r in c.search_runs([exp.experiment_id], flt)]
+        if not numbers or max(numbers) < stored:
+            return
+        what = f"has trial runs up to {max(numbers)} but the Optuna storage's study has {stored} trials"
+    else:
+        now = f"created {identity.get('created', '?')} (uid {identity.get('uid', '?')[:8]})"
+        what = (
+            f"belongs to the Optuna study created {tags.get(TAG_CREATED, '?')} (uid {known[:8]}), but the storage "
+            f"{mask_url(spec.storage)} holds one {now}"
+        )
+    raise OrchestratorError(
+        f"MLflow experiment {spec.experiment!r} of study {spec.name!r} {what}: the storage was replaced or lost, "
+        f"and runs are never reused across studies. Restore the storage, set a new tracking.experiment, or run "
+        f"`orchestrator run {spec.path} --reset-tracking` to archive the old runs"
+    )
+
+
+def archive_runs(spec: StudySpec) -> int:
+    """Detach the study's MLflow runs (parent and trials) from its name, kept and marked archived; how many."""
+    import datetime
+
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=spec.tracking.uri)
+    exp = c.get_experiment_by_name(spec.experiment)
+    if exp is None:
+        return 0
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    runs = c.search_runs([exp.experiment_id], f"tags.study = '{spec.name}'", max_results=50000)
+    for r in runs:
+        old = r.data.tags.get("mlflow.runName") or r.info.run_name or ""
+        c.set_tag(r.info.run_id, "study", f"{spec.name}~archived-{stamp}")
+        c.set_tag(r.info.run_id, "archived", f"--reset-tracking at {stamp}")
+        c.set_tag(r.info.run_id, "mlflow.runName", f"{old} (archived {stamp})")
+    return len(runs)
+
+
 class Tracker:
     """The study's MLflow experiment; every call is safe to repeat."""
 
@@ -101,12 +161,20 @@ class Tracker:
         self.experiment_id = ""
         self.parent_id = ""
         self.runs: dict[int, Any] = {}  # trial number -> RunInfo of its nested run
+        self.identity: dict[str, str] = {}
+        self.lost: list[int] = []  # trials whose checkpoint was neither staged nor found in the artifact folder
         self._last_refresh = 0.0
 
     # ---------------------------------------------------------------- study
-    def open(self) -> None:
-        """Find or create the experiment and the study's parent run; index the trial runs already there."""
+    def open(self, identity: dict[str, str] | None = None) -> None:
+        """Find or create the experiment and the study's parent run; index the trial runs already there.
+
+        ``identity`` (search.study_identity) is recorded on the parent and every trial run; trial runs of
+        another identity are never reused (:func:`check_identity` stops the run before that).
+        """
         c, spec = self.client, self.spec
+        self.identity = dict(identity or {})
+        id_tags = {TAG_UID: self.identity["uid"], TAG_CREATED: self.identity["created"]} if self.identity else {}
         exp = c.get_experiment_by_name(spec.experiment)
         if exp is None:
             location = None
@@ -124,6 +192,9 @@ class Tracker:
         if mine:
             self.parent_id = mine[0].info.run_id
             c.update_run(self.parent_id, status="RUNNING")
+            if id_tags and TAG_UID not in mine[0].data.tags:  # runs from before identities: adopted once checked
+                for k, v in id_tags.items():
+                    c.set_tag(self.parent_id, k, v)
         else:
             run = c.create_run(
                 self.experiment_id,
@@ -133,6 +204,7 @@ class Tracker:
                     "study": spec.name,
                     "git_commit": _git_commit(),
                     "storage": mask_url(self.storage_url, *self._urls),
+                    **id_tags,
                 },
             )
             self.parent_id = run.info.run_id
@@ -140,6 +212,8 @@ class Tracker:
         c.set_tag(self.parent_id, NOTE_TAG, study_note(self.experiment_id, self.parent_id, spec.name))
         self._log_text(self.parent_id, mask_url(spec.text, *self._urls), "study.yaml")
         for r in self._search(f"tags.role = 'trial' and tags.study = '{spec.name}'"):
+            if r.data.tags.get(TAG_UID, self.identity.get("uid")) != self.identity.get("uid"):
+                continue  # another study's run under this name: never reused
             n = int(r.data.tags.get("trial_number", -1))
             if n >= 0 and (n not in self.runs or r.info.status in ("FINISHED", "FAILED")):
                 self.runs[n] = r.info
@@ -186,6 +260,7 @@ class Tracker:
                     "role": "trial",
                     "study": self.spec.name,
                     "trial_number": str(n),
+                    **({TAG_UID: self.identity["uid"]} if self.identity else {}),
                 },
             )
             info = run.info
@@ -204,8 +279,14 @@ class Tracker:
         tags["origin"] = origin(trial)
         self._log_params(info.run_id, {k: v for k, v in trial.params.items()})
         self._log_batch(info.run_id, metrics=metrics, ts=ts, tags=tags, history=history)
-        if keep_files and files is not None and files.is_dir() and any(files.iterdir()):
+        if keep_files and (files is None or not files.is_dir() or not any(files.iterdir())):
+            files = self._artifacts_left(n) if trial.state.name == "COMPLETE" else None
+            if files is None and trial.state.name == "COMPLETE":
+                self.lost.append(n)
+        if keep_files and files is not None:
             c.log_artifacts(info.run_id, str(files), artifact_path="model")
+            if self.identity:  # lets a rebuilt MLflow store find this checkpoint again (_artifacts_left)
+                self._log_text(info.run_id, json.dumps({"uid": self.identity["uid"], "trial": n}), "trial.json")
         status = "FINISHED" if trial.state.name == "COMPLETE" else "FAILED"
         c.set_terminated(info.run_id, status=status, end_time=ts)
         self.runs[n] = c.get_run(info.run_id).info
@@ -245,6 +326,26 @@ class Tracker:
         params = sorted({k for t in trials for k in t.params})
         state = trials_view_state(self.spec.name, objectives, [m for m in SUMMARY_METRICS if m in metrics], params)
         self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG + share_key(self.spec.name), state)
+
+    def _artifacts_left(self, number: int) -> Path | None:
+        """The ``model/`` folder an earlier run of this trial left in the local artifact store, if any.
+
+        After ``mlflow.db`` is lost the runs are rebuilt from the Optuna storage with new run ids; their
+        checkpoints are still on disk under the old ids, each run marked by its ``trial.json``.
+        """
+        if not _local_artifacts(self.spec) or not self.identity:
+            return None
+        root = Path(self.spec.tracking.artifact_location) / self.spec.experiment
+        want = {"uid": self.identity["uid"], "trial": number}
+        for marker in root.glob("*/artifacts/trial.json"):
+            try:
+                found = json.loads(marker.read_text()) == want
+            except (OSError, ValueError):
+                continue
+            model = marker.parent / "model"
+            if found and model.is_dir() and any(model.iterdir()):
+                return model
+        return None
 
     # ---------------------------------------------------------------- plumbing
     def _search(self, flt: str) -> list:

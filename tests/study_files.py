@@ -40,12 +40,14 @@ def fake_study(folder: Path, name: str = "fake", **overrides: Any) -> Path:
 
 
 def trial_runs(spec) -> dict[int, Any]:
-    """trial number -> MLflow run, failing on duplicates."""
+    """trial number -> MLflow run of the study (not its archived runs), failing on duplicates."""
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(spec.tracking.uri)
     exp = c.get_experiment_by_name(spec.experiment)
-    runs = c.search_runs([exp.experiment_id], filter_string="tags.role = 'trial'", max_results=1000)
+    runs = c.search_runs(
+        [exp.experiment_id], filter_string=f"tags.role = 'trial' and tags.study = '{spec.name}'", max_results=1000
+    )
     out: dict[int, Any] = {}
     for r in runs:
         n = int(r.data.tags["trial_number"])

@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     front = sorted(pareto_front(trials, spec.directions), key=lambda t: t.number)
     records = [trial_summary(t) for t in front]
     if args.export:
+        exported = _export_front(spec, [r["number"] for r in records], Path(args.export), onnx=not args.no_onnx)
         for rec in records:
-            rec["files"] = [str(p) for p in _export(spec, rec["number"], Path(args.export), onnx=not args.no_onnx)]
+            rec["files"] = [str(p) for p in exported[rec["number"]]]
     if args.json:
         print(json.dumps({"study": spec.name, "front": records}, default=str))
         return 0
@@ -55,6 +56,34 @@ def run(args: argparse.Namespace) -> int:
         )
     Console().print(t)
     return 0
+
+
+def _export_front(spec, numbers: list[int], out: Path, *, onnx: bool) -> dict[int, list[Path]]:
+    """Export every trial into a hidden folder beside ``out``, then move it in: never a half-written export.
+
+    A trial whose checkpoint is missing (a rebuilt MLflow store) stops the export with ``out`` as it was.
+    """
+    import shutil
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent)).resolve()  # same disk: atomic
+    try:
+        files = {n: _export(spec, n, tmp, onnx=onnx) for n in numbers}
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if not out.exists():
+            tmp.rename(out)  # all trials appear at once
+        else:  # an earlier export: each trial folder is replaced whole
+            for folder in sorted(tmp.iterdir()):
+                dest = out / folder.name
+                if dest.exists():
+                    old = tmp / f".old-{folder.name}"
+                    dest.rename(old)
+                folder.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {n: [out / f.resolve().relative_to(tmp) for f in fs] for n, fs in files.items()}
 
 
 def _export(spec, number: int, out: Path, *, onnx: bool) -> list[Path]:
@@ -90,7 +119,7 @@ def _export(spec, number: int, out: Path, *, onnx: bool) -> list[Path]:
     files = [Path(c.download_artifacts(runs[0].info.run_id, n, str(target))) for n in names]
     files = [target / Path(f).name if not f.parent == target else f for f in files]
     pt = next((f for f in files if f.name == "pruned.pt"), None)
-    if onnx and pt is not None and not any(f.suffix == ".onnx" for f in files):  # an int8 trial shipped its own
+    if onnx and pt is not None:
         files.append(_onnx(pt, spec.imgsz))
     return files
 

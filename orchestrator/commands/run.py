@@ -24,6 +24,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-live", action="store_true", help="print one line per event instead of the live view")
     p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
     p.add_argument("--yes", action="store_true", help="allow downloading a large dataset (COCO: ~20 GB)")
+    p.add_argument(
+        "--reset-tracking",
+        action="store_true",
+        help="archive the study's MLflow runs first: they belong to an Optuna study that was lost or replaced "
+        "(run refuses to mix them and says so)",
+    )
     return p
 
 
@@ -84,7 +90,13 @@ def _run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view reports trials; no per-trial INFO lines
     # MLflow logs a full traceback for each database error it then raises: the driver reports those in one line
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    out = run_study(spec, n_trials=args.trials, address=args.address, live=False if args.no_live else None)
+    out = run_study(
+        spec,
+        n_trials=args.trials,
+        address=args.address,
+        live=False if args.no_live else None,
+        reset_tracking=args.reset_tracking,
+    )
     if args.json:
         print(
             json.dumps(
