@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         "ratio": [pr.ratio.low, pr.ratio.high],
         "epochs": [int(ft.epochs.low), int(ft.epochs.high)],
         "lr0": [ft.lr0.low, ft.lr0.high],
+        "quantize": list(spec.quantize.choices),
         "objectives": [f"{o.direction} {o.metric}" for o in spec.objectives],
         "constraints": [c.text for c in spec.constraints],
         "sampler": f"{spec.sampler.name} (seed {spec.sampler.seed})"
