@@ -66,6 +66,7 @@ def apply_ratios(
     importance: str = "l1",
     round_to: int | None = None,
     example_imgsz: int = 64,
+    kept: dict | None = None,
 ) -> PruneReport:
     """Prune ``model`` in place by a ratio map keyed by :func:`prunable_groups` names.
 
@@ -74,6 +75,8 @@ def apply_ratios(
     * ``global``: one L1 threshold across the chosen layers (they must share one ratio);
     * ``structured``: output channels removed (a genuinely smaller dense model; any masks are baked in first).
 
+    ``importance`` may also be a callable scoring a Torch-Pruning group (structured only; a data-driven
+    ranking from :mod:`.activation_importance`); ``kept`` (structured) is filled with the surviving channels.
     Groups missing from the map are left alone. Raises :class:`PruningError` naming the bad key or ratio.
     """
     per_conv = conv_ratios(model, ratios, granularity, method=method)
@@ -85,18 +88,20 @@ def apply_ratios(
     elif method == "global":
         prune_global(model, per_conv, importance=importance)
     else:
-        if importance not in STRUCTURED_IMPORTANCES:
+        if not callable(importance) and importance not in STRUCTURED_IMPORTANCES:
             raise PruningError(
                 f"importance must be one of {', '.join(STRUCTURED_IMPORTANCES)} for structured pruning, "
                 f"got {importance!r}"
             )
         make_permanent(model)
-        cuts = prune_structured(model, per_conv, importance=importance, round_to=round_to, example_imgsz=example_imgsz)
+        cuts = prune_structured(
+            model, per_conv, importance=importance, round_to=round_to, example_imgsz=example_imgsz, kept=kept
+        )
         channels = {c.convs[0]: (c.before, c.after) for c in cuts}
     return PruneReport(
         method=method,
         granularity=granularity,
-        importance=importance,
+        importance=getattr(importance, "name", importance),
         ratios=valid,
         params_before=before,
         params_after=count_params(model),

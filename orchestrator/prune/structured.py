@@ -10,9 +10,9 @@ the cut stays consistent. Detect's output convs are left alone: the output shape
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -77,8 +77,10 @@ def coupled_convs(model: nn.Module, imgsz: int = 64) -> list[list[str]]:
     return [members for _, members in _groups(model, _dependency_graph(model, imgsz))]
 
 
-def _importance(kind: str):
+def _importance(kind: str | Callable):
     tp = _tp()
+    if callable(kind):
+        return kind
     if kind == "l1":
         return tp.importance.GroupMagnitudeImportance(p=1)
     if kind == "l2":
@@ -96,6 +98,44 @@ def channels_to_keep(n: int, ratio: float, round_to: int | None) -> int:
     return keep
 
 
+@dataclass
+class KeptChannels:
+    """Which of a conv's original output / input channels are still there, in their current order.
+
+    Recovery needs it to line a pruned conv up with its unpruned self (weights, statistics, targets).
+    """
+
+    out: list[int]
+    inp: list[int] = field(default_factory=list)
+
+
+def _start_kept(model: nn.Module) -> dict[str, KeptChannels]:
+    return {
+        n: KeptChannels(list(range(c.out_channels)), list(range(c.in_channels))) for n, c in conv_layers(model).items()
+    }
+
+
+def _record_cut(group, dg, names: Mapping[nn.Module, str], kept: dict[str, KeptChannels]) -> None:
+    """Drop from ``kept`` the positions this pruning group is about to remove (current indexing)."""
+    removed: dict[tuple[str, str], set[int]] = {}
+    for dep, idxs in group.items:
+        mod = dep.target.module
+        if not isinstance(mod, nn.Conv2d) or mod not in names:
+            continue
+        side = (
+            "out"
+            if dg.is_out_channel_pruning_fn(dep.handler)
+            else "inp"
+            if dg.is_in_channel_pruning_fn(dep.handler)
+            else ""
+        )
+        if side:
+            removed.setdefault((names[mod], side), set()).update(int(i) for i in idxs)
+    for (name, side), gone in removed.items():
+        k = kept[name]
+        setattr(k, side, [c for pos, c in enumerate(getattr(k, side)) if pos not in gone])
+
+
 @dataclass(frozen=True)
 class ChannelCut:
     """One coupled channel set: its convs, the key that set its ratio, and widths before/after."""
@@ -111,14 +151,17 @@ def prune_structured(
     model: nn.Module,
     ratios: Mapping[str, tuple[str, float]],
     *,
-    importance: str = "l1",
+    importance: str | Callable = "l1",
     round_to: int | None = None,
     example_imgsz: int = 64,
+    kept: dict[str, KeptChannels] | None = None,
 ) -> list[ChannelCut]:
     """Remove the least important output channels of each coupled set, in place.
 
     ``ratios`` maps conv names to (ratio-map key, ratio). A set whose members were given different
-    ratios takes the largest, so a ratio asked of a layer is never silently ignored.
+    ratios takes the largest, so a ratio asked of a layer is never silently ignored. ``importance`` is
+    a name or a callable scoring a Torch-Pruning group's channels. ``kept``, when given (empty), is
+    filled with every conv's surviving original channels (what recovery needs).
     """
     tp = _tp()
     if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
@@ -142,6 +185,9 @@ def prune_structured(
                 f"(it has {n}; the ratio must stay below {most:.4g})"
             )
         plan.append((root, tuple(members), key, ratio, n, keep))
+    names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    if kept is not None:
+        kept.update(_start_kept(model))
     cuts = []
     with torch.no_grad():
         for root, members, key, ratio, n, keep in plan:
@@ -151,6 +197,9 @@ def prune_structured(
                 if scores is None:
                     raise PruningError(f"ratios: {key}: importance {importance!r} cannot rank {members[0]}'s channels")
                 drop = torch.argsort(scores)[: n - keep].tolist()
-                dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=sorted(drop)).prune()
+                cut = dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=sorted(drop))
+                if kept is not None:
+                    _record_cut(cut, dg, names, kept)
+                cut.prune()
             cuts.append(ChannelCut(members, key, ratio, n, root.out_channels))
     return cuts
