@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .dispatch import Cluster, WorkerPool, connect, disconnect
 from .errors import OrchestratorError
+from .holdout import ATTR_TEST, revealed
 from .progress import ProgressView, StudyProgress
 from .search import (
     ATTR_BASELINE,
@@ -208,6 +209,7 @@ class _Loop:
         self._sync_tracker(trials, force=True)
         try:
             self.tracker.refresh_front(trials, self.baseline_metrics, force=True)
+            self.tracker.log_test(revealed(trials, spec.directions))  # the chosen front, on the held-out split
             self.tracker.finish("FINISHED" if stopped == "done" else "KILLED")
         except Exception as e:  # the Optuna storage has everything: a later run catches up
             self._tracker_failed(e)
@@ -313,6 +315,8 @@ class _Loop:
         if ok:
             trial.set_user_attr(ATTR_METRICS, r.metrics)
             trial.set_user_attr(ATTR_HISTORY, r.history)
+            if r.test:
+                trial.set_user_attr(ATTR_TEST, r.test)  # sealed: no selection reads it (holdout.py)
             if spec.constraints:
                 trial.set_user_attr(
                     ATTR_CONSTRAINTS, [c.violation(r.metrics, self.baseline_metrics) for c in spec.constraints]

@@ -292,6 +292,14 @@ class Tracker:
         self.runs[n] = c.get_run(info.run_id).info
         return True
 
+    def log_test(self, figures: dict[int, dict[str, float]]) -> None:
+        """Held-out figures (holdout.revealed: the front and the uniform baselines) on their trial runs."""
+        ts = int(time.time() * 1000)
+        for n, metrics in sorted(figures.items()):
+            info = self.runs.get(n)
+            if info is not None:  # not logged yet (tracker outage): the next run's end logs it
+                self._log_batch(info.run_id, metrics=metrics, ts=ts)
+
     def refresh_front(self, trials: list, baseline: dict[str, float], force: bool = False) -> bool:
         """Re-log the parent's pareto.csv, plots and hypervolume (at most once per ``tracking.refresh_s``)."""
         now = time.monotonic()

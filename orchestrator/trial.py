@@ -85,6 +85,7 @@ class TrialResult:
     failure: str = ""  # one line: why it failed
     wall_s: float = 0.0
     attempt: int = 0
+    test: dict[str, float] = field(default_factory=dict)  # held-out split, sealed: see holdout.py
 
 
 class WorkerCache:
@@ -199,12 +200,13 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         from .measure import MB, zipped_size
 
         metrics.update(size_mb=len(int8) / MB, size_zip_mb=zipped_size(int8, "pruned.int8.onnx") / MB)
+    test = _test_metrics(ft.model, ctx, w)
     files = {"ratios.json": _ratio_map(spec, report)}
     if w.save_checkpoint:
         files["pruned.pt"] = _official_bytes(ft.model, spec)
         if int8 is not None:
             files["pruned.int8.onnx"] = int8
-    return TrialResult(spec.number, True, metrics, history, files, device=_device_name(ctx["device"]))
+    return TrialResult(spec.number, True, metrics, history, files, device=_device_name(ctx["device"]), test=test)
 
 
 def run_baseline(workload: Workload, cache: WorkerCache) -> BaselineResult:
@@ -275,6 +277,27 @@ def _ort_baseline(ctx: dict[str, Any], w: Workload) -> Any:
         onnx = onnx_bytes(ctx["model"], imgsz=w.imgsz)
         ctx["ort_baseline"] = open_session(onnx, device=ctx["device"], threads=threads)
     return ctx["ort_baseline"]
+
+
+def _test_metrics(model, ctx: dict[str, Any], w: Workload) -> dict[str, float]:
+    """The fine-tuned model validated once on the data's held-out ``test:`` split ({} without one or its labels)."""
+    data = ctx["data"]
+    if not data.test:
+        return {}
+    if "test_set" not in ctx:
+        from .yolo.data import scan_labels
+        from .yolo.train import VAL_BATCH
+        from .yolo.val import ValSet
+
+        stride = max(32, int(model.stride.max()))
+        images = scan_labels(data.test, data.nc)
+        ctx["test_set"] = ValSet(images, w.imgsz, VAL_BATCH, stride=stride, nc=data.nc, names=data.names)
+    from .yolo.val import validate
+
+    r = validate(model, ctx["test_set"], device=ctx["device"])
+    if r.instances == 0:  # e.g. COCO test-dev: images without labels say nothing about accuracy
+        return {}
+    return {"test_map50_95": float(r.map50_95), "test_map50": float(r.map50), "test_images": float(r.images)}
 
 
 def _int8(model, ctx: dict[str, Any], w: Workload) -> bytes:

@@ -17,6 +17,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("study", help="study file (studies/*.yaml)")
     p.add_argument("--export", metavar="DIR", default=None, help="folder to copy the front's checkpoints into")
     p.add_argument("--no-onnx", action="store_true", help="with --export: copy the checkpoints only")
+    p.add_argument(
+        "--test",
+        action="store_true",
+        help="also the uniform baselines, and every figure on the data's held-out test: split (validated now, "
+        "from the saved checkpoint, for a trial that ran without one); logged to MLflow as test_map50_95",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return p
 
@@ -24,33 +30,49 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from ..search import load_existing, pareto_front, trial_summary
+    from ..holdout import revealed
+    from ..search import ATTR_BASELINE, load_existing, pareto_front, trial_summary
     from ..spec import load_study_spec
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a table follows, not progress bars
     spec = load_study_spec(args.study)
     trials = load_existing(spec).get_trials(deepcopy=False)
     front = sorted(pareto_front(trials, spec.directions), key=lambda t: t.number)
-    records = [trial_summary(t) for t in front]
+    test = revealed(trials, spec.directions)  # sealed by the trials: the front's and the baselines' only
+    if args.test:
+        from ..front_test import log_test, validate_on_test
+
+        on_front = {t.number for t in front}
+        done = [t for t in trials if t.state.name == "COMPLETE" and t.number not in on_front]
+        uniform = [t for t in done if t.user_attrs.get(ATTR_BASELINE) is not None]
+        missing = [t.number for t in front + uniform if t.number not in test]
+        test.update(validate_on_test(spec, missing, lambda n, d: _export(spec, n, d, onnx=False)))
+        log_test(spec, test)
+    else:
+        uniform = []
+    records = [dict(trial_summary(t), test=test.get(t.number)) for t in front]
     if args.export:
         exported = _export_front(spec, [r["number"] for r in records], Path(args.export), onnx=not args.no_onnx)
         for rec in records:
             rec["files"] = [str(p) for p in exported[rec["number"]]]
+    baselines = [dict(trial_summary(t), test=test.get(t.number)) for t in uniform]  # with --test, after the front
     if args.json:
-        print(json.dumps({"study": spec.name, "front": records}, default=str))
+        print(json.dumps({"study": spec.name, "front": records, "uniform": baselines}, default=str))
         return 0
     from rich.console import Console
     from rich.table import Table
 
     metrics = [o.metric for o in spec.objectives]
+    tests = ["test_map50_95", "test_map50"] if test else []
     t = Table(title=f"{spec.name}: Pareto front ({len(records)} trials)", title_justify="left")
-    for col in ["#", "origin", *metrics, "epochs", "files"]:
+    for col in ["#", "origin", *metrics, *tests, "epochs", "files"]:
         t.add_column(col, justify="right" if col != "files" else "left", overflow="fold")
-    for r in records:
+    for r in records + baselines:
         t.add_row(
             str(r["number"]),
             r["origin"],
             *[f"{r['metrics'].get(m, float('nan')):.4g}" for m in metrics],
+            *[f"{r['test'][k]:.4g}" if r["test"] else "-" for k in tests],
             str(r["epochs"]),
             "\n".join(r.get("files", [])),
         )
@@ -119,7 +141,7 @@ def _export(spec, number: int, out: Path, *, onnx: bool) -> list[Path]:
     files = [Path(c.download_artifacts(runs[0].info.run_id, n, str(target))) for n in names]
     files = [target / Path(f).name if not f.parent == target else f for f in files]
     pt = next((f for f in files if f.name == "pruned.pt"), None)
-    if onnx and pt is not None:
+    if onnx and pt is not None and not any(f.suffix == ".onnx" for f in files):  # an int8 trial shipped its own
         files.append(_onnx(pt, spec.imgsz))
     return files
 

@@ -18,6 +18,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..holdout import revealed
     from ..search import STUDY_BASELINE, hypervolume, load_existing, pareto_front, trial_summary, versus_uniform
     from ..spec import load_study_spec
     from ..urls import mask_url
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     baseline = (study.user_attrs.get(STUDY_BASELINE) or {}).get("metrics", {})
     hv = hypervolume(trials, spec, baseline) if baseline else 0.0
     vs = versus_uniform(trials, spec, baseline)
-    records = [dict(trial_summary(t), pareto=t.number in front) for t in trials]
+    test = revealed(trials, spec.directions)  # held-out figures: the front and the uniform baselines only
+    records = [dict(trial_summary(t), pareto=t.number in front, test=test.get(t.number)) for t in trials]
     for r in records:  # a reason may quote a storage or tracking URL: never show its password
         r["failure"] = mask_url(r["failure"])
     counts = {s: sum(r["state"] == s for r in records) for s in ("COMPLETE", "FAIL", "RUNNING", "WAITING")}
@@ -60,10 +62,13 @@ def run(args: argparse.Namespace) -> int:
         f"{counts['RUNNING']} running, {counts['WAITING']} waiting · hypervolume {hv:.4f}",
         title_justify="left",
     )
-    for col in ["#", "state", "front", "origin", *metrics, "epochs", "lr0", "mean ratio", "failure"]:
+    tests = ["test_map50_95", "test_map50"] if test else []
+    for col in ["#", "state", "front", "origin", *metrics, *tests, "epochs", "lr0", "mean ratio", "failure"]:
         t.add_column(col, justify="left" if col in ("state", "failure") else "right", overflow="fold")
     if baseline:
-        t.add_row("base", "unpruned", "", "", *[_fmt(baseline.get(m)) for m in metrics], "", "", "0", "")
+        t.add_row(
+            "base", "unpruned", "", "", *[_fmt(baseline.get(m)) for m in metrics], *["" for _ in tests], "", "", "0", ""
+        )
     for r in records:
         ratios = list(r["ratios"].values())
         t.add_row(
@@ -72,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             "*" if r["pareto"] else "",
             r["origin"],
             *[_fmt(r["metrics"].get(m)) for m in metrics],
+            *[_fmt((r["test"] or {}).get(k)) if r["test"] else "" for k in tests],
             str(r["epochs"] if r["epochs"] is not None else ""),
             _fmt(r["lr0"]),
             _fmt(sum(ratios) / len(ratios)) if ratios else "",

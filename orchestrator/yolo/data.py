@@ -39,6 +39,7 @@ class DataConfig:
     val: tuple[Path, ...]
     names: tuple[str, ...]
     nc: int
+    test: tuple[Path, ...] = ()  # the held-out split (optional `test:`): read only to report a chosen front
 
 
 def load_data_config(path: str | Path, *, need: Sequence[str] = ("train", "val")) -> DataConfig:
@@ -61,7 +62,7 @@ def load_data_config(path: str | Path, *, need: Sequence[str] = ("train", "val")
     root = (root if root.is_absolute() else file.parent / root).resolve()
     names, nc = _names(doc, file)
     splits: dict[str, tuple[Path, ...]] = {}
-    for key in ("val", "train"):  # val first: its problem is the one every command hits
+    for key in ("val", "train", "test"):  # val first: its problem is the one every command hits
         value = doc.get(key)
         if value in (None, "", []):
             if key in need:
@@ -74,7 +75,9 @@ def load_data_config(path: str | Path, *, need: Sequence[str] = ("train", "val")
             if key in need:
                 raise DataError(f"{file}: {key}: {e}") from None
             splits[key] = ()
-    return DataConfig(file=file, root=root, train=splits["train"], val=splits["val"], names=names, nc=nc)
+    return DataConfig(
+        file=file, root=root, train=splits["train"], val=splits["val"], names=names, nc=nc, test=splits["test"]
+    )
 
 
 def _names(doc: dict, file: Path) -> tuple[tuple[str, ...], int]:
