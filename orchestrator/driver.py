@@ -91,6 +91,7 @@ def workload_for(spec: StudySpec) -> Workload:
         save_checkpoint=spec.tracking.artifacts != "none",
         threads=spec.resources.cpus_per_trial,
         fake=spec.fake if spec.trial == "fake" else None,
+        test_data=spec.test_data or "",
         calibration=(spec.quantize.calibration, spec.quantize.calib_images),
     )
 

@@ -26,10 +26,12 @@ def validate_on_test(spec: StudySpec, numbers: list[int], fetch: Callable[[int, 
     from .yolo.train import VAL_BATCH
     from .yolo.val import ValSet, validate
 
-    data = load_data_config(resolve_data(local_ref(spec.data, spec.path.resolve().parent)), need=())
-    if not data.test:
+    ref = spec.test_data or spec.data  # test_data: its test:, else its val: split; data: its test: split
+    data = load_data_config(resolve_data(local_ref(ref, spec.path.resolve().parent)), need=())
+    files = (data.test or data.val) if spec.test_data else data.test
+    if not files:
         raise OrchestratorError(f"{data.file}: no test split: add `test:` (images no selection has seen) for --test")
-    images = scan_labels(data.test, data.nc)
+    images = scan_labels(files, data.nc)
     out: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="front-test-") as tmp:
         for n in numbers:

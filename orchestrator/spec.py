@@ -191,6 +191,7 @@ class StudySpec:
     name: str
     model: str
     data: str
+    test_data: str | None = None  # a data yaml whose test: (else val:) split is the held-out test (holdout.py)
     imgsz: int = 640
     batch: int = 16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -242,6 +243,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
         r.bad("name", f"must be letters, digits, '_', '-', '.', got {name!r}")
     model = r.take(top, "model", str, required=True)
     data = r.take(top, "data", str, required=True)
+    test_data = r.take(top, "test_data", str, None)
     imgsz = r.take(
         top,
         "imgsz",
@@ -258,6 +260,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
         name=name,
         model=model,
         data=data,
+        test_data=test_data,
         imgsz=imgsz,
         batch=batch,
         device=device,
@@ -620,6 +623,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
         "name",
         "model",
         "data",
+        "test_data",
         "imgsz",
         "batch",
         "device",

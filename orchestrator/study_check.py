@@ -94,6 +94,11 @@ def check_inputs(spec: StudySpec, *, groups: bool = True) -> dict[str, Any]:
             found["data"] = find_data(local_ref(spec.data, base))
         except ValueError as e:
             problems.append(("data", f"{mask_url(spec.data)}: {mask_url(str(e), spec.data)}"))
+        if spec.test_data:
+            try:
+                found["test_data"] = find_data(local_ref(spec.test_data, base))
+            except ValueError as e:
+                problems.append(("test_data", f"{mask_url(spec.test_data)}: {mask_url(str(e), spec.test_data)}"))
     if problems:
         raise ConfigError(str(spec.path), problems)
     if spec.trial == "real":

@@ -39,6 +39,7 @@ class Workload:
     save_checkpoint: bool  # return the pruned checkpoint's bytes
     threads: int  # torch threads in the worker
     fake: Any = None  # FakeTrialSpec for kind == "fake"
+    test_data: str = ""  # data yaml of the held-out split when not the data's own test: (holdout.py)
     calibration: tuple[str, int] = ("minmax", 128)  # int8: ORT calibration method, train images
 
 
@@ -280,18 +281,20 @@ def _ort_baseline(ctx: dict[str, Any], w: Workload) -> Any:
 
 
 def _test_metrics(model, ctx: dict[str, Any], w: Workload) -> dict[str, float]:
-    """The fine-tuned model validated once on the data's held-out ``test:`` split ({} without one or its labels)."""
-    data = ctx["data"]
-    if not data.test:
-        return {}
-    if "test_set" not in ctx:
+    """The fine-tuned model validated once on the held-out split ({} without one, or without labels in it)."""
+    if "test_set" not in ctx:  # built once per worker and workload
         from .yolo.data import scan_labels
         from .yolo.train import VAL_BATCH
         from .yolo.val import ValSet
 
-        stride = max(32, int(model.stride.max()))
-        images = scan_labels(data.test, data.nc)
-        ctx["test_set"] = ValSet(images, w.imgsz, VAL_BATCH, stride=stride, nc=data.nc, names=data.names)
+        data, stride = ctx["data"], max(32, int(model.stride.max()))
+        files = _test_files(w, data)
+        ctx["test_set"] = None
+        if files:
+            images = scan_labels(files, data.nc)
+            ctx["test_set"] = ValSet(images, w.imgsz, VAL_BATCH, stride=stride, nc=data.nc, names=data.names)
+    if ctx["test_set"] is None:
+        return {}
     from .yolo.val import validate
 
     r = validate(model, ctx["test_set"], device=ctx["device"])
@@ -317,6 +320,22 @@ def _validate_onnx(onnx: bytes, ctx: dict[str, Any], w: Workload):
 
     threads = w.threads if ctx["device"].type == "cpu" else None
     return validate_onnx_bytes(onnx, ctx["val_set"], device=ctx["device"], threads=threads)
+
+
+def _test_files(w: Workload, data) -> tuple:
+    """The held-out images: the study's ``test_data`` yaml (its test:, else its val: split), else the data's test:."""
+    if not w.test_data:
+        return data.test
+    from pathlib import Path
+
+    from .assets import resolve_data
+    from .study_check import local_ref
+    from .yolo.data import load_data_config
+
+    cfg = load_data_config(resolve_data(local_ref(w.test_data, Path(w.base_dir)), progress=False), need=())
+    if cfg.names != data.names:
+        raise OrchestratorError(f"{cfg.file}: test_data's classes differ from {data.file}'s")
+    return cfg.test or cfg.val
 
 
 def _train_images(ctx: dict[str, Any], w: Workload):

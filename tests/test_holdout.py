@@ -11,11 +11,13 @@ from data_subsets import subset_yaml
 from study_files import fake_study, trial_runs
 
 from orchestrator import cli
+from orchestrator.driver import workload_for
 from orchestrator.errors import OrchestratorError
 from orchestrator.front_test import validate_on_test
 from orchestrator.holdout import ATTR_TEST, revealed
 from orchestrator.search import ATTR_BASELINE
 from orchestrator.spec import load_study_spec
+from orchestrator.trial import TrialSpec, WorkerCache, execute
 
 
 def _trial(number: int, values: list[float], **attrs) -> optuna.trial.FrozenTrial:
@@ -52,6 +54,22 @@ def test_on_demand_from_a_saved_checkpoint(yolov5n, coco128_yaml, tmp_path):
     spec = load_study_spec(fake_study(tmp_path, name="b", trial="real", data=str(with_test), imgsz=64))
     got = validate_on_test(spec, [5], lambda n, folder: [pt])
     assert list(got) == [5] and got[5]["test_images"] == 8 and 0 < got[5]["test_map50"] <= 1
+
+
+def test_test_data_names_its_own_yaml(assets, coco128_yaml, tmp_path, capsys):
+    """study file `test_data:`: a separate yaml whose val: (no test: there) is the held-out split; check finds it."""
+    data = subset_yaml(coco128_yaml, tmp_path, train=slice(0, 4), val=slice(4, 12))
+    (tmp_path / "held").mkdir()
+    held = subset_yaml(coco128_yaml, tmp_path / "held", val=slice(12, 24))
+    study = fake_study(
+        tmp_path, trial="real", model=str(assets / "yolov5n.pt"), data=str(data), test_data=str(held), imgsz=64
+    )
+    assert cli.main(["check", str(study)]) == 0, capsys.readouterr().err
+    spec = load_study_spec(study)
+    r = execute(TrialSpec(0, workload_for(spec), {"backbone.P1": 0.1}, epochs=0, lr0=0.001), WorkerCache())
+    assert r.ok, r.failure
+    assert r.test["test_images"] == 12 and 0 <= r.test["test_map50_95"] <= r.test["test_map50"] <= 1
+    assert "test_map50_95" not in r.metrics  # sealed: not among the figures selection reads
 
 
 @pytest.mark.slow
