@@ -23,9 +23,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", type=float, help="one ratio in [0, 1) for every group")
     how.add_argument("--ratios", metavar="FILE.yaml", help="yaml mapping of group names to ratios in [0, 1)")
+    how.add_argument(
+        "--target-gflops",
+        type=float,
+        metavar="F",
+        help="structured, needs --data: scan each group's sensitivity, then cut to F x the unpruned GFLOPs",
+    )
     p.add_argument("--granularity", choices=("layer", "block", "stage"), default="layer", help="default layer")
     p.add_argument("--exclude", nargs="+", default=(), metavar="NAME", help="with --ratio: groups to leave alone")
-    p.add_argument("--importance", choices=("l1", "l2", "bn_scale"), default="l1", help="default l1")
+    p.add_argument(
+        "--importance",
+        choices=("l1", "l2", "bn_scale", "output_error"),
+        default=None,
+        help="default l1; structured with --data: output_error (channel output variance x consumer weights)",
+    )
+    p.add_argument("--data", help="structured: data yaml whose TRAIN images calibrate recovery (val scores the scan)")
+    p.add_argument(
+        "--recover",
+        default="compensate,reconstruct",
+        metavar="STEPS",
+        help="structured with --data: comma list of compensate, reconstruct, recalibrate, or none "
+        "(default compensate,reconstruct)",
+    )
+    p.add_argument("--calib-images", type=int, default=32, metavar="N", help="train images for recovery (default 32)")
+    p.add_argument("--imgsz", type=int, default=320, help="calibration / scan image size (default 320)")
+    p.add_argument(
+        "--scan-ratios", default="0.25,0.5", metavar="R,R", help="with --target-gflops: ratios each group is scanned at"
+    )
     p.add_argument("--round-to", type=int, default=None, metavar="N", help="structured: keep multiples of N channels")
     p.add_argument("--out", required=True, help="where to write the pruned checkpoint")
     p.add_argument("--official", action="store_true", help="write the official YOLOv5 layout (fp16 pickled module)")
@@ -57,9 +81,13 @@ def run(args: argparse.Namespace) -> int:
     from ..yolo.checkpoint import load_checkpoint, save_checkpoint
     from ..yolo.masks import attach_masks, carried_masks
 
+    _check_structured_args(args)
     weights = resolve_weights(args.weights)
     ck = load_checkpoint(weights)
     model = ck.model
+    if args.method == "structured" and args.data:
+        return _run_recovered(args, model, weights, out)
+    args.importance = args.importance or "l1"
     groups_for = "structured" if args.method == "structured" else "unstructured"
     if args.ratios:
         if args.exclude:
@@ -94,7 +122,86 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print(report, out: Path) -> None:
+def _check_structured_args(args: argparse.Namespace) -> None:
+    """Flag combinations refused before any model is loaded (one line naming the flag, exit 2)."""
+    if args.target_gflops is not None:
+        if args.method != "structured":
+            raise PruningError("--target-gflops goes with --method structured")
+        if not 0 < args.target_gflops <= 1:
+            raise PruningError(f"--target-gflops must be in (0, 1], got {args.target_gflops:g}")
+        if not args.data:
+            raise PruningError("--target-gflops needs --data (its val images score the sensitivity scan)")
+    if args.importance == "output_error" and not (args.method == "structured" and args.data):
+        raise PruningError("--importance output_error needs --method structured and --data (calibration images)")
+    if args.calib_images < 2:
+        raise PruningError(f"--calib-images must be at least 2, got {args.calib_images}")
+
+
+def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) -> int:
+    """Structured cut (by ratios or to a GFLOPs budget) with one-shot recovery on train images."""
+    from ..prune import prunable_groups
+    from ..prune.calibration import calibration_set
+    from ..prune.layers import check_ratio
+    from ..prune.oneshot import OneShot
+    from ..prune.recovery import parse_steps
+    from ..structured_budget import cut_to_budget
+    from ..yolo.checkpoint import save_checkpoint
+    from ..yolo.data import load_data_config
+
+    steps = parse_steps(args.recover)
+    data = load_data_config(args.data)
+    importance = args.importance or "output_error"
+    shot = OneShot(model, calibration_set(data, args.imgsz, args.calib_images))
+    budget = None
+    if args.target_gflops is not None:
+        budget = cut_to_budget(
+            shot, data, args.target_gflops, _scan_ratios(args.scan_ratios), args.granularity, importance, steps
+        )
+        ratios = budget["ratios"]
+    elif args.ratios:
+        ratios = read_ratio_file(args.ratios)
+    else:
+        r = check_ratio("--ratio", args.ratio)
+        ratios = {k: r for k in prunable_groups(model, args.granularity, args.exclude, method="structured")}
+    try:
+        done = shot.cut(
+            ratios, granularity=args.granularity, importance=importance, round_to=args.round_to, steps=steps
+        )
+    except PruningError as e:
+        raise PruningError(f"{args.ratios}: {e}" if args.ratios else str(e)) from None
+    meta = {
+        "pruning": done.prune.to_dict(),
+        "recovery": {"steps": list(done.recovery.steps), "seconds": done.recovery.seconds},
+        "source": str(weights),
+    }
+    if budget is not None:
+        meta["budget"] = budget
+    if args.official:
+        from ..yolo.official_layout import save_official
+
+        save_official(done.model, out)
+    else:
+        save_checkpoint(done.model, out, meta=meta)
+    if args.json:
+        print(json.dumps({"out": str(out), "layout": "official" if args.official else "orchestrator", **meta}))
+        return 0
+    _print(done.prune, out, done.recovery.seconds, budget)
+    return 0
+
+
+def _scan_ratios(text: str) -> list[float]:
+    from ..prune.layers import check_ratio
+
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise PruningError(f"--scan-ratios must be comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise PruningError(f"--scan-ratios must be ratios in (0, 1), got {text!r}")
+    return sorted(check_ratio("--scan-ratios", v) for v in values)
+
+
+def _print(report, out: Path, recovery: dict[str, float] | None = None, budget: dict | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -105,4 +212,10 @@ def _print(report, out: Path) -> None:
     t.add_row("conv weight zeros", f"{report.sparsity:.4f}")
     if report.round_to:
         t.add_row("round to", str(report.round_to))
+    if recovery is not None:
+        t.add_row("recovery", ", ".join(f"{k} {v:.1f} s" for k, v in recovery.items()) or "none")
+    if budget is not None:
+        t.add_row("GFLOPs", f"{budget['gflops_fraction']:.3f}x of the unpruned (target {budget['target']:g})")
+        t.add_row("scan / allocation", f"{budget['scan_seconds']:.0f} s / {budget['allocation_seconds']:.0f} s")
+        t.add_row("ratios", ", ".join(f"{k} {v:g}" for k, v in budget["ratios"].items()))
     Console().print(t)

@@ -1,0 +1,69 @@
+"""``orchestrator prune --method structured --data / --target-gflops``: bad input is one line and exit 2;
+a small recovered cut runs end to end and records its recovery."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.yolo.checkpoint import load_checkpoint
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize(
+    ("extra", "flag"),
+    [
+        (("--target-gflops", "0", "--data", "D"), "--target-gflops must be in (0, 1]"),
+        (("--target-gflops", "1.5", "--data", "D"), "--target-gflops must be in (0, 1]"),
+        (("--target-gflops", "0.7"), "--target-gflops needs --data"),
+        (("--ratio", "0.1", "--importance", "output_error"), "--importance output_error needs"),
+        (("--ratio", "0.1", "--data", "D", "--calib-images", "1"), "--calib-images must be at least 2"),
+    ],
+)
+def test_bad_budget_flags_are_one_line(capsys, yolov5n_pt, tmp_path, extra, flag):
+    rc, out, err = _run(
+        capsys, "prune", "--weights", str(yolov5n_pt), "--method", "structured", "--out", str(tmp_path / "o.pt"), *extra
+    )
+    assert rc == 2 and out == ""
+    assert err.startswith("error: ") and flag in err and len(err.strip().splitlines()) == 1
+
+
+def test_target_gflops_needs_structured(capsys, yolov5n_pt, tmp_path):
+    rc, _, err = _run(
+        capsys, "prune", "--weights", str(yolov5n_pt), "--target-gflops", "0.7", "--out", str(tmp_path / "o.pt")
+    )
+    assert rc == 2 and "--target-gflops goes with --method structured" in err
+
+
+def test_bad_recovery_step_is_one_line(capsys, yolov5n_pt, coco128_yaml, tmp_path):
+    rc, _, err = _run(
+        capsys, "prune", "--weights", str(yolov5n_pt), "--method", "structured", "--ratio", "0.1",
+        "--data", str(coco128_yaml), "--recover", "compensate,magic", "--out", str(tmp_path / "o.pt"),
+    )  # fmt: skip
+    assert rc == 2 and "recovery steps must be among" in err and len(err.strip().splitlines()) == 1
+
+
+def test_recovered_cut_records_its_recovery(capsys, yolov5n_pt, coco128_yaml, tmp_path):
+    out_pt = tmp_path / "r.pt"
+    rc, out, err = _run(
+        capsys, "prune", "--weights", str(yolov5n_pt), "--method", "structured", "--granularity", "block",
+        "--ratios", str(_ratio_file(tmp_path)), "--data", str(coco128_yaml), "--imgsz", "128",
+        "--calib-images", "4", "--recover", "compensate", "--out", str(out_pt), "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert rep["recovery"]["steps"] == ["compensate"] and rep["pruning"]["importance"] == "output_error"
+    assert load_checkpoint(out_pt).model.model[8].cv1.conv.out_channels < 128
+
+
+def _ratio_file(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("model.8: 0.25\n")
+    return p
