@@ -37,6 +37,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: the preset's)")
     p.add_argument("--preset", choices=PRESETS, default="finetune", help="hyperparameters (default finetune)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument(
+        "--distill", metavar="TEACHER", default=None, help="distil from this (unpruned) model's Detect outputs"
+    )
+    p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation loss (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=None, help="data loader processes (default: min(2, cores))")
     p.add_argument("--out", required=True, help="where to write the fine-tuned checkpoint (.pt)")
@@ -74,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_data_config(resolve_data(args.data, allow_large=args.yes), need=("train", "val"))
     ck = load_checkpoint(weights)
     model = attach_masks(ck.model, ck.masks)
+    teacher = None
+    if args.distill:
+        if not args.distill_weight > 0:
+            raise OrchestratorError(f"--distill-weight: expected > 0, got {args.distill_weight}")
+        teacher = load_checkpoint(resolve_weights(args.distill)).model.to(device).float().eval()
+        if teacher.nc != model.nc:
+            raise OrchestratorError(f"--distill: the teacher predicts {teacher.nc} classes, the model {model.nc}")
     if model.nc != cfg.nc:
         raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {cfg.file} has nc={cfg.nc}")
     stride = max(32, int(model.stride.max()))
@@ -84,12 +95,14 @@ def run(args: argparse.Namespace) -> int:
         result = finetune(
             model, cfg, args.epochs, imgsz=args.imgsz, batch=args.batch, hyp=args.preset, lr0=args.lr0,
             device=device, seed=args.seed, workers=args.workers, progress=bars.epoch_done, on_batch=bars.batch,
+            teacher=teacher, distill=args.distill_weight,
         )  # fmt: skip
     meta = {
         "finetune": {
             "data": str(cfg.file), "epochs": args.epochs, "best_epoch": result.best_epoch, "imgsz": args.imgsz,
             "batch": args.batch, "preset": args.preset, "lr0": result.hyp.lr0, "seed": args.seed,
             "map50_95": result.metrics.map50_95, "map50": result.metrics.map50, "source": str(weights),
+            "distill": args.distill, "distill_weight": args.distill_weight if args.distill else None,
         }
     }  # fmt: skip
     if args.official:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from ..errors import TrainingError
 from .augment import EpochBatchSampler, TrainDataset, collate, worker_init
 from .data import DataConfig, load_image, scan_labels
+from .distill import distill_loss, teacher_maps
 from .hyp import Hyp, get_hyp
 from .loss import YoloLoss
 from .masks import conv_sparsity as conv_sparsity  # one implementation; callers import it from here too
@@ -180,12 +181,15 @@ def finetune(
     amp: bool | None = None,
     progress: Callable[[EpochRecord], None] | None = None,
     on_batch: Callable[[BatchProgress], None] | None = None,
+    teacher: nn.Module | None = None,
+    distill: float = 1.0,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (trained in place) and return the best EMA, validated each epoch on ``data.val``.
 
     ``epochs=0`` validates and returns the model as it is. ``val_set``/``train_images`` let a worker
     reuse decoded data across trials (they must match ``imgsz``). Never prints; ``progress`` gets each
     :class:`EpochRecord`, ``on_batch`` each :class:`BatchProgress`. Deterministic on CPU for a seed.
+    With a ``teacher`` (the unpruned model), ``distill`` x :func:`.distill.distill_loss` per image is added.
     """
     t_start = time.perf_counter()
     hyp = get_hyp(hyp)
@@ -256,13 +260,17 @@ def finetune(
                     g["momentum"] = float(np.interp(ni, [0, nw], [hyp.warmup_momentum, hyp.momentum]))
             imgs = imgs.to(device, non_blocking=True).float() / 255
             with torch.autocast(device.type, enabled=amp):
-                out = loss_fn(model(imgs), targets.to(device))
+                preds = model(imgs)
+                out = loss_fn(preds, targets.to(device))
+                total = out.total
+                if teacher is not None:
+                    total = total + distill * distill_loss(preds, teacher_maps(teacher, imgs)) * len(imgs)
             if not torch.isfinite(out.total):
                 raise TrainingError(
                     f"loss became {float(out.total.detach())} at epoch {epoch + 1}, iteration {i + 1} of {nb} "
                     f"(box {out.box:.4g}, obj {out.obj:.4g}, cls {out.cls:.4g}); lower lr0 (now {hyp.lr0:g})"
                 )
-            scaler.scale(out.total).backward()
+            scaler.scale(total).backward()
             if ni - last_step >= accumulate:
                 scaler.unscale_(optimizer)
                 if hyp.grad_clip > 0:
