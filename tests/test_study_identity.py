@@ -51,14 +51,15 @@ def test_a_lost_optuna_storage_is_refused_then_reset_and_a_lost_mlflow_store_kee
     assert first.returncode == 0, first.stderr[-3000:]
     old = _consistent(spec)
 
-    # the Optuna storage is lost: one line, exit 2, and MLflow untouched
-    os.remove(tmp_path / "mlruns" / "optuna.db")
-    again = _run(path)
-    assert again.returncode == 2, again.stderr[-3000:]
-    lines = again.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: MLflow experiment {spec.experiment!r} of study 'fake' ")
-    assert "--reset-tracking" in lines[0] and "new tracking.experiment" in lines[0]
-    assert {n: r.info.run_id for n, r in trial_runs(spec).items()} == old
+    # the Optuna storage is lost (deleted, or emptied): one line, exit 2, and MLflow untouched
+    for lose in (os.remove, lambda f: open(f, "w").close()):
+        lose(tmp_path / "mlruns" / "optuna.db")
+        again = _run(path)
+        assert again.returncode == 2, again.stderr[-3000:]
+        lines = again.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: MLflow experiment {spec.experiment!r} of study 'fake' ")
+        assert "--reset-tracking" in lines[0] and "new tracking.experiment" in lines[0]
+        assert {n: r.info.run_id for n, r in trial_runs(spec).items()} == old
 
     # --reset-tracking: the old runs are archived (kept, renamed), the new study gets runs of its own
     doc = yaml.safe_load(path.read_text())
