@@ -11,7 +11,7 @@ the study, and ``status``/``pareto`` show them beside the val figures.
 
 from __future__ import annotations
 
-from .search import ATTR_BASELINE, pareto_front
+from .search import ATTR_BASELINE, ATTR_METRICS, pareto_front
 
 ATTR_TEST = "test_metrics"  # Optuna user attr: {"test_map50_95": .., "test_map50": .., "test_images": ..}
 TEST_METRICS = ("test_map50_95", "test_map50")
@@ -26,3 +26,14 @@ def revealed(trials: list, directions: list[str]) -> dict[int, dict[str, float]]
         if test and t.state.name == "COMPLETE" and (t.number in front or t.user_attrs.get(ATTR_BASELINE) is not None):
             out[t.number] = {k: float(v) for k, v in test.items()}
     return out
+
+
+def held_out_points(trials: list, directions: list[str], metric: str) -> list[tuple[float, float]]:
+    """(``metric``, test mAP50-95) of each revealed trial: drawn beside its val point in the Pareto plots."""
+    shown = revealed(trials, directions)
+    points = []
+    for t in trials:
+        x = t.user_attrs.get(ATTR_METRICS, {}).get(metric)
+        if t.number in shown and x is not None and "test_map50_95" in shown[t.number]:
+            points.append((float(x), shown[t.number]["test_map50_95"]))
+    return points

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .holdout import held_out_points
 from .search import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START
 from .spec import StudySpec
 
@@ -41,6 +42,9 @@ def front_plots(trials: list, front: list, spec: StudySpec, baseline: dict[str, 
             (t for t in done if t.number in on_front), key=lambda t: t.user_attrs[ATTR_METRICS].get(obj.metric, 0)
         )
         ax.plot(*xy(fr), "-o", c="tab:red", ms=6, label="Pareto front")
+        held = held_out_points(trials, spec.directions, obj.metric)  # val and held-out test side by side
+        if held:
+            ax.scatter(*zip(*held), marker="x", c="tab:purple", s=40, label="held-out test (front, uniform)")
         uni = [t for t in done if t.user_attrs.get(ATTR_BASELINE) is not None]
         ax.scatter(*xy(uni), marker="s", facecolors="none", edgecolors="tab:blue", s=60, label="uniform ratio")
         warm = [t for t in done if t.user_attrs.get(ATTR_WARM_START) is not None]

@@ -14,14 +14,16 @@ from orchestrator import cli
 from orchestrator.driver import workload_for
 from orchestrator.errors import OrchestratorError
 from orchestrator.front_test import validate_on_test
-from orchestrator.holdout import ATTR_TEST, revealed
-from orchestrator.search import ATTR_BASELINE
+from orchestrator.holdout import ATTR_TEST, held_out_points, revealed
+from orchestrator.search import ATTR_BASELINE, ATTR_METRICS
 from orchestrator.spec import load_study_spec
 from orchestrator.trial import TrialSpec, WorkerCache, execute
 
 
 def _trial(number: int, values: list[float], **attrs) -> optuna.trial.FrozenTrial:
-    t = optuna.trial.create_trial(values=values, user_attrs={ATTR_TEST: {"test_map50_95": number / 10}, **attrs})
+    metrics = {"map50_95": values[0], "gflops": values[1]}
+    attrs = {ATTR_TEST: {"test_map50_95": number / 10}, ATTR_METRICS: metrics, **attrs}
+    t = optuna.trial.create_trial(values=values, user_attrs=attrs)
     t.number = number
     return t
 
@@ -39,6 +41,22 @@ def test_only_the_front_and_the_uniform_baselines_are_revealed():
         2: {"test_map50_95": 0.2},
         3: {"test_map50_95": 0.3},
     }
+    assert held_out_points(trials, directions, "gflops") == [(10.0, 0.0), (8.0, 0.2), (2.0, 0.3)]
+
+
+def test_pareto_plot_draws_the_held_out_points(tmp_path):
+    from orchestrator.plots import front_plots
+    from orchestrator.search import pareto_front
+
+    spec = load_study_spec(fake_study(tmp_path))  # objectives: map50_95 (max), gflops (min)
+    trials = [_trial(0, [0.30, 10.0], **{ATTR_BASELINE: 0.1}), _trial(2, [0.31, 8.0]), _trial(3, [0.10, 2.0])]
+    front = pareto_front(trials, spec.directions)
+    (drawn,) = front_plots(trials, front, spec, {}, tmp_path)
+    with_test = drawn.read_bytes()
+    for t in trials:  # the same study without held-out figures
+        del t.user_attrs[ATTR_TEST]
+    (drawn,) = front_plots(trials, front, spec, {}, tmp_path)
+    assert drawn.name == "gflops_vs_map50_95.png" and drawn.read_bytes() != with_test
 
 
 def test_on_demand_from_a_saved_checkpoint(yolov5n, coco128_yaml, tmp_path):
