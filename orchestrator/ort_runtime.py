@@ -83,14 +83,19 @@ def time_sessions(
 
 
 def session_forward(session: Any, max_batch: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``images (B, 3, H, W) float in [0, 1] -> output0`` through ``session``, cut into ``max_batch`` chunks."""
+    """``images (B, 3, H, W) float in [0, 1] -> output0`` through ``session``, in chunks of a fixed ``max_batch``."""
     name = session.get_inputs()[0].name
     out_name = session.get_outputs()[0].name
+
+    def run(chunk: np.ndarray) -> np.ndarray:
+        n = len(chunk)
+        if max_batch and n < max_batch:  # a file with a fixed batch size: pad the last chunk, drop the padding
+            chunk = np.concatenate([chunk, np.zeros((max_batch - n, *chunk.shape[1:]), chunk.dtype)])
+        return session.run([out_name], {name: chunk})[0][:n]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().cpu().float().numpy()
         step = max_batch or len(arr)
-        parts = [session.run([out_name], {name: arr[i : i + step]})[0] for i in range(0, len(arr), step)]
-        return torch.from_numpy(np.concatenate(parts))
+        return torch.from_numpy(np.concatenate([run(arr[i : i + step]) for i in range(0, len(arr), step)]))
 
     return forward

@@ -34,6 +34,7 @@ def exports(yolov5n, tmp_path_factory) -> dict[str, Path]:
     return {
         "dynamic": export_onnx(yolov5n, d / "dyn.onnx", imgsz=128, dynamic=True, check=False).path,
         "static": export_onnx(yolov5n, d / "static.onnx", imgsz=128, check=False).path,
+        "batch3": export_onnx(yolov5n, d / "batch3.onnx", imgsz=128, batch=3, check=False).path,
     }
 
 
@@ -63,6 +64,9 @@ def test_float_onnx_scores_what_its_checkpoint_scores(capsys, yolov5n, exports, 
 def test_fixed_shape_onnx_gets_square_letterboxes(capsys, exports, small_yaml):
     r = _json(capsys, "val", "--weights", str(exports["static"]), "--data", str(small_yaml), "--imgsz", "128")
     assert r["images"] == 8 and r["map50_95"] > 0.05
+    # a fixed batch of 3: 8 images go in chunks of 3, 3 and 2 (padded), scored the same
+    r3 = _json(capsys, "val", "--weights", str(exports["batch3"]), "--data", str(small_yaml), "--imgsz", "128")
+    assert r3["map50_95"] == pytest.approx(r["map50_95"], abs=1e-4)
     msg = _error(capsys, "val", "--weights", str(exports["static"]), "--data", str(small_yaml), "--imgsz", "256")
     assert msg == f"error: {exports['static']}: exported for 128x128 images: pass --imgsz 128"
     cfg = load_data_config(small_yaml)
