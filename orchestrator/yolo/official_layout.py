@@ -120,17 +120,25 @@ def official_module(model: nn.Module) -> ours.DetectionModel:
     return net
 
 
-def save_official(model: nn.Module, path: str | Path, *, epoch: int = -1, extra: dict[str, Any] | None = None) -> Path:
+def save_official(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    epoch: int = -1,
+    extra: dict[str, Any] | None = None,
+    record_masks: bool = True,
+) -> Path:
     """Write ``model`` in the official YOLOv5 checkpoint layout (fp16 module under official class names).
 
     ``torch.load(path)['model']`` works in the official repo, and so do its ``val.py``/``detect.py``
     (``--weights path``); :func:`orchestrator.yolo.checkpoint.load_checkpoint` reads it back. Prune
     masks are baked in and also recorded under the extra top-level key ``prune_masks`` (uint8 tensors,
     which official code unpickles and ignores), so our fine-tune of this file keeps the zeros.
+    ``record_masks=False`` leaves the record out: the bytes a deployment needs (what ``measure`` weighs).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    masks = model_masks(model)
+    masks = model_masks(model) if record_masks else {}
     net = official_module(model)
     obj: dict[str, Any] = {
         "epoch": epoch,
