@@ -10,6 +10,7 @@ import torch
 
 from orchestrator.errors import DataError
 from orchestrator.prune import apply_ratios, conv_layers, uniform_ratios
+from orchestrator.prune.activation_importance import OutputErrorImportance
 from orchestrator.prune.calibration import calibration_files, calibration_set
 from orchestrator.prune.recovery import compensate, input_stats, parse_steps, reconstruct, recover
 from orchestrator.yolo.data import load_data_config
@@ -106,3 +107,15 @@ def test_parse_steps():
     assert parse_steps("none") == ()
     with pytest.raises(Exception, match="recovery steps must be among"):
         parse_steps("compensate,magic")
+
+
+def test_output_error_importance_cuts_a_constant_channel_first(yolov5n, calib):
+    """model.3's channel 9 outputs a constant (BN scale 0, weights intact): no output error to lose."""
+    ref = copy.deepcopy(yolov5n)
+    with torch.no_grad():
+        ref.model[3].bn.weight[9] = 0
+    stats = input_stats(ref, calib)
+    m, kept = copy.deepcopy(ref), {}
+    imp = OutputErrorImportance(m, stats, kept)
+    report = apply_ratios(m, {"model.3": 1 / 64}, method="structured", granularity="block", importance=imp, kept=kept)
+    assert kept["model.3.conv"].out == [c for c in range(64) if c != 9] and report.importance == "output_error"
