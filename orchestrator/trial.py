@@ -201,7 +201,7 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         from .measure import MB, zipped_size
 
         metrics.update(size_mb=len(int8) / MB, size_zip_mb=zipped_size(int8, "pruned.int8.onnx") / MB)
-    test = _test_metrics(ft.model, ctx, w)
+    test = _test_metrics(ft.model, ctx, w, int8)
     files = {"ratios.json": _ratio_map(spec, report)}
     if w.save_checkpoint:
         files["pruned.pt"] = _official_bytes(ft.model, spec)
@@ -280,8 +280,9 @@ def _ort_baseline(ctx: dict[str, Any], w: Workload) -> Any:
     return ctx["ort_baseline"]
 
 
-def _test_metrics(model, ctx: dict[str, Any], w: Workload) -> dict[str, float]:
-    """The fine-tuned model validated once on the held-out split ({} without one, or without labels in it)."""
+def _test_metrics(model, ctx: dict[str, Any], w: Workload, onnx: bytes | None = None) -> dict[str, float]:
+    """The fine-tuned model (or its deployable ``onnx``, int8) validated once on the held-out split ({} without
+    one, or without labels in it)."""
     if "test_set" not in ctx:  # built once per worker and workload
         from .yolo.data import scan_labels
         from .yolo.train import VAL_BATCH
@@ -297,7 +298,12 @@ def _test_metrics(model, ctx: dict[str, Any], w: Workload) -> dict[str, float]:
         return {}
     from .yolo.val import validate
 
-    r = validate(model, ctx["test_set"], device=ctx["device"])
+    if onnx is not None:
+        from .onnx_val import validate_onnx_bytes
+
+        r = validate_onnx_bytes(onnx, ctx["test_set"], device=ctx["device"])
+    else:
+        r = validate(model, ctx["test_set"], device=ctx["device"])
     if r.instances == 0:  # e.g. COCO test-dev: images without labels say nothing about accuracy
         return {}
     return {"test_map50_95": float(r.map50_95), "test_map50": float(r.map50), "test_images": float(r.images)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from study_files import fake_study, trial_runs
+from test_cli_val import _small_dataset
 
 from orchestrator.cli import main
 from orchestrator.driver import run_study, workload_for
@@ -82,6 +83,7 @@ def test_real_int8_trial_validates_and_ships_the_int8_file(tmp_path, assets):
         device="cpu",
         pruning={"method": "unstructured", "granularity": "stage"},
         quantize={"choices": ["none", "int8"], "calib_images": 4},
+        test_data=str(_small_dataset(assets, tmp_path / "held_out", 6)),
     )
     w = workload_for(load_study_spec(path))
     cache = WorkerCache()
@@ -97,3 +99,5 @@ def test_real_int8_trial_validates_and_ships_the_int8_file(tmp_path, assets):
     # the mAP reported is the int8 file's own, through ONNX Runtime
     assert r.metrics["map50_95"] == pytest.approx(validate_onnx_bytes(q, cache.items["val_set"]).map50_95)
     assert r.metrics["ort_latency_ms"] > 0 and len(cache.items["calibration"]) == 4
+    # the held-out figures are the int8 file's too
+    assert r.test["test_map50_95"] == pytest.approx(validate_onnx_bytes(q, cache.items["test_set"]).map50_95)
