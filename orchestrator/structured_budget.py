@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 
+from .errors import PruningError
 from .measure import count_gflops, deployable
 from .prune.apply import apply_ratios
-from .prune.budget import allocate, scan
+from .prune.budget import ScanPoint, Sensitivity, allocate, scan
 from .prune.layers import prunable_groups
 from .prune.oneshot import OneShot
 from .yolo.data import DataConfig
@@ -33,8 +34,13 @@ def cut_to_budget(
     importance: str,
     steps: Sequence[str],
     imgsz: int | None = None,
+    previous: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Scan every structured group, allocate ratios meeting ``target`` x GFLOPs; a JSON-able summary."""
+    """Scan every structured group, allocate ratios meeting ``target`` x GFLOPs; a JSON-able summary.
+
+    ``previous``: the summary of an earlier run on the same model and data; its scan is reused (the
+    scan is the expensive part and does not depend on the target).
+    """
     imgsz = imgsz or int(shot.calib.images.shape[-1])
     groups = list(prunable_groups(shot.model, granularity, method="structured"))
     val = ValSet(data, imgsz, 32, stride=max(32, int(shot.model.stride.max())))
@@ -54,7 +60,7 @@ def cut_to_budget(
         )
         return validate(m, val, device=torch.device("cpu")).map50_95, count_gflops(deployable(m), imgsz)
 
-    sens = scan(groups, scan_ratios, evaluate)
+    sens = _reuse(previous, groups, gflops_of({})) if previous else scan(groups, scan_ratios, evaluate)
     alloc = allocate(sens, target, gflops_of)
     return {
         "target": target,
@@ -66,3 +72,15 @@ def cut_to_budget(
         "unpruned_map50_95": sens.base_score,
         "scan": [[p.group, p.ratio, p.score, p.gflops] for p in sens.points],
     }
+
+
+def _reuse(previous: Mapping[str, Any], groups: Sequence[str], base_gflops: float) -> Sensitivity:
+    try:
+        points = tuple(ScanPoint(str(g), float(r), float(s), float(f)) for g, r, s, f in previous["scan"])
+        sens = Sensitivity(float(previous["unpruned_map50_95"]), base_gflops, points, 0.0)
+    except (KeyError, TypeError, ValueError):
+        raise PruningError("--scan-from: not the JSON of an earlier `prune --target-gflops --json` run") from None
+    unknown = sorted({p.group for p in points} - set(groups))
+    if unknown:
+        raise PruningError(f"--scan-from: groups {', '.join(unknown[:3])} are not this model's (other granularity?)")
+    return sens

@@ -48,6 +48,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=int, default=32, metavar="N", help="train images for recovery (default 32)")
     p.add_argument("--imgsz", type=int, default=320, help="calibration / scan image size (default 320)")
     p.add_argument(
+        "--scan-from",
+        metavar="FILE.json",
+        help="with --target-gflops: reuse the scan of an earlier `prune --target-gflops --json` output",
+    )
+    p.add_argument(
         "--scan-ratios", default="0.25,0.5", metavar="R,R", help="with --target-gflops: ratios each group is scanned at"
     )
     p.add_argument("--round-to", type=int, default=None, metavar="N", help="structured: keep multiples of N channels")
@@ -155,8 +160,9 @@ def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) ->
     budget = None
     if args.target_gflops is not None:
         budget = cut_to_budget(
-            shot, data, args.target_gflops, _scan_ratios(args.scan_ratios), args.granularity, importance, steps
-        )
+            shot, data, args.target_gflops, _scan_ratios(args.scan_ratios), args.granularity, importance, steps,
+            previous=_previous_scan(args.scan_from) if args.scan_from else None,
+        )  # fmt: skip
         ratios = budget["ratios"]
     elif args.ratios:
         ratios = read_ratio_file(args.ratios)
@@ -187,6 +193,17 @@ def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) ->
         return 0
     _print(done.prune, out, done.recovery.seconds, budget)
     return 0
+
+
+def _previous_scan(path: str) -> dict:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise PruningError(f"--scan-from: cannot read {path} ({e.__class__.__name__})") from None
+    budget = doc.get("budget") if isinstance(doc, dict) else None
+    if not isinstance(budget, dict):
+        raise PruningError(f"--scan-from: {path} has no 'budget' (write it with prune --target-gflops --json)")
+    return budget
 
 
 def _scan_ratios(text: str) -> list[float]:

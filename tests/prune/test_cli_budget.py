@@ -67,3 +67,14 @@ def _ratio_file(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("model.8: 0.25\n")
     return p
+
+
+def test_scan_from_a_file_without_a_scan_is_one_line(capsys, yolov5n_pt, coco128_yaml, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"out": "x.pt"}')
+    rc, _, err = _run(
+        capsys, "prune", "--weights", str(yolov5n_pt), "--method", "structured", "--target-gflops", "0.8",
+        "--data", str(coco128_yaml), "--calib-images", "2", "--imgsz", "64", "--scan-from", str(bad),
+        "--out", str(tmp_path / "o.pt"),
+    )  # fmt: skip
+    assert rc == 2 and "--scan-from" in err and "has no 'budget'" in err and len(err.strip().splitlines()) == 1
