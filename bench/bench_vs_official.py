@@ -1,6 +1,9 @@
 """Training throughput, ours next to the official YOLOv5 (PyPI ``yolov5`` 7.0.14), measured side by side in one run.
 
-    .venv/bin/python bench/bench_vs_official.py [--imgsz 320] [--batch 16] [--rounds 2] [--setup] [--json]
+    .venv/bin/python bench/bench_vs_official.py [--imgsz 320] [--batch 16] [--rounds 2] [--setup] [--json] [--val]
+
+``--val`` compares validation instead: official val.py against ``orchestrator val`` (batch 32), the wall time
+of each whole process (imports, data, model, COCO metrics), interleaved, with each side's mAP50-95.
 
 The official code runs from a venv of its own (default ``<cache>/bench/yolov5-official``; ``--setup`` creates
 it: ``python -m venv``, a ``.pth`` line that lends it this venv's torch, then ``pip install yolov5==7.0.14``);
@@ -25,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -89,6 +93,28 @@ def official_run(python: Path, data: Path, weights: str, folder: Path, args: arg
     return r["images_per_epoch"] / r["epoch_s"][0]
 
 
+def timed(cmd: list[str], folder: Path) -> tuple[float, str]:
+    """(wall seconds of the whole process, its stdout); exits with its stderr when it fails."""
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=folder)
+    if proc.returncode:
+        raise SystemExit(f"{cmd[1]} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t, proc.stdout
+
+
+def val_pair(python: Path, data: Path, weights: str, folder: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Whole-process wall seconds of official val.py and of ``orchestrator val`` (batch 32), and their mAP50-95."""
+    size = ["--imgsz", str(args.imgsz), "--batch", "32"]
+    s_off, out = timed([str(python), str(DRIVER), str(data), weights, str(folder), *size, "--val-only"], folder)
+    line = next(ln for ln in out.splitlines() if ln.startswith("OFFICIAL_JSON "))
+    ours = [sys.executable, "-m", "orchestrator", "val", "--weights", weights, "--data", str(data), *size, "--json"]
+    s_ours, out2 = timed(ours, folder)
+    return {
+        "official_s": s_off, "ours_s": s_ours,
+        "official_map": json.loads(line.split(" ", 1)[1])["map50_95"], "ours_map": json.loads(out2)["map50_95"],
+    }  # fmt: skip
+
+
 def our_run(data: Path, weights: str, folder: Path, args: argparse.Namespace) -> float:
     cmd = [sys.executable, "-m", "orchestrator", "finetune", "--weights", weights, "--data", str(data)]
     cmd += ["--epochs", "1", "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--preset", "scratch-low"]
@@ -107,6 +133,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="data loader processes, both sides (default 2)")
     ap.add_argument("--venv", type=Path, default=None, help="the official venv (default <cache>/bench/yolov5-official)")
     ap.add_argument("--setup", action="store_true", help="create the official venv / install the package first")
+    ap.add_argument("--val", action="store_true", help="compare val.py with `orchestrator val` (process wall time)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     venv = args.venv or default_venv()
@@ -116,6 +143,8 @@ def main() -> None:
     rows = {"official": [], "ours": []}
     with tempfile.TemporaryDirectory(prefix="bench-official-") as tmp:
         data = private_copy(Path(args.data), Path(tmp))
+        if args.val:
+            return report_val([val_pair(python, data, args.weights, Path(tmp), args) for _ in range(args.rounds)])
         for i in range(args.rounds):
             for side in ("official", "ours"):
                 folder = Path(tmp) / f"{side}-{i}"
@@ -138,6 +167,17 @@ def main() -> None:
     for side, v in rows.items():
         print(f"  {side:8s} " + "  ".join(f"{x:.1f}" for x in v) + f"   median {med[side]:.1f}")
     print(f"  ours / official: {out['ratio']:.2f}x")
+
+
+def report_val(pairs: list[dict[str, float]]) -> None:
+    med = {k: statistics.median(p[k] for p in pairs) for k in ("official_s", "ours_s")}
+    print(f"val at the given size, batch 32, whole process, {platform.machine()}, {dt.date.today().isoformat()}")
+    for p in pairs:
+        print(
+            f"  official {p['official_s']:.1f} s (mAP50-95 {p['official_map']:.4f})   "
+            f"ours {p['ours_s']:.1f} s ({p['ours_map']:.4f})"
+        )
+    print(f"  official / ours wall time: {med['official_s'] / med['ours_s']:.2f}x (medians)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Runs INSIDE the official YOLOv5 venv (PyPI ``yolov5`` 7.0.x), never imports this project: one training run
-of official train.py, its training time per epoch taken from its own callbacks (validation excluded).
+of official train.py, its training time per epoch taken from its own callbacks (validation excluded), or
+with ``--val-only`` one run of official val.py (its mAP50-95 printed; the caller times the whole process).
 
     OFFICIAL_PYTHON bench/official_train.py DATA.yaml WEIGHTS.pt OUT_DIR --imgsz 320 --batch 16 --epochs 1
 
@@ -23,6 +24,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--val-only", action="store_true", help="run official val.py instead (the caller times the process)"
+    )
     args = ap.parse_args()
 
     # yolov5 7.0 predates torch.load(weights_only=True) as the default; it loads its own trusted yolov5n.pt
@@ -37,6 +41,13 @@ def main() -> None:
 
     # check_dataset downloads Arial.ttf for plots: none are drawn here (noplots), and the machine may be offline
     general.check_font = train.check_font = lambda *a, **k: None
+    if args.val_only:
+        from yolov5 import val
+
+        kw = dict(imgsz=args.imgsz, batch_size=args.batch, device="cpu", workers=args.workers, plots=False)
+        r = val.run(data=args.data, weights=args.weights, project=args.out, name="val", exist_ok=True, **kw)
+        print("OFFICIAL_JSON " + json.dumps({"map50_95": float(r[0][3])}))
+        return
 
     epochs: list[float] = []
     images: list[int] = []
