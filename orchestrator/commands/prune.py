@@ -144,6 +144,7 @@ def _check_structured_args(args: argparse.Namespace) -> None:
 
 def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) -> int:
     """Structured cut (by ratios or to a GFLOPs budget) with one-shot recovery on train images."""
+    from ..assets import resolve_data
     from ..prune import prunable_groups
     from ..prune.calibration import calibration_set
     from ..prune.layers import check_ratio
@@ -154,7 +155,7 @@ def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) ->
     from ..yolo.data import load_data_config
 
     steps = parse_steps(args.recover)
-    data = load_data_config(args.data)
+    data = load_data_config(resolve_data(args.data))  # names resolve as in every command ($ORCHESTRATOR_ASSETS)
     importance = args.importance or "output_error"
     shot = OneShot(model, calibration_set(data, args.imgsz, args.calib_images))
     budget = None
