@@ -241,7 +241,27 @@ def _from_official(obj: dict[str, Any], path: Path) -> Checkpoint:
     return Checkpoint(model, path, "official", epoch, obj.get("date"), meta, _recorded_masks(obj, model, path))
 
 
+def _check_tensor_bytes(state: dict[str, Any], path: Path) -> None:
+    """Refuse tensors that claim more elements than their storage holds (stride-0 expansions).
+
+    A real checkpoint never has one; a crafted file uses them to make a few stored bytes become
+    gigabytes once copied to float or used as the shape of a rebuilt conv.
+    """
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(
+                f"{path}: not a YOLOv5 checkpoint (state entry {k} is {type(v).__name__}, not a tensor)"
+            )
+        need, have = v.numel() * v.element_size(), v.untyped_storage().nbytes()
+        if need > have:
+            raise CheckpointError(
+                f"{path}: refused to load: tensor {k} claims {need:,} bytes from a {have:,}-byte storage "
+                "(a crafted file inflating in memory)"
+            )
+
+
 def _build(cfg: dict, state: dict[str, torch.Tensor], names: list[str] | None, path: Path) -> DetectionModel:
+    _check_tensor_bytes(state, path)
     try:
         model = DetectionModel(cfg, names=names)
         adapt_to_state_dict(model, state)
