@@ -16,6 +16,7 @@ from study_files import fake_study
 from test_cli_ui import free_port, listening, stop
 
 from orchestrator.cli import main
+from orchestrator.search import create_or_load
 from orchestrator.spec import load_study_spec
 
 VALUES = [[0.3, 1.0], [0.2, 0.8], [0.1, 0.6]]
@@ -29,7 +30,7 @@ def study(tmp_path_factory) -> Path:
     path = fake_study(folder)
     spec = load_study_spec(path)
     (folder / "mlruns").mkdir()
-    s = optuna.create_study(study_name=spec.name, storage=spec.storage, directions=spec.directions)
+    s = create_or_load(spec, spec.storage)  # as `orchestrator run` creates it
     for values in VALUES:
         s.tell(s.ask({"epochs": optuna.distributions.IntDistribution(0, 2)}), values)
     return path
@@ -57,6 +58,7 @@ def test_dashboard_serves_the_study_on_loopback(study: Path):
                 time.sleep(0.3)
         assert [(s["study_name"], s["directions"]) for s in studies] == [("fake", ["maximize", "minimize"])]
         detail = _get(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}")
+        assert detail["objective_names"] == ["map50_95", "gflops"]  # not "Objective 0/1"
         assert [(t["number"], t["state"], t["values"]) for t in detail["trials"]] == [
             (i, "Complete", v) for i, v in enumerate(VALUES)
         ]
