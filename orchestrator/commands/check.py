@@ -58,12 +58,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from .console import stdout_console
 
     t = Table(title=f"{args.study}: OK", show_header=False, title_justify="left")
     for k, v in summary.items():
         if v is not None and k != "warnings":
             t.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
-    Console().print(t)
+    stdout_console().print(t)
     return 0

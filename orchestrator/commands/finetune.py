@@ -169,10 +169,11 @@ class _EpochBars:
 
 
 def _print_table(result, out: Path, sparsity: float) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from .console import stdout_console
+
+    console = stdout_console()
     t = Table(title=f"fine-tuned -> {out} (best epoch {result.best_epoch})")
     for col in ("Epoch", "box", "obj", "cls", "img/s", "P", "R", "mAP50", "mAP50-95"):
         t.add_column(col, justify="right")

@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(groups))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from .console import stdout_console
 
     t = Table(title=f"{weights.name}: {len(groups)} {args.granularity} groups ({args.method})", title_justify="left")
     t.add_column("name")
@@ -55,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
             f"{sum(m.weight.numel() for m in mods):,}",
             members if convs != [name] else "",
         )
-    Console().print(t)
+    stdout_console().print(t)
     return 0

@@ -105,15 +105,16 @@ def _run_onnx(args: argparse.Namespace, weights: Path) -> int:
     if args.json:
         print(json.dumps({"weights": str(weights), **out}))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from .console import stdout_console
 
     d = out
     t = Table(title=f"{weights.name} on {d['device']} (imgsz {d['imgsz']})", show_header=False, title_justify="left")
     t.add_row("params", f"{d['params']:,} ({'int8' if d['int8'] else 'float'})")
     t.add_row("file (ONNX)", f"{d['size_mb']:.3f} MB ({d['size_zip_mb']:.3f} MB zip-deflated)")
     _ort_rows(t, d)
-    Console().print(t)
+    stdout_console().print(t)
     return 0
 
 
@@ -127,8 +128,9 @@ def _ort_rows(t, d: dict) -> None:
 
 
 def _print(d: dict, weights: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from .console import stdout_console
 
     t = Table(title=f"{weights.name} on {d['device']} (imgsz {d['imgsz']})", show_header=False, title_justify="left")
     t.add_row("params", f"{d['params']:,} ({d['nonzero_params']:,} nonzero)")
@@ -143,4 +145,4 @@ def _print(d: dict, weights: Path) -> None:
             t.add_row(f"speed-up batch {d['batch']}", f"{d['speedup_batch']:.3f}x")
     if d.get("ort_latency_ms") is not None:
         _ort_rows(t, {**d, "threads": d["threads"] or "-"})
-    Console().print(t)
+    stdout_console().print(t)

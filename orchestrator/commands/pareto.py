@@ -59,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"study": spec.name, "front": records, "uniform": baselines}, default=str))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from .console import stdout_console
 
     metrics = [o.metric for o in spec.objectives]
     tests = ["test_map50_95", "test_map50"] if test else []
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             str(r["epochs"]),
             "\n".join(r.get("files", [])),
         )
-    Console().print(t)
+    stdout_console().print(t)
     return 0
 
 

@@ -220,8 +220,9 @@ def _scan_ratios(text: str) -> list[float]:
 
 
 def _print(report, out: Path, recovery: dict[str, float] | None = None, budget: dict | None = None) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from .console import stdout_console
 
     t = Table(title=f"pruned -> {out}", show_header=False, title_justify="left")
     t.add_row("method", f"{report.method} ({report.importance}, granularity {report.granularity})")
@@ -236,4 +237,4 @@ def _print(report, out: Path, recovery: dict[str, float] | None = None, budget: 
         t.add_row("GFLOPs", f"{budget['gflops_fraction']:.3f}x of the unpruned (target {budget['target']:g})")
         t.add_row("scan / allocation", f"{budget['scan_seconds']:.0f} s / {budget['allocation_seconds']:.0f} s")
         t.add_row("ratios", ", ".join(f"{k} {v:g}" for k, v in budget["ratios"].items()))
-    Console().print(t)
+    stdout_console().print(t)

@@ -53,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from .console import stdout_console
 
     metrics = [o.metric for o in spec.objectives]
     t = Table(
@@ -83,11 +84,11 @@ def run(args: argparse.Namespace) -> int:
             _fmt(sum(ratios) / len(ratios)) if ratios else "",
             r["failure"][:200],
         )
-    Console().print(t)
+    stdout_console().print(t)
     if vs["hypervolume_uniform"] > 0:
-        Console().print(_versus_uniform_line(vs, records))
+        stdout_console().print(_versus_uniform_line(vs, records))
     if lease:
-        Console().print(f"driver running: pid {lease.get('pid')} on {lease.get('host')}")
+        stdout_console().print(f"driver running: pid {lease.get('pid')} on {lease.get('host')}")
     return 0
 
 

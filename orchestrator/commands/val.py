@@ -111,10 +111,11 @@ def _warn(problems: tuple[str, ...]) -> None:
 
 
 def _print_table(r, speed: dict[str, float], weights: Path, data: Path, imgsz: int) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from .console import stdout_console
+
+    console = stdout_console()
     t = Table(title=f"{weights.name} on {data.name} (val, imgsz {imgsz})")
     for col in ("Images", "Instances", "P", "R", "mAP50", "mAP50-95"):
         t.add_column(col, justify="right")
