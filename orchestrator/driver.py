@@ -50,7 +50,7 @@ from .search import (
 from .spec import StudySpec
 from .study_check import check_inputs, check_stores
 from .tracking import Tracker, archive_runs, check_identity, drop_staged, preflight, staging_dir
-from .trial import AllocationRequest, TrialResult, TrialSpec, Workload
+from .trial_data import AllocationRequest, TrialResult, TrialSpec, Workload
 from .urls import mask_url
 
 LEASE = "driver"

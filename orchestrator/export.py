@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .errors import OrchestratorError
-from .measure import deployable
+from .prune.unstructured import deployable
 
 OPSET = 17
 

@@ -16,7 +16,7 @@ import socket
 import time
 
 from .errors import TrainingError
-from .trial import AllocationRequest, BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
+from .trial_data import AllocationRequest, BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
 
 _GROUPS = {"layer": 24, "block": 10, "stage": 4}
 _BASE = {"map50_95": 0.314, "map50": 0.491, "params": 1_867_405.0, "gflops": 1.13, "latency_ms": 40.0}

@@ -19,8 +19,7 @@ def validate_on_test(spec: StudySpec, numbers: list[int], fetch: Callable[[int, 
     """Trial number -> held-out figures for trials that sealed none; ``fetch(n, folder)`` downloads a checkpoint."""
     if not numbers:
         return {}
-    from .assets import resolve_data
-    from .study_check import local_ref
+    from .assets import local_ref, resolve_data
     from .yolo.checkpoint import load_model
     from .yolo.data import load_data_config, scan_labels
     from .yolo.train import VAL_BATCH

@@ -30,10 +30,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.utils.prune as tprune
 
 from .errors import OrchestratorError
-from .prune.unstructured import copy_pruned
+from .prune.unstructured import deployable, without_masks
 from .timing import Timing, time_interleaved
 
 MB = 1e6
@@ -86,27 +85,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _without_masks(model: nn.Module) -> nn.Module:
-    """A copy with ``torch.nn.utils.prune`` masks baked into the weights."""
-    net = copy_pruned(model)
-    for m in net.modules():
-        for hook in list(m._forward_pre_hooks.values()):
-            if isinstance(hook, tprune.BasePruningMethod):
-                tprune.remove(m, hook._tensor_name)
-    return net
-
-
-def deployable(model: nn.Module) -> nn.Module:
-    """A float32 eval copy with masks baked in and BatchNorms fused, as inference runs it."""
-    net = _without_masks(model).float().eval()
-    if hasattr(net, "fuse"):
-        net.fuse()
-    return net
-
-
 def count_nonzero(model: nn.Module) -> tuple[int, int]:
     """(parameters, nonzero parameters) of the unfused model, masks applied."""
-    net = _without_masks(model)
+    net = without_masks(model)
     total = sum(p.numel() for p in net.parameters())
     nonzero = sum(int(torch.count_nonzero(p)) for p in net.parameters())
     return total, nonzero

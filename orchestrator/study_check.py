@@ -14,20 +14,13 @@ import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .assets.locations import local_ref
 from .errors import ConfigError, OrchestratorError
 from .spec import StudySpec
 from .urls import mask_url
 
 if TYPE_CHECKING:
     from .yolo.data import DataConfig
-
-
-def local_ref(ref: str, base_dir: Path) -> str:
-    """A relative path that exists next to the study file wins over the working folder and official names."""
-    p = Path(ref).expanduser()
-    if not p.is_absolute() and len(p.parts) > 1 and (base_dir / p).exists():
-        return str(base_dir / p)
-    return ref
 
 
 def find_weights(ref: str) -> tuple[Path | None, str]:

@@ -10,96 +10,13 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from .errors import OrchestratorError
+from .trial_data import AllocationRequest, BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
 
-
-@dataclass(frozen=True)
-class Workload:
-    """What every trial of a study shares; also the key of the worker's cache."""
-
-    study: str
-    kind: str  # "real" | "fake"
-    model: str  # weights path or official name
-    data: str  # data yaml path or official name
-    base_dir: str  # folder of the study file (relative model/data paths start here)
-    imgsz: int
-    batch: int
-    device: str  # auto | cpu | cuda | cuda:N
-    seed: int
-    method: str
-    granularity: str
-    importance: str
-    round_to: int
-    exclude: tuple[str, ...]
-    hyp: str
-    overrides: tuple[tuple[str, float], ...]
-    save_checkpoint: bool  # return the pruned checkpoint's bytes
-    threads: int  # torch threads in the worker
-    fake: Any = None  # FakeTrialSpec for kind == "fake"
-    test_data: str = ""  # data yaml of the held-out split when not the data's own test: (holdout.py)
-    calibration: tuple[str, int] = ("minmax", 128)  # int8: ORT calibration method, train images
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    number: int
-    workload: Workload
-    ratios: dict[str, float]  # group -> fraction removed
-    epochs: int
-    lr0: float
-    attempt: int = 0  # 1 when retried after its worker died
-    quantize: str = "none"  # none: deploy the fp16 .pt; int8: deploy (and validate) an ONNX Runtime int8 file
-
-
-@dataclass(frozen=True)
-class BaselineResult:
-    """The unpruned model, measured once per study: the groups the search runs over and its metrics."""
-
-    groups: dict[str, list[str]]  # group -> conv layer names
-    metrics: dict[str, float]
-    device: str
-    wall_s: float
-
-
-@dataclass(frozen=True)
-class AllocationRequest:
-    """Ask a worker for warm-start ratio maps: one per target sparsity, on the search space's grid."""
-
-    targets: tuple[float, ...]
-    groups: dict[str, list[str]]  # group -> conv names, as the baseline reported them
-    bounds: dict[str, tuple[float, float]]  # group -> (low, high), as the search space has them
-    step: float | None
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    number: int
-    ok: bool
-    metrics: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, float]] = field(default_factory=list)  # one record per fine-tune epoch
-    files: dict[str, bytes] = field(default_factory=dict)  # artifact name -> content (checkpoint, ratio map)
-    device: str = ""
-    worker: str = ""  # host:pid
-    failure: str = ""  # one line: why it failed
-    wall_s: float = 0.0
-    attempt: int = 0
-    test: dict[str, float] = field(default_factory=dict)  # held-out split, sealed: see holdout.py
-
-
-class WorkerCache:
-    """Objects a worker loads once and reuses for every trial of the same workload."""
-
-    def __init__(self) -> None:
-        self.key: Workload | None = None
-        self.items: dict[str, Any] = {}
-
-    def for_workload(self, workload: Workload) -> dict[str, Any]:
-        if self.key != workload:
-            self.key, self.items = workload, {}
-        return self.items
+__all__ = ["AllocationRequest", "BaselineResult", "TrialResult", "TrialSpec", "WorkerCache", "Workload", "execute"]
 
 
 def execute(spec: TrialSpec, cache: WorkerCache, worker: str = "") -> TrialResult:
@@ -239,9 +156,8 @@ def _context(w: Workload, cache: WorkerCache) -> dict[str, Any]:
 
     import torch
 
-    from .assets import resolve_data, resolve_weights
+    from .assets import local_ref, resolve_data, resolve_weights
     from .measure import resolve_device
-    from .study_check import local_ref
     from .yolo.checkpoint import load_checkpoint
     from .yolo.data import load_data_config
     from .yolo.hyp import get_hyp
@@ -334,8 +250,7 @@ def _test_files(w: Workload, data) -> tuple:
         return data.test
     from pathlib import Path
 
-    from .assets import resolve_data
-    from .study_check import local_ref
+    from .assets import local_ref, resolve_data
     from .yolo.data import load_data_config
 
     cfg = load_data_config(resolve_data(local_ref(w.test_data, Path(w.base_dir)), progress=False), need=())

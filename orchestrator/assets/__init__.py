@@ -5,7 +5,7 @@ only then move into the cache, so a partial or corrupt file never sits under its
 """
 
 from .datasets import locate_data, resolve_data
-from .locations import cache_dir
+from .locations import cache_dir, local_ref
 from .weights import locate_weights, resolve_weights
 
-__all__ = ["cache_dir", "locate_data", "locate_weights", "resolve_data", "resolve_weights"]
+__all__ = ["cache_dir", "local_ref", "locate_data", "locate_weights", "resolve_data", "resolve_weights"]

@@ -98,3 +98,11 @@ def official_weights_url(name: str) -> str:
 def large_downloads_allowed() -> bool:
     """True when ``$ORCHESTRATOR_ALLOW_LARGE_DOWNLOADS`` says yes (1/true/yes)."""
     return os.environ.get(ENV_ALLOW_LARGE, "").strip().lower() in ("1", "true", "yes")
+
+
+def local_ref(ref: str, base_dir: Path) -> str:
+    """A relative path that exists next to the study file wins over the working folder and official names."""
+    p = Path(ref).expanduser()
+    if not p.is_absolute() and len(p.parts) > 1 and (base_dir / p).exists():
+        return str(base_dir / p)
+    return ref

@@ -63,8 +63,8 @@ def _run(args: argparse.Namespace) -> int:
         raise OrchestratorError(f"--trials: expected >= 1, got {args.trials}")
     spec = load_study_spec(args.study)
     if spec.trial == "real":  # bad weights or data stop here, before a study, a run or a file is created
-        from ..assets import resolve_data, resolve_weights
-        from ..study_check import check_inputs, local_ref
+        from ..assets import local_ref, resolve_data, resolve_weights
+        from ..study_check import check_inputs
 
         check_inputs(spec, groups=False)
         # Fetch what is not local yet now, so that offline fails in one line before Ray, a study or a run exists;

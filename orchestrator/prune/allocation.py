@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import PruningError
-from .layers import conv_layers
+from .convs import conv_layers
 
 
 def _removed(ratio: float, n: int) -> int:

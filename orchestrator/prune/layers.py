@@ -24,21 +24,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import PruningError
+from .convs import conv_layers, output_convs
 
 GRANULARITIES = ("layer", "block", "stage")
 METHODS = ("unstructured", "global", "structured")
-
-
-def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
-    """Every ``nn.Conv2d`` of ``model`` by module path, in module order."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-
-
-def output_convs(model: nn.Module) -> list[str]:
-    """Names of the Detect layer's output convs (their widths are the output format)."""
-    rows = model.model
-    det = len(rows) - 1
-    return [f"model.{det}.{name}" for name, m in rows[det].named_modules() if isinstance(m, nn.Conv2d)]
 
 
 def _row_of(conv_name: str) -> int:

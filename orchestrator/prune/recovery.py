@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..errors import PruningError
 from .calibration import CalibrationSet
-from .layers import conv_layers
+from .convs import conv_layers
 from .structured import KeptChannels
 
 STEPS = ("compensate", "reconstruct", "recalibrate")

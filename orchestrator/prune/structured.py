@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import PruningError
-from .layers import conv_layers, output_convs
+from .convs import conv_layers, output_convs
 
 IMPORTANCES = ("l1", "l2", "bn_scale")
 

@@ -83,3 +83,21 @@ def has_masks(model: nn.Module) -> bool:
 
 
 copy_pruned = copy_model  # one implementation, in yolo/model.py (yolo/ cannot import prune/)
+
+
+def without_masks(model: nn.Module) -> nn.Module:
+    """A copy with ``torch.nn.utils.prune`` masks baked into the weights."""
+    net = copy_pruned(model)
+    for m in net.modules():
+        for hook in list(m._forward_pre_hooks.values()):
+            if isinstance(hook, tprune.BasePruningMethod):
+                tprune.remove(m, hook._tensor_name)
+    return net
+
+
+def deployable(model: nn.Module) -> nn.Module:
+    """A float32 eval copy with masks baked in and BatchNorms fused, as inference runs it."""
+    net = without_masks(model).float().eval()
+    if hasattr(net, "fuse"):
+        net.fuse()
+    return net

@@ -1,0 +1,95 @@
+"""The trial's contract as plain, picklable data: what goes to a worker and what comes back.
+
+The real trial (trial.py) and the fake one (fake_trial.py) both speak it; neither imports the other's code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every trial of a study shares; also the key of the worker's cache."""
+
+    study: str
+    kind: str  # "real" | "fake"
+    model: str  # weights path or official name
+    data: str  # data yaml path or official name
+    base_dir: str  # folder of the study file (relative model/data paths start here)
+    imgsz: int
+    batch: int
+    device: str  # auto | cpu | cuda | cuda:N
+    seed: int
+    method: str
+    granularity: str
+    importance: str
+    round_to: int
+    exclude: tuple[str, ...]
+    hyp: str
+    overrides: tuple[tuple[str, float], ...]
+    save_checkpoint: bool  # return the pruned checkpoint's bytes
+    threads: int  # torch threads in the worker
+    fake: Any = None  # FakeTrialSpec for kind == "fake"
+    test_data: str = ""  # data yaml of the held-out split when not the data's own test: (holdout.py)
+    calibration: tuple[str, int] = ("minmax", 128)  # int8: ORT calibration method, train images
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    number: int
+    workload: Workload
+    ratios: dict[str, float]  # group -> fraction removed
+    epochs: int
+    lr0: float
+    attempt: int = 0  # 1 when retried after its worker died
+    quantize: str = "none"  # none: deploy the fp16 .pt; int8: deploy (and validate) an ONNX Runtime int8 file
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """The unpruned model, measured once per study: the groups the search runs over and its metrics."""
+
+    groups: dict[str, list[str]]  # group -> conv layer names
+    metrics: dict[str, float]
+    device: str
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class AllocationRequest:
+    """Ask a worker for warm-start ratio maps: one per target sparsity, on the search space's grid."""
+
+    targets: tuple[float, ...]
+    groups: dict[str, list[str]]  # group -> conv names, as the baseline reported them
+    bounds: dict[str, tuple[float, float]]  # group -> (low, high), as the search space has them
+    step: float | None
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    number: int
+    ok: bool
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)  # one record per fine-tune epoch
+    files: dict[str, bytes] = field(default_factory=dict)  # artifact name -> content (checkpoint, ratio map)
+    device: str = ""
+    worker: str = ""  # host:pid
+    failure: str = ""  # one line: why it failed
+    wall_s: float = 0.0
+    attempt: int = 0
+    test: dict[str, float] = field(default_factory=dict)  # held-out split, sealed: see holdout.py
+
+
+class WorkerCache:
+    """Objects a worker loads once and reuses for every trial of the same workload."""
+
+    def __init__(self) -> None:
+        self.key: Workload | None = None
+        self.items: dict[str, Any] = {}
+
+    def for_workload(self, workload: Workload) -> dict[str, Any]:
+        if self.key != workload:
+            self.key, self.items = workload, {}
+        return self.items
