@@ -216,7 +216,9 @@ def create_or_load(spec: StudySpec, storage) -> Any:
         study_name=spec.name, storage=storage, directions=directions, sampler=make_sampler(spec, 0), load_if_exists=True
     )
     study.set_user_attr("objectives", [o.metric for o in spec.objectives])
-    study.set_metric_names([o.metric for o in spec.objectives])  # optuna-dashboard shows them, not "Objective 0"
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use; its warning is noise on stderr
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([o.metric for o in spec.objectives])  # optuna-dashboard shows them, not "Objective 0"
     if STUDY_IDENTITY not in study.user_attrs:  # (load_if_exists: another driver may have just created it)
         study.set_user_attr(STUDY_IDENTITY, _new_identity())
     return study
