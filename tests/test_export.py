@@ -29,14 +29,15 @@ def test_onnx_matches_pytorch(pruned, tmp_path):
     assert [o.name for o in g.output] == ["output0"] and [i.name for i in g.input] == ["images"]
     assert r.output_shape == (1, 3 * (32 * 32 + 16 * 16 + 8 * 8), 85) and r.opset >= 12
     # dynamic axes: another batch and shape, against the unfused PyTorch model
-    x = torch.rand(2, 3, 192, 320)
+    x = torch.rand(2, 3, 192, 320, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         y = pruned.eval()(x)[0]
     (out,) = ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"]).run(
         ["output0"], {"images": x.numpy()}
     )
     assert out.shape == tuple(y.shape)
-    assert float((torch.from_numpy(out) - y).abs().max()) < 1e-3
+    # box outputs are pixels (up to ~320): float32 rounding of the fused graph scales with them
+    torch.testing.assert_close(torch.from_numpy(out), y, rtol=1e-5, atol=1e-3)
 
 
 def test_bad_export_arguments(pruned, tmp_path):
