@@ -6,6 +6,7 @@ import difflib
 import math
 import re
 import reprlib
+from dataclasses import MISSING, Field, field, fields
 from typing import Any
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -99,6 +100,52 @@ class KeyReader:
         """Whatever is left in ``d`` was not expected: report each key (with the closest known one)."""
         for key in d:
             self.bad(f"{at}.{key}" if at else str(key), f"unknown key{close_match(str(key), self.known.get(at, ()))}")
+
+
+def ordered(r: KeyReader, path: str, lo: Any, hi: Any) -> bool:
+    """``min <= max``, or a problem on ``path`` (the one place this rule is written)."""
+    if lo > hi:
+        r.bad(path, f"min <= max must hold, got min={show(lo)} max={show(hi)}")
+        return False
+    return True
+
+
+def setting(default: Any, kind: type, *, many: bool = False, **rules: Any) -> Any:
+    """A dataclass field read from a study file by :func:`read_fields`: its default stated here, once.
+
+    ``rules`` are :meth:`KeyReader.take`'s (``choices``, ``check`` + ``rule``, ``required``, ``nullable``).
+    """
+    return field(default=default, metadata={"setting": (kind, many, rules)})
+
+
+def section_field(default: Any) -> Any:
+    """A dataclass field that is a section (or a key with its own syntax) read by hand: a known key all the same."""
+    return field(default=default, metadata={"section": True})
+
+
+def read_fields(r: KeyReader, d: dict, cls: type, at: str = "", /, **defaults: Any) -> dict[str, Any]:
+    """Every :func:`setting` of ``cls`` popped from ``d``; ``defaults`` replace a field's own where it depends on
+    the rest of the file (the sampler's seed is the study's)."""
+    out = {}
+    for f in fields(cls):
+        if "setting" not in f.metadata:
+            continue
+        kind, many, rules = f.metadata["setting"]
+        default = defaults.get(f.name, _default(f))
+        if many:
+            out[f.name] = r.take_list(d, f.name, kind, default, at=at)
+        else:
+            out[f.name] = r.take(d, f.name, kind, default, at=at, **rules)
+    return out
+
+
+def known_keys(cls: type) -> tuple[str, ...]:
+    """The keys a section accepts: its settings and hand-read fields (unknown keys are matched against these)."""
+    return tuple(f.name for f in fields(cls) if "setting" in f.metadata or "section" in f.metadata)
+
+
+def _default(f: Field) -> Any:
+    return f.default if f.default is not MISSING else None
 
 
 def close_match(key: str, known) -> str:

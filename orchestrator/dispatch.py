@@ -18,16 +18,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import OrchestratorError
-from .trial import (
+from .runner import execute, execute_allocations, execute_baseline
+from .trial_data import (
     AllocationRequest,
     BaselineResult,
     TrialResult,
     TrialSpec,
     WorkerCache,
     Workload,
-    execute,
-    execute_allocations,
-    execute_baseline,
 )
 from .urls import mask_url
 

@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .dimensions import trial_ratios, trial_values
 from .dispatch import Cluster, WorkerPool, connect, disconnect
 from .errors import OrchestratorError
 from .holdout import ATTR_TEST, revealed
@@ -29,6 +30,7 @@ from .search import (
     ATTR_DEVICE,
     ATTR_FAILURE,
     ATTR_HISTORY,
+    ATTR_INTENDED,
     ATTR_METRICS,
     ATTR_RETRY_OF,
     ATTR_WALL,
@@ -44,7 +46,6 @@ from .search import (
     open_storage,
     pareto_front,
     study_identity,
-    trial_ratios,
     trial_summary,
 )
 from .spec import StudySpec
@@ -285,14 +286,7 @@ class _Loop:
         self.ask_s = took if self.ask_s is None else 0.7 * self.ask_s + 0.3 * took
         self.asked[trial.number] = trial
         params = trial.params
-        return TrialSpec(
-            trial.number,
-            self.workload,
-            trial_ratios(params),
-            int(params["epochs"]),
-            float(params["lr0"]),
-            quantize=str(params.get("quantize", "none")),
-        )
+        return TrialSpec(trial.number, self.workload, trial_ratios(params), trial_values(params, self.spec.space))
 
     def _tell(self, r: TrialResult) -> None:
         """Record a result in the Optuna storage (the source of truth) and stage its files."""
@@ -427,7 +421,7 @@ class _Loop:
         enqueue_warm_start(spec, self.study, self.space, pool.allocations(self.workload, request))
 
     def _requeue(self, number: int, reason: str) -> None:
-        _fail_and_requeue(self.study, number, reason)
+        _fail_and_requeue(self.study, number, reason, handle=self.asked.get(number))
 
     def _heartbeat(self) -> bool:
         self.last_beat = time.monotonic()
@@ -456,12 +450,18 @@ def _signals_as_interrupt() -> dict:
     return {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
-def _fail_and_requeue(study, number: int, reason: str, *, requeue: bool = True) -> None:
-    """Tell a RUNNING trial FAIL with ``reason`` and (unless told not to) enqueue its parameters again."""
+def _fail_and_requeue(study, number: int, reason: str, *, requeue: bool = True, handle=None) -> None:
+    """Tell a RUNNING trial FAIL with ``reason`` and (unless told not to) enqueue its parameters again.
+
+    ``handle`` is the ``optuna.Trial`` this driver asked; a trial left RUNNING by a dead driver has none, and
+    Optuna offers no public way to write to it (``Study.tell`` takes no attributes, and a finished trial
+    refuses them): its handle is rebuilt from ``FrozenTrial._trial_id``, the one private name we use
+    (Optuna 4.x-5.x; tests/test_resume.py's orphan tests fail if it goes).
+    """
     from optuna.trial import Trial, TrialState
 
     t = study.get_trials(deepcopy=False)[number]
-    handle = Trial(study, t._trial_id)
+    handle = handle if handle is not None else Trial(study, t._trial_id)
     handle.set_user_attr(ATTR_FAILURE, reason)
     study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
     if not requeue:
@@ -470,13 +470,14 @@ def _fail_and_requeue(study, number: int, reason: str, *, requeue: bool = True) 
     for origin in (ATTR_BASELINE, ATTR_WARM_START):  # a retried baseline or warm start keeps its origin
         if t.user_attrs.get(origin) is not None:
             attrs[origin] = t.user_attrs[origin]
-    study.enqueue_trial(_intended_params(t), user_attrs=attrs)
+    params = _intended_params(t)
+    study.enqueue_trial(params, user_attrs={**attrs, ATTR_INTENDED: params})
 
 
 def _intended_params(t) -> dict:
-    """The parameters a trial was meant to run: an enqueued trial's own (Optuna keeps them as ``fixed_params``
-    until they are suggested) completed by whatever was suggested."""
-    return {**(t.system_attrs.get("fixed_params") or {}), **t.params}
+    """The parameters a trial was meant to run: an enqueued trial's own (recorded when it was enqueued, complete
+    even if the driver died before asking all of them) completed by whatever was suggested."""
+    return {**(t.user_attrs.get(ATTR_INTENDED) or {}), **t.params}
 
 
 def _recover_orphans(study, view: ProgressView) -> None:

@@ -93,8 +93,7 @@ def _point(t, cx: float, cy: float, front: bool) -> str:
         "run": f"trial-{t.number:04d}",
         "origin": s["origin"],
         **{k: v for k, v in sorted(s["metrics"].items())},
-        "epochs": s["epochs"],
-        "lr0": s["lr0"],
+        **{k: v for k, v in s["dimensions"].items() if v is not None},
         "ratios": s["ratios"],
     }
     kind = "uniform" if t.user_attrs.get(ATTR_BASELINE) is not None else "sampler"

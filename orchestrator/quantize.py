@@ -24,13 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OrchestratorError
-
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-# Measured on yolov5n at 320, coco128 val through ORT (float 0.3132), calibrating on coco128 train:
-# minmax 32 images 0.2961, 128 images 0.3065 (0.3100 with a float head); percentile 32 0.2970 (4x slower);
-# entropy 32 0.2961 (3x slower). More images help minmax most; all of coco128 train is 128.
-DEFAULT_METHOD = "minmax"
-DEFAULT_IMAGES = 128
+from .vocabulary import CALIBRATION_METHODS, DEFAULT_IMAGES, DEFAULT_METHOD
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .dimensions import DIMENSIONS, ratio_distributions, ratio_params, trial_ratios
 from .errors import ConfigError, OrchestratorError
 from .spec import StudySpec
 from .sqlite_stores import has_tables
 from .urls import mask_url
 
-RATIO_PREFIX = "ratio."
 # trial user attributes (the storage is the source of truth for everything a trial produced)
 ATTR_METRICS = "metrics"
 ATTR_HISTORY = "history"
@@ -33,6 +33,7 @@ ATTR_WALL = "wall_s"
 ATTR_BASELINE = "uniform_ratio"  # set on enqueued uniform baselines
 ATTR_WARM_START = "warm_start"  # set on enqueued warm-start allocations: the target sparsity
 ATTR_RETRY_OF = "retry_of"
+ATTR_INTENDED = "intended"  # set on enqueued trials: their parameters, complete even before they are asked
 ATTR_CONSTRAINTS = "constraints"
 # study user attributes
 STUDY_BASELINE = "baseline"  # the unpruned model's groups + metrics
@@ -42,39 +43,24 @@ STUDY_IDENTITY = "identity"  # {"uid", "created"}: set once at creation; MLflow'
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """One ratio per group plus the fine-tune knobs; fixed values are not searched but still recorded."""
+    """One ratio per group plus the declared dimensions; fixed values are not searched but still recorded."""
 
     ratios: dict[str, tuple[float, float]]  # group -> (low, high)
     step: float | None
-    epochs: tuple[int, int]
-    lr0: tuple[float, float, bool]  # low, high, log
-    quantize: tuple[str, ...] = ("none",)  # a parameter only when the study file names quantize
+    dimensions: dict[str, Any]  # dimension name -> its domain (spec.space)
 
     def distributions(self) -> dict[str, Any]:
-        import optuna.distributions as d
-
-        out: dict[str, Any] = {}
-        for group, (lo, hi) in self.ratios.items():
-            if self.step and hi - lo >= self.step:
-                hi = lo + math.floor((hi - lo) / self.step + 1e-9) * self.step
-                out[RATIO_PREFIX + group] = d.FloatDistribution(lo, round(hi, 10), step=self.step)
-            else:
-                out[RATIO_PREFIX + group] = d.FloatDistribution(lo, hi)
-        out["epochs"] = d.IntDistribution(*self.epochs)
-        lo, hi, log = self.lr0
-        out["lr0"] = d.FloatDistribution(lo, hi, log=log and lo < hi)
-        if self.quantize != ("none",):
-            out["quantize"] = d.CategoricalDistribution(self.quantize)
+        out = ratio_distributions(self.ratios, self.step)
+        for name, dim in DIMENSIONS.items():
+            if dim.is_param(self.dimensions[name]):
+                out[name] = dim.distribution(self.dimensions[name])
         return out
 
-    def uniform_params(self, ratio: float, epochs: int, lr0: float) -> dict[str, Any]:
-        params: dict[str, Any] = {RATIO_PREFIX + g: ratio for g in self.ratios}
-        params.update(epochs=epochs, lr0=lr0, **self.baseline_extras())
+    def enqueued_params(self, ratios: dict[str, float], values: dict[str, Any]) -> dict[str, Any]:
+        """A trial's parameters from its ratio map and the dimensions' values (those that are parameters)."""
+        params: dict[str, Any] = ratio_params(ratios)
+        params.update({k: v for k, v in values.items() if DIMENSIONS[k].is_param(self.dimensions[k])})
         return params
-
-    def baseline_extras(self) -> dict[str, Any]:
-        """Enqueued trials (baselines, warm start) deploy the study's last quantize choice, the one it is after."""
-        return {"quantize": self.quantize[-1]} if self.quantize != ("none",) else {}
 
 
 def build_space(spec: StudySpec, groups: list[str]) -> SearchSpace:
@@ -91,22 +77,13 @@ def build_space(spec: StudySpec, groups: list[str]) -> SearchSpace:
         ratios[g] = (rng.low, rng.high)
     if not ratios:
         raise ConfigError(str(spec.path), [("pruning", "the model has no prunable group left: check exclude")])
-    ft = spec.finetune
-    return SearchSpace(
-        ratios,
-        spec.pruning.step,
-        (int(ft.epochs.low), int(ft.epochs.high)),
-        (ft.lr0.low, ft.lr0.high, ft.lr0.log),
-        spec.quantize.choices,
-    )
+    return SearchSpace(ratios, spec.pruning.step, dict(spec.space))
 
 
-def baseline_budget(spec: StudySpec) -> tuple[int, float]:
-    """Epochs and lr0 for the uniform baselines: the most fine-tuning a searched trial can get."""
-    b, ft = spec.baselines, spec.finetune
-    epochs = b.epochs if b.epochs is not None else int(ft.epochs.high)
-    lr0 = b.lr0 if b.lr0 is not None else math.sqrt(ft.lr0.low * ft.lr0.high)
-    return epochs, lr0
+def baseline_values(spec: StudySpec) -> dict[str, Any]:
+    """Every dimension's value for the enqueued trials: ``baselines.<name>`` if given, else the dimension's choice
+    (the most fine-tuning a searched trial can get, the middle lr0, the deployable form the study is after)."""
+    return {name: spec.baselines.values.get(name, dim.baseline(spec.space[name])) for name, dim in DIMENSIONS.items()}
 
 
 # ---------------------------------------------------------------- storage and study
@@ -256,9 +233,10 @@ def enqueue_baselines(spec: StudySpec, study, space: SearchSpace) -> int:
     """Enqueue the uniform baselines once per study (before any searched trial)."""
     if study.user_attrs.get("baselines_enqueued"):
         return 0
-    epochs, lr0 = baseline_budget(spec)
+    values = baseline_values(spec)
     for r in spec.baselines.ratios:
-        study.enqueue_trial(space.uniform_params(r, epochs, lr0), user_attrs={ATTR_BASELINE: r}, skip_if_exists=True)
+        params = space.enqueued_params(dict.fromkeys(space.ratios, r), values)
+        study.enqueue_trial(params, user_attrs={ATTR_BASELINE: r, ATTR_INTENDED: params}, skip_if_exists=True)
     study.set_user_attr("baselines_enqueued", True)
     return len(spec.baselines.ratios)
 
@@ -267,11 +245,11 @@ def enqueue_warm_start(spec: StudySpec, study, space: SearchSpace, allocations: 
     """Enqueue the warm-start allocations (one per baseline ratio, same fine-tune budget) once per study."""
     if study.user_attrs.get("warm_start_enqueued"):
         return 0
-    epochs, lr0 = baseline_budget(spec)
+    values = baseline_values(spec)
     for target, ratios in zip(spec.baselines.ratios, allocations):
-        params: dict[str, float] = {RATIO_PREFIX + g: float(r) for g, r in ratios.items()}
-        params.update(epochs=epochs, lr0=lr0, **space.baseline_extras())
-        study.enqueue_trial(params, user_attrs={ATTR_WARM_START: target}, skip_if_exists=True)
+        params = space.enqueued_params(ratios, values)
+        attrs = {ATTR_WARM_START: target, ATTR_INTENDED: params}
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
     study.set_user_attr("warm_start_enqueued", True)
     return len(allocations)
 
@@ -283,10 +261,6 @@ def origin(t) -> str:
     if t.user_attrs.get(ATTR_WARM_START) is not None:
         return f"warm {t.user_attrs[ATTR_WARM_START]:g}"
     return "sampler"
-
-
-def trial_ratios(params: dict[str, Any]) -> dict[str, float]:
-    return {k[len(RATIO_PREFIX) :]: float(v) for k, v in params.items() if k.startswith(RATIO_PREFIX)}
 
 
 # ---------------------------------------------------------------- front and hypervolume
@@ -317,21 +291,14 @@ def hypervolume(trials: list, spec: StudySpec, baseline: dict[str, float]) -> fl
     objectives, so the value reads "quality kept x cost saved" and compares searched vs uniform runs.
     """
     import numpy as np
-    from optuna._hypervolume import compute_hypervolume
 
-    pts = []
-    for t in trials:
-        if not (_complete(t) and feasible(t)):
-            continue
-        pts.append(normalized_loss(t.values, spec, baseline))
+    from .hypervolume import hypervolume as exact_hypervolume
+
+    pts = [normalized_loss(t.values, spec, baseline) for t in trials if _complete(t) and feasible(t)]
     if not pts:
         return 0.0
     ref = np.array([0.0 if o.direction == "maximize" else 1.0 for o in spec.objectives])
-    arr = np.array(pts, dtype=float)
-    arr = arr[np.all(arr < ref, axis=1)]
-    if len(arr) == 0:
-        return 0.0
-    return float(compute_hypervolume(arr, ref))
+    return exact_hypervolume(np.array(pts, dtype=float), ref)
 
 
 def normalized_loss(values: list[float], spec: StudySpec, baseline: dict[str, float]) -> list[float]:
@@ -393,9 +360,7 @@ def trial_summary(t) -> dict[str, Any]:
         "uniform_ratio": t.user_attrs.get(ATTR_BASELINE),
         "warm_start": t.user_attrs.get(ATTR_WARM_START),
         "origin": origin(t),
-        "epochs": t.params.get("epochs"),
-        "lr0": t.params.get("lr0"),
-        "quantize": t.params.get("quantize", "none"),
+        "dimensions": {name: t.params.get(name) for name in DIMENSIONS},  # None: not a parameter of the study
         "ratios": trial_ratios(t.params),
         "failure": t.user_attrs.get(ATTR_FAILURE, ""),
         "device": t.user_attrs.get(ATTR_DEVICE, ""),

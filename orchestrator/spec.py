@@ -9,13 +9,35 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .bounded_yaml import YamlRefused, read_yaml
-from .config_reader import KeyReader, close_match, is_number, show, to_float, unusable
+from .config_reader import (
+    KeyReader,
+    close_match,
+    is_number,
+    known_keys,
+    ordered,
+    read_fields,
+    section_field,
+    setting,
+    show,
+    to_float,
+    unusable,
+)
+from .dimensions import DIMENSIONS, Range
 from .errors import ConfigError
+from .vocabulary import (
+    CALIBRATION_METHODS,
+    DEFAULT_IMAGES,
+    DEFAULT_METHOD,
+    GRANULARITIES,
+    METHODS,
+    STRUCTURED_IMPORTANCES,
+)
+from .yolo.hyp import PRESETS, Hyp  # plain dataclasses: no torch
 
 # metric -> the direction in which it gets better; the objectives a study may name
 METRICS: dict[str, str] = {
@@ -31,12 +53,8 @@ METRICS: dict[str, str] = {
     "ort_latency_ms": "minimize",  # ONNX Runtime (the deployed runtime); latency_ms/speedup are eager PyTorch
     "ort_speedup": "maximize",
 }
-METHODS = ("structured", "unstructured")
-GRANULARITIES = ("layer", "block", "stage")
-IMPORTANCES = ("l1", "l2", "bn_scale")  # bn_scale: structured only (BatchNorm gamma)
 SAMPLERS = ("nsga2", "tpe", "random")
 WARM_STARTS = ("none", "global_magnitude")
-QUANTIZE_CHOICES = ("none", "int8")  # none: the fp16 .pt is deployed; int8: an ONNX Runtime int8 QDQ file
 ARTIFACT_POLICIES = ("all", "pareto", "none")
 TRIAL_KINDS = ("real", "fake")
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -53,19 +71,6 @@ _CONSTRAINT = re.compile(
 
 
 @dataclass(frozen=True)
-class Range:
-    """A closed interval searched by the sampler; ``low == high`` fixes the value."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    @property
-    def fixed(self) -> bool:
-        return self.low == self.high
-
-
-@dataclass(frozen=True)
 class GroupBounds:
     """Ratio bounds for the groups whose name matches ``pattern`` (fnmatch, e.g. ``model.2*``)."""
 
@@ -73,37 +78,38 @@ class GroupBounds:
     ratio: Range
 
 
+def _step_ok(v: float) -> bool:
+    return 0 < v < 1
+
+
 @dataclass(frozen=True)
 class PruningSpec:
-    method: str = "structured"
-    granularity: str = "block"
-    importance: str = "l1"
-    ratio: Range = Range(0.0, 0.6)
-    step: float | None = None  # ratios on a grid (0.05 -> 0, 0.05, ...): fewer near-duplicate trials
-    groups: tuple[GroupBounds, ...] = ()
-    exclude: tuple[str, ...] = ()  # layers left alone (the Detect head is always left alone)
-    round_to: int = 8  # structured: channel counts kept to a multiple of this (tensor-core friendly)
+    method: str = setting("structured", str, choices=METHODS)
+    granularity: str = setting("block", str, choices=GRANULARITIES)
+    importance: str = setting("l1", str, choices=STRUCTURED_IMPORTANCES)
+    ratio: Range = section_field(Range(0.0, 0.6))
+    # ratios on a grid (0.05 -> 0, 0.05, ...): fewer near-duplicate trials
+    step: float | None = setting(None, float, check=_step_ok, rule="between 0 and 1")
+    groups: tuple[GroupBounds, ...] = section_field(())
+    exclude: tuple[str, ...] = setting((), str, many=True)  # layers left alone (Detect's are always left alone)
+    # structured: channel counts kept to a multiple of this (tensor-core friendly)
+    round_to: int = setting(8, int, check=lambda v: v >= 1, rule=">= 1")
 
 
 @dataclass(frozen=True)
 class FinetuneSpec:
-    epochs: Range = Range(0, 3)  # integers; 0 = no fine-tuning
-    lr0: Range = Range(0.001, 0.001)  # the loader fills in the preset's lr0 when the file gives none
-    hyp: str = "finetune"  # preset name or path of a hyp yaml
-    overrides: dict[str, Any] = field(default_factory=dict)  # hyp keys replaced on top of the preset
+    """The fine-tune's fixed settings; its searched values (epochs, lr0) are dimensions (dimensions.py)."""
+
+    hyp: str = setting("finetune", str, choices=tuple(PRESETS))  # preset name
+    overrides: dict[str, Any] = section_field(field(default_factory=dict))  # hyp keys replaced on the preset
 
 
 @dataclass(frozen=True)
 class QuantizeSpec:
-    """``quantize``: the deployable forms the search picks from, and how int8 is calibrated (train images)."""
+    """How int8 is calibrated (train images); the deployable forms searched are the ``quantize`` dimension."""
 
-    choices: tuple[str, ...] = ("none",)
-    calibration: str = "minmax"  # ORT calibrator: minmax | percentile | entropy (defaults: orchestrator/quantize.py)
-    calib_images: int = 128
-
-    @property
-    def searched(self) -> bool:
-        return self.choices != ("none",)
+    calibration: str = setting(DEFAULT_METHOD, str, choices=CALIBRATION_METHODS)  # ORT calibrator
+    calib_images: int = setting(DEFAULT_IMAGES, int, check=lambda v: v >= 1, rule=">= 1")
 
 
 @dataclass(frozen=True)
@@ -129,86 +135,153 @@ class Constraint:
         return bound - got if self.op == ">=" else got - bound
 
 
+def _is_seed(v: int) -> bool:
+    return 0 <= v < MAX_SEED
+
+
+_SEED_RULE = "an integer in [0, 2^32)"
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
-    name: str = "nsga2"
-    seed: int = 0
-    population_size: int = 16  # nsga2 only
+    name: str = setting("tpe", str, choices=SAMPLERS)  # (with one objective; nsga2 with several: _sampler)
+    seed: int = setting(0, int, check=_is_seed, rule=_SEED_RULE)  # the study's seed unless given
+    population_size: int = setting(16, int, check=lambda v: v >= 2, rule=">= 2")  # nsga2 only
     # "global_magnitude": after the uniform baselines, enqueue one trial per baseline ratio whose per-group
     # ratios come from one L1 threshold over all groups (same or more weights removed; prune/allocation.py)
-    warm_start: str = "none"
+    warm_start: str = setting("none", str, choices=WARM_STARTS)
 
 
 @dataclass(frozen=True)
 class BaselinesSpec:
     """Uniform ratios (one ratio for every group, what the official ``prune()`` does), enqueued first."""
 
-    ratios: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
-    epochs: int | None = None  # None = the largest epochs the search may pick (same fine-tune budget)
-    lr0: float | None = None  # None = lr0 if fixed, else the geometric middle of its range
+    ratios: tuple[float, ...] = setting((0.1, 0.2, 0.3, 0.4, 0.5), float, many=True)
+    # dimension -> the value baselines take instead of the dimension's own choice (dimensions.py: the most
+    # epochs, the geometric middle of lr0, the last quantize choice)
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class BudgetSpec:
-    n_trials: int | None = 16  # completed trials to reach (a resumed study counts what it already has)
-    timeout_s: float | None = None  # wall clock for one `orchestrator run`; running trials are finished
-    max_failures: int | None = None  # stop after this many failed trials in one run (None = n_trials)
+    # completed trials to reach (a resumed study counts what it already has)
+    n_trials: int | None = setting(16, int, check=lambda v: v >= 1, rule=">= 1", nullable=True)
+    # wall clock for one `orchestrator run`; running trials are finished
+    timeout_s: float | None = setting(None, float, check=lambda v: v > 0, rule="> 0")
+    # stop after this many failed trials in one run (None = n_trials)
+    max_failures: int | None = setting(None, int, check=lambda v: v >= 1, rule=">= 1")
+
+
+def _is_address(v: str) -> bool:
+    return v == "auto" or v.startswith("ray://") or re.fullmatch(r"[\w.\-]+:\d+", v) is not None
 
 
 @dataclass(frozen=True)
 class ResourcesSpec:
-    gpus_per_trial: float | None = None  # None = 1 when the cluster has GPUs and device allows, else 0
-    cpus_per_trial: int = 1
-    max_concurrent: int | None = None  # None = as many as the cluster's slots
-    address: str | None = None  # None = start a local Ray; "auto" or "ray://host:port" = join a cluster
-    num_cpus: int | None = None  # local Ray only: CPUs it may use (None = all)
+    # None = 1 when the cluster has GPUs and device allows, else 0
+    gpus_per_trial: float | None = setting(None, float, check=lambda v: v >= 0, rule=">= 0")
+    cpus_per_trial: int = setting(1, int, check=lambda v: v >= 1, rule=">= 1")
+    max_concurrent: int | None = setting(None, int, check=lambda v: v >= 1, rule=">= 1")  # None = every slot
+    # None = start a local Ray; "auto" or "ray://host:port" = join a cluster
+    address: str | None = setting(None, str, check=_is_address, rule="auto, host:port or ray://host:port")
+    num_cpus: int | None = setting(None, int, check=lambda v: v >= 1, rule=">= 1")  # local Ray only (None = all)
+
+
+def _scheme(v: str) -> str | None:
+    """The URL's scheme without its driver (``postgresql+psycopg2://`` -> postgresql), None if not a URL."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9.\-]*)(?:\+[A-Za-z0-9_]+)?://", v)
+    return m[1].lower() if m else None
+
+
+def _is_storage_url(v: str) -> bool:  # what optuna's RDBStorage and our journal:// open
+    return _scheme(v) in ("sqlite", "postgresql", "mysql", "oracle", "mssql", "journal")
+
+
+def _is_tracking_url(v: str) -> bool:  # MLflow 3.17 has no plain file store
+    return _scheme(v) in ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
+def _is_experiment_name(v: str) -> bool:
+    """MLflow stores a local experiment's artifacts in ``artifact_location/<experiment>``: a path would escape it."""
+    return v.strip() not in ("", ".", "..") and not re.search(r"[/\\]", v) and not re.match(r"^[A-Za-z]:", v)
+
+
+def _is_device(v: str) -> bool:
+    return v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None
 
 
 @dataclass(frozen=True)
 class TrackingSpec:
-    uri: str = DEFAULT_TRACKING
-    experiment: str | None = None  # None = the study name
-    artifacts: str = "pareto"  # which trials keep their pruned checkpoint: all | pareto | none
-    artifact_location: str = DEFAULT_ARTIFACTS  # for local stores; a server decides its own
-    refresh_s: float = 10.0  # at most one refresh of the Pareto plots per this many seconds
+    uri: str = setting(
+        DEFAULT_TRACKING,
+        str,
+        check=_is_tracking_url,
+        rule="an MLflow tracking URI (sqlite, postgresql, mysql, http, https)",
+    )
+    experiment: str | None = setting(  # None = the study name
+        None,
+        str,
+        check=_is_experiment_name,
+        rule="a name, not a path (no '/' or '\\', not '.' or '..'; its artifacts go under artifact_location)",
+    )
+    # which trials keep their pruned checkpoint: all | pareto | none
+    artifacts: str = setting("pareto", str, choices=ARTIFACT_POLICIES)
+    artifact_location: str = setting(DEFAULT_ARTIFACTS, str)  # for local stores; a server decides its own
+    # at most one refresh of the Pareto plots per this many seconds
+    refresh_s: float = setting(10.0, float, check=lambda v: v >= 0, rule=">= 0")
 
 
 @dataclass(frozen=True)
 class FakeTrialSpec:
     """A trial without tensors, for tests and benchmarks of the study loop (``trial: fake``)."""
 
-    sleep_s: float = 0.05
-    fail_on: tuple[int, ...] = ()  # trial numbers that raise
-    nan_on: tuple[int, ...] = ()  # trial numbers whose fine-tune diverges
-    kill_on: tuple[int, ...] = ()  # trial numbers whose worker process is SIGKILLed on the first attempt
-    checkpoint_kb: int = 64  # size of the fake checkpoint artifact
-    kill_twice: bool = False  # kill_on also kills the retry
+    sleep_s: float = setting(0.05, float, check=lambda v: v >= 0, rule=">= 0")
+    fail_on: tuple[int, ...] = setting((), int, many=True)  # trial numbers that raise
+    nan_on: tuple[int, ...] = setting((), int, many=True)  # trial numbers whose fine-tune diverges
+    # trial numbers whose worker process is SIGKILLed on the first attempt
+    kill_on: tuple[int, ...] = setting((), int, many=True)
+    checkpoint_kb: int = setting(64, int, check=lambda v: v >= 0, rule=">= 0")  # size of the fake checkpoint
+    kill_twice: bool = setting(False, bool)  # kill_on also kills the retry
+
+
+def _imgsz_ok(v: int) -> bool:
+    return 32 <= v <= MAX_IMGSZ and v % 32 == 0
 
 
 @dataclass(frozen=True)
 class StudySpec:
     path: Path
-    name: str
-    model: str
-    data: str
-    test_data: str | None = None  # a data yaml whose test: (else val:) split is the held-out test (holdout.py)
-    imgsz: int = 640
-    batch: int = 16
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    seed: int = 0
-    pruning: PruningSpec = PruningSpec()
-    finetune: FinetuneSpec = FinetuneSpec()
-    quantize: QuantizeSpec = QuantizeSpec()
-    objectives: tuple[Objective, ...] = (Objective("map50_95", "maximize"), Objective("gflops", "minimize"))
-    constraints: tuple[Constraint, ...] = ()
-    sampler: SamplerSpec = SamplerSpec()
-    baselines: BaselinesSpec = BaselinesSpec()
-    budget: BudgetSpec = BudgetSpec()
-    resources: ResourcesSpec = ResourcesSpec()
-    storage: str = DEFAULT_STORAGE
-    tracking: TrackingSpec = TrackingSpec()
-    trial: str = "real"
-    fake: FakeTrialSpec = FakeTrialSpec()
+    name: str = setting(None, str, required=True, check=_NAME.fullmatch, rule="letters, digits, '_', '-', '.'")
+    model: str = setting(None, str, required=True)
+    data: str = setting(None, str, required=True)
+    # a data yaml whose test: (else val:) split is the held-out test (holdout.py)
+    test_data: str | None = setting(None, str)
+    imgsz: int = setting(640, int, check=_imgsz_ok, rule=f"a multiple of 32 from 32 to {MAX_IMGSZ}")
+    batch: int = setting(16, int, check=lambda v: v >= 1, rule=">= 1")
+    device: str = setting("auto", str, check=_is_device, rule="auto, cpu, cuda or cuda:N")
+    seed: int = setting(0, int, check=_is_seed, rule=_SEED_RULE)
+    pruning: PruningSpec = section_field(PruningSpec())
+    finetune: FinetuneSpec = section_field(FinetuneSpec())
+    quantize: QuantizeSpec = section_field(QuantizeSpec())
+    objectives: tuple[Objective, ...] = section_field(
+        (Objective("map50_95", "maximize"), Objective("gflops", "minimize"))
+    )
+    constraints: tuple[Constraint, ...] = section_field(())
+    sampler: SamplerSpec = section_field(SamplerSpec())
+    baselines: BaselinesSpec = section_field(BaselinesSpec())
+    budget: BudgetSpec = section_field(BudgetSpec())
+    resources: ResourcesSpec = section_field(ResourcesSpec())
+    storage: str = setting(
+        DEFAULT_STORAGE,
+        str,
+        check=_is_storage_url,
+        rule="an Optuna storage URL (sqlite, postgresql, mysql, journal)",
+    )
+    tracking: TrackingSpec = section_field(TrackingSpec())
+    trial: str = setting("real", str, choices=TRIAL_KINDS)
+    fake: FakeTrialSpec = section_field(FakeTrialSpec())
+    # dimension name -> its domain (a Range or Choices): the searched values besides the ratios (dimensions.py)
+    space: dict[str, Any] = field(default_factory=dict)
     text: str = ""  # the file as written, logged with the study
 
     @property
@@ -234,88 +307,97 @@ def load_study_spec(path: str | Path) -> StudySpec:
 
 def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     """Build a StudySpec from already-parsed YAML (``path`` names the file in messages)."""
-    r = KeyReader(str(path), _KNOWN)
+    r = KeyReader(str(path), _known())
     if not isinstance(raw, dict):
         raise ConfigError(str(path), [("", f"must be a mapping of keys, got {type(raw).__name__}")])
     top = r.section(raw, "")
-    name = r.take(top, "name", str, required=True)
-    if name is not None and not _NAME.fullmatch(name):
-        r.bad("name", f"must be letters, digits, '_', '-', '.', got {name!r}")
-    model = r.take(top, "model", str, required=True)
-    data = r.take(top, "data", str, required=True)
-    test_data = r.take(top, "test_data", str, None)
-    imgsz = r.take(
-        top,
-        "imgsz",
-        int,
-        640,
-        check=lambda v: 32 <= v <= MAX_IMGSZ and v % 32 == 0,
-        rule=f"a multiple of 32 from 32 to {MAX_IMGSZ}",
-    )
-    batch = r.take(top, "batch", int, 16, check=lambda v: v >= 1, rule=">= 1")
-    device = r.take(top, "device", str, "auto", check=_is_device, rule="auto, cpu, cuda or cuda:N")
-    seed = r.take(top, "seed", int, 0, check=_is_seed, rule=_SEED_RULE)
-    spec = dict(
-        path=path,
-        name=name,
-        model=model,
-        data=data,
-        test_data=test_data,
-        imgsz=imgsz,
-        batch=batch,
-        device=device,
-        seed=seed,
-        pruning=_pruning(r, r.section(top, "pruning")),
-        finetune=_finetune(r, r.section(top, "finetune")),
-        quantize=_quantize(r, top.pop("quantize", None)),
-        objectives=_objectives(r, top),
-        sampler=None,
-        baselines=_baselines(r, r.section(top, "baselines")),
-        budget=_budget(r, r.section(top, "budget")),
-        resources=_resources(r, r.section(top, "resources")),
-        storage=r.take(
-            top,
-            "storage",
-            str,
-            DEFAULT_STORAGE,
-            check=_is_storage_url,
-            rule="an Optuna storage URL (sqlite, postgresql, mysql, journal)",
-        ),
-        tracking=_tracking(r, r.section(top, "tracking")),
-        trial=r.take(top, "trial", str, "real", choices=TRIAL_KINDS),
-        fake=_fake(r, r.section(top, "fake")),
-        text=text,
-    )
-    pr, ft = spec["pruning"], spec["finetune"]
-    fixed_q = len(spec["quantize"].choices) == 1
-    if pr.ratio.fixed and all(g.ratio.fixed for g in pr.groups) and ft.epochs.fixed and ft.lr0.fixed and fixed_q:
-        r.bad(
-            "pruning.ratio",
-            "the search space is empty (pruning.ratio, finetune.epochs and finetune.lr0 are all fixed): "
-            "give one of them {min, max}",
-        )
-    spec["constraints"] = _constraints(r, top, spec["objectives"])
-    spec["sampler"] = _sampler(r, r.section(top, "sampler"), len(spec["objectives"] or ()), seed)
-    if spec["sampler"].warm_start != "none" and pr.method != "unstructured":
-        warm = spec["sampler"].warm_start
-        r.bad("sampler.warm_start", f"{warm} allocates single weights: it needs pruning.method unstructured")
-    if spec["sampler"].warm_start != "none" and not spec["baselines"].ratios:
-        r.bad("sampler.warm_start", "pairs one allocation with each uniform baseline: baselines.ratios is empty")
+    quantize = top.pop("quantize", None)
+    if quantize is not None and not isinstance(quantize, dict):  # the short form: `quantize: [none, int8]`
+        quantize = {"choices": quantize, "__short__": True}
+    spec: dict[str, Any] = read_fields(r, top, StudySpec)
+    spec.update(path=path, text=text, space={})
+    spec["pruning"] = _pruning(r, r.section(top, "pruning"))
+    d = r.section(top, "finetune")
+    finetune = read_fields(r, d, FinetuneSpec, "finetune")
+    _read_dimensions(r, d, "finetune", spec["space"], finetune)
+    spec["finetune"] = FinetuneSpec(finetune["hyp"], _overrides(r, d))
+    r.done(d, "finetune")
+    d = dict(quantize or {})
+    short = d.pop("__short__", False)
+    spec["quantize"] = QuantizeSpec(**read_fields(r, d, QuantizeSpec, "quantize"))
+    _read_dimensions(r, d, "quantize", spec["space"], {}, at="quantize" if short else None)
+    r.done(d, "quantize")
+    for section in dict.fromkeys(dim.section for dim in DIMENSIONS.values()):  # a dimension's own section
+        if section not in ("finetune", "quantize"):
+            d = top if section == "" else r.section(top, section)
+            _read_dimensions(r, d, section, spec["space"], {})
+            if section:
+                r.done(d, section)
+    spec["objectives"] = _objectives(r, top)
+    spec["baselines"] = _baselines(r, r.section(top, "baselines"), spec["space"])
+    spec["budget"] = BudgetSpec(**_read_section(r, top, "budget", BudgetSpec))
+    if spec["budget"].n_trials is None and spec["budget"].timeout_s is None:
+        r.bad("budget", "give n_trials, timeout_s or both (the study must end)")
+    for name, cls in (("resources", ResourcesSpec), ("tracking", TrackingSpec), ("fake", FakeTrialSpec)):
+        spec[name] = cls(**_read_section(r, top, name, cls))
+    spec["constraints"] = _constraints(r, top)
+    sampler_defaults = {
+        "name": "nsga2" if len(spec["objectives"]) >= 2 else "tpe",  # NSGA-II is made for several objectives
+        "seed": spec["seed"],
+    }
+    spec["sampler"] = SamplerSpec(**_read_section(r, top, "sampler", SamplerSpec, **sampler_defaults))
+    _check_together(r, spec)
     r.done(top, "")
     if r.problems:
         raise ConfigError(str(path), r.problems)
     return StudySpec(**spec)
 
 
+def _read_section(r: KeyReader, top: dict, name: str, cls: type, /, **defaults: Any) -> dict[str, Any]:
+    """A section made only of settings: read, then its unknown keys reported."""
+    d = r.section(top, name)
+    values = read_fields(r, d, cls, name, **defaults)
+    r.done(d, name)
+    return values
+
+
+def with_dimension(spec: StudySpec, name: str, domain: Any) -> StudySpec:
+    """``spec`` with one dimension's domain replaced (tests, benchmarks)."""
+    return replace(spec, space={**spec.space, name: domain})
+
+
+def _check_together(r: KeyReader, spec: dict[str, Any]) -> None:
+    """Rules that span sections."""
+    pr = spec["pruning"]
+    if pr.ratio.fixed and all(g.ratio.fixed for g in pr.groups) and all(d.fixed for d in spec["space"].values()):
+        keys = ["pruning.ratio", *(dim.path for dim in DIMENSIONS.values())]
+        r.bad(
+            "pruning.ratio",
+            f"the search space is empty ({', '.join(keys[:-1])} and {keys[-1]} are all fixed): "
+            "give one of them {min, max}",
+        )
+    warm = spec["sampler"].warm_start
+    if warm != "none" and pr.method != "unstructured":
+        r.bad("sampler.warm_start", f"{warm} allocates single weights: it needs pruning.method unstructured")
+    if warm != "none" and not spec["baselines"].ratios:
+        r.bad("sampler.warm_start", "pairs one allocation with each uniform baseline: baselines.ratios is empty")
+
+
 # ---------------------------------------------------------------- sections
 
 
+def _read_dimensions(
+    r: KeyReader, d: dict, section: str, space: dict[str, Any], context: dict[str, Any], at: str | None = None
+) -> None:
+    """The dimensions declared in ``section``, read into ``space`` (``at`` names the key for a short form)."""
+    for name, dim in DIMENSIONS.items():
+        if dim.section == section:
+            space[name] = dim.read(r, d.pop(dim.key, None), at or dim.path, context)
+
+
 def _pruning(r: KeyReader, d: dict) -> PruningSpec:
-    method = r.take(d, "method", str, "structured", choices=METHODS, at="pruning")
-    granularity = r.take(d, "granularity", str, "block", choices=GRANULARITIES, at="pruning")
-    importance = r.take(d, "importance", str, "l1", choices=IMPORTANCES, at="pruning")
-    ratio = _ratio_range(r, d.pop("ratio", None), "pruning.ratio", Range(0.0, 0.6))
-    step = r.take(d, "step", float, None, check=lambda v: 0 < v < 1, rule="between 0 and 1", at="pruning")
+    values = read_fields(r, d, PruningSpec, "pruning")
+    values["ratio"] = _ratio_range(r, d.pop("ratio", None), "pruning.ratio", PruningSpec.ratio)
     groups = []
     raw_groups = d.pop("groups", None) or {}
     if not isinstance(raw_groups, dict):
@@ -328,10 +410,10 @@ def _pruning(r: KeyReader, d: dict) -> PruningSpec:
         rng = _ratio_range(r, bounds, f"pruning.groups.{pattern}", None)
         if rng is not None:
             groups.append(GroupBounds(str(pattern), rng))
-    exclude = r.take_list(d, "exclude", str, (), at="pruning")
-    round_to = r.take(d, "round_to", int, 8, check=lambda v: v >= 1, rule=">= 1", at="pruning")
-    if importance == "bn_scale" and method == "unstructured":
+    values["groups"] = tuple(groups)
+    if values["importance"] == "bn_scale" and values["method"] == "unstructured":
         r.bad("pruning.importance", "bn_scale ranks whole channels: use it with method structured, or l1/l2")
+    step, ratio = values["step"], values["ratio"]
     if step is not None and ratio is not None:
         widest = max([ratio.high - ratio.low] + [g.ratio.high - g.ratio.low for g in groups])
         if widest / step + 1 > MAX_GRID:
@@ -341,7 +423,7 @@ def _pruning(r: KeyReader, d: dict) -> PruningSpec:
                 f"(use a step >= {widest / (MAX_GRID - 1):.2g}, or no step for a continuous range)",
             )
     r.done(d, "pruning")
-    return PruningSpec(method, granularity, importance, ratio, step, tuple(groups), tuple(exclude), round_to)
+    return PruningSpec(**values)
 
 
 def _ratio_range(r: KeyReader, raw: Any, key: str, default: Range | None) -> Range | None:
@@ -376,70 +458,22 @@ def _ratio_range(r: KeyReader, raw: Any, key: str, default: Range | None) -> Ran
         ok = ok and 0 <= v < 1
         if not isinstance(raw, dict):
             break
-    if ok and lo > hi:
-        r.bad(key, f"min <= max must hold, got min={lo:g} max={hi:g}")
-        ok = False
+    ok = ok and ordered(r, key, lo, hi)
     return Range(lo, hi) if ok else default
 
 
-def _finetune(r: KeyReader, d: dict) -> FinetuneSpec:
-    epochs = Range(0, 3)
-    raw = d.pop("epochs", None)
-    if raw is not None:
-        if isinstance(raw, bool) or not isinstance(raw, int | dict):
-            r.bad("finetune.epochs", f"must be an integer or {{min, max}}, got {show(raw)}")
-        elif isinstance(raw, int):
-            if raw >= 0:
-                epochs = Range(raw, raw)
-            else:
-                r.bad("finetune.epochs", f"must be >= 0, got {raw}")
-        else:
-            e = dict(raw)
-            lo = r.take(e, "min", int, 0, check=lambda v: v >= 0, rule=">= 0", at="finetune.epochs")
-            hi = r.take(e, "max", int, None, required=True, check=lambda v: v >= 0, rule=">= 0", at="finetune.epochs")
-            r.done(e, "finetune.epochs")
-            if lo is not None and hi is not None:
-                if lo > hi:
-                    r.bad("finetune.epochs", f"min <= max must hold, got min={lo} max={hi}")
-                else:
-                    epochs = Range(lo, hi)
-    from .yolo.hyp import PRESETS, Hyp  # plain dataclasses: no torch
-
-    hyp = r.take(d, "hyp", str, "finetune", choices=tuple(PRESETS), at="finetune")
-    preset_lr0 = PRESETS[hyp or "finetune"].lr0
-    lr0 = Range(preset_lr0, preset_lr0)  # not given: the preset's own (tuned) lr0
-    raw = d.pop("lr0", None)
-    if raw is not None:
-        if is_number(raw):
-            if (why := unusable(to_float(raw))) is not None:
-                r.bad("finetune.lr0", why)
-            elif raw > 0:
-                lr0 = Range(to_float(raw), to_float(raw))
-            else:
-                r.bad("finetune.lr0", f"must be > 0, got {show(raw)}")
-        elif isinstance(raw, dict):
-            e = dict(raw)
-            lo = r.take(e, "min", float, None, required=True, check=lambda v: v > 0, rule="> 0", at="finetune.lr0")
-            hi = r.take(e, "max", float, None, required=True, check=lambda v: v > 0, rule="> 0", at="finetune.lr0")
-            log = r.take(e, "log", bool, True, at="finetune.lr0")
-            r.done(e, "finetune.lr0")
-            if lo is not None and hi is not None:
-                if lo > hi:
-                    r.bad("finetune.lr0", f"min <= max must hold, got min={lo:g} max={hi:g}")
-                else:
-                    lr0 = Range(lo, hi, bool(log))
-        else:
-            r.bad("finetune.lr0", f"must be a number or {{min, max}}, got {show(raw)}")
+def _overrides(r: KeyReader, d: dict) -> dict[str, Any]:
     overrides = d.pop("overrides", None) or {}
     if not isinstance(overrides, dict):
         r.bad("finetune.overrides", f"must map hyp keys to numbers, got {show(overrides)}")
-        overrides = {}
+        return {}
     known = {f.name: f.type for f in fields(Hyp)}
+    searched = {dim.name for dim in DIMENSIONS.values() if dim.section == "finetune"}
     for k, v in list(overrides.items()):
         if k not in known:
             r.bad(f"finetune.overrides.{k}", f"unknown hyp key{close_match(str(k), known)}")
-        elif k == "lr0":
-            r.bad(f"finetune.overrides.{k}", "set finetune.lr0 instead (it may be searched)")
+        elif k in searched:
+            r.bad(f"finetune.overrides.{k}", f"set finetune.{k} instead (it may be searched)")
         elif not (is_number(v) or (isinstance(v, bool) and "bool" in str(known[k]))):
             r.bad(
                 f"finetune.overrides.{k}",
@@ -450,33 +484,7 @@ def _finetune(r: KeyReader, d: dict) -> FinetuneSpec:
         else:
             continue
         overrides.pop(k)
-    r.done(d, "finetune")
-    return FinetuneSpec(epochs, lr0, hyp, dict(overrides))
-
-
-def _quantize(r: KeyReader, raw: Any) -> QuantizeSpec:
-    """``quantize: [none, int8]`` (or one choice), or ``{choices: [...], calibration: minmax, calib_images: 128}``."""
-    from .quantize import CALIBRATION_METHODS, DEFAULT_IMAGES, DEFAULT_METHOD
-
-    if raw is None:
-        return QuantizeSpec()
-    d, at, name = (dict(raw), "quantize", "choices") if isinstance(raw, dict) else ({"quantize": raw}, "", "quantize")
-    key = f"{at}.{name}" if at else name
-    choices = r.take_list(d, name, str, ("none",), at=at)
-    bad = [c for c in choices if c not in QUANTIZE_CHOICES]
-    for c in bad:
-        r.bad(key, f"must list choices among {', '.join(QUANTIZE_CHOICES)}, got {c!r}")
-    if not choices:
-        r.bad(key, f"must list at least one of {', '.join(QUANTIZE_CHOICES)}")
-    elif len(set(choices)) != len(choices):
-        r.bad(key, f"lists a choice twice: {list(choices)}")
-    method = r.take(d, "calibration", str, DEFAULT_METHOD, choices=CALIBRATION_METHODS, at="quantize")
-    images = r.take(d, "calib_images", int, DEFAULT_IMAGES, check=lambda v: v >= 1, rule=">= 1", at="quantize")
-    if at:
-        r.done(d, "quantize")
-    if bad or not choices or len(set(choices)) != len(choices):
-        return QuantizeSpec()
-    return QuantizeSpec(tuple(choices), method, images)
+    return dict(overrides)
 
 
 def _objectives(r: KeyReader, top: dict) -> tuple[Objective, ...]:
@@ -514,7 +522,7 @@ def _objectives(r: KeyReader, top: dict) -> tuple[Objective, ...]:
     return tuple(out)
 
 
-def _constraints(r: KeyReader, top: dict, objectives: tuple[Objective, ...]) -> tuple[Constraint, ...]:
+def _constraints(r: KeyReader, top: dict) -> tuple[Constraint, ...]:
     raw = top.pop("constraints", None) or []
     if not isinstance(raw, list):
         r.bad("constraints", f"must be a list such as ['map50_95 >= 0.95 * baseline'], got {show(raw)}")
@@ -538,151 +546,28 @@ def _constraints(r: KeyReader, top: dict, objectives: tuple[Objective, ...]) -> 
     return tuple(out)
 
 
-def _sampler(r: KeyReader, d: dict, n_objectives: int, seed: int) -> SamplerSpec:
-    default = "nsga2" if n_objectives >= 2 else "tpe"
-    name = r.take(d, "name", str, default, choices=SAMPLERS, at="sampler")
-    s = r.take(d, "seed", int, seed, check=_is_seed, rule=_SEED_RULE, at="sampler")
-    pop = r.take(d, "population_size", int, 16, check=lambda v: v >= 2, rule=">= 2", at="sampler")
-    warm = r.take(d, "warm_start", str, "none", choices=WARM_STARTS, at="sampler")
-    r.done(d, "sampler")
-    return SamplerSpec(name, s, pop, warm)
-
-
-def _baselines(r: KeyReader, d: dict) -> BaselinesSpec:
-    ratios = r.take_list(d, "ratios", float, BaselinesSpec.ratios, at="baselines")
+def _baselines(r: KeyReader, d: dict, space: dict[str, Any]) -> BaselinesSpec:
+    ratios = read_fields(r, d, BaselinesSpec, "baselines")["ratios"]
     for i, v in enumerate(ratios):
         if not 0 <= v < 1:
             r.bad(f"baselines.ratios[{i}]", f"must be >= 0 and < 1, got {v:g}")
-    epochs = r.take(d, "epochs", int, None, check=lambda v: v >= 0, rule=">= 0", at="baselines")
-    lr0 = r.take(d, "lr0", float, None, check=lambda v: v > 0, rule="> 0", at="baselines")
+    values = {}
+    for name, dim in DIMENSIONS.items():  # baselines.<dimension>: the value baselines take instead
+        if d.get(name) is not None and (v := dim.read_value(r, d.pop(name), f"baselines.{name}")) is not None:
+            values[name] = v
     r.done(d, "baselines")
-    return BaselinesSpec(tuple(ratios), epochs, lr0)
+    return BaselinesSpec(tuple(ratios), values)
 
 
-def _budget(r: KeyReader, d: dict) -> BudgetSpec:
-    n = r.take(d, "n_trials", int, 16, check=lambda v: v >= 1, rule=">= 1", at="budget", nullable=True)
-    timeout = r.take(d, "timeout_s", float, None, check=lambda v: v > 0, rule="> 0", at="budget")
-    fails = r.take(d, "max_failures", int, None, check=lambda v: v >= 1, rule=">= 1", at="budget")
-    if n is None and timeout is None:
-        r.bad("budget", "give n_trials, timeout_s or both (the study must end)")
-    r.done(d, "budget")
-    return BudgetSpec(n, timeout, fails)
-
-
-def _resources(r: KeyReader, d: dict) -> ResourcesSpec:
-    gpus = r.take(d, "gpus_per_trial", float, None, check=lambda v: v >= 0, rule=">= 0", at="resources")
-    cpus = r.take(d, "cpus_per_trial", int, 1, check=lambda v: v >= 1, rule=">= 1", at="resources")
-    conc = r.take(d, "max_concurrent", int, None, check=lambda v: v >= 1, rule=">= 1", at="resources")
-    address = r.take(
-        d, "address", str, None, check=_is_address, rule="auto, host:port or ray://host:port", at="resources"
-    )
-    num_cpus = r.take(d, "num_cpus", int, None, check=lambda v: v >= 1, rule=">= 1", at="resources")
-    r.done(d, "resources")
-    return ResourcesSpec(gpus, cpus, conc, address, num_cpus)
-
-
-def _tracking(r: KeyReader, d: dict) -> TrackingSpec:
-    uri = r.take(
-        d,
-        "uri",
-        str,
-        DEFAULT_TRACKING,
-        check=_is_tracking_url,
-        rule="an MLflow tracking URI (sqlite, postgresql, mysql, http, https)",
-        at="tracking",
-    )
-    experiment = r.take(
-        d,
-        "experiment",
-        str,
-        None,
-        check=_is_experiment_name,
-        rule="a name, not a path (no '/' or '\\', not '.' or '..'; its artifacts go under artifact_location)",
-        at="tracking",
-    )
-    artifacts = r.take(d, "artifacts", str, "pareto", choices=ARTIFACT_POLICIES, at="tracking")
-    location = r.take(d, "artifact_location", str, DEFAULT_ARTIFACTS, at="tracking")
-    refresh = r.take(d, "refresh_s", float, 10.0, check=lambda v: v >= 0, rule=">= 0", at="tracking")
-    r.done(d, "tracking")
-    return TrackingSpec(uri, experiment, artifacts, location, refresh)
-
-
-def _fake(r: KeyReader, d: dict) -> FakeTrialSpec:
-    sleep = r.take(d, "sleep_s", float, 0.05, check=lambda v: v >= 0, rule=">= 0", at="fake")
-    fail_on = r.take_list(d, "fail_on", int, (), at="fake")
-    nan_on = r.take_list(d, "nan_on", int, (), at="fake")
-    kill_on = r.take_list(d, "kill_on", int, (), at="fake")
-    kb = r.take(d, "checkpoint_kb", int, 64, check=lambda v: v >= 0, rule=">= 0", at="fake")
-    twice = r.take(d, "kill_twice", bool, False, at="fake")
-    r.done(d, "fake")
-    return FakeTrialSpec(sleep, tuple(fail_on), tuple(nan_on), tuple(kill_on), kb, twice)
-
-
-_KNOWN: dict[str, tuple[str, ...]] = {
-    "": (
-        "name",
-        "model",
-        "data",
-        "test_data",
-        "imgsz",
-        "batch",
-        "device",
-        "seed",
-        "pruning",
-        "finetune",
-        "quantize",
-        "objectives",
-        "constraints",
-        "sampler",
-        "baselines",
-        "budget",
-        "resources",
-        "storage",
-        "tracking",
-        "trial",
-        "fake",
-    ),
-    "pruning": ("method", "granularity", "importance", "ratio", "step", "groups", "exclude", "round_to"),
-    "finetune": ("epochs", "lr0", "hyp", "overrides"),
-    "quantize": ("choices", "calibration", "calib_images"),
-    "sampler": ("name", "seed", "population_size", "warm_start"),
-    "baselines": ("ratios", "epochs", "lr0"),
-    "budget": ("n_trials", "timeout_s", "max_failures"),
-    "resources": ("gpus_per_trial", "cpus_per_trial", "max_concurrent", "address", "num_cpus"),
-    "tracking": ("uri", "experiment", "artifacts", "artifact_location", "refresh_s"),
-    "fake": ("sleep_s", "fail_on", "nan_on", "kill_on", "checkpoint_kb", "kill_twice"),
-}
-
-
-_SEED_RULE = "an integer in [0, 2^32)"
-
-
-def _is_seed(v: int) -> bool:
-    return 0 <= v < MAX_SEED
-
-
-def _is_experiment_name(v: str) -> bool:
-    """MLflow stores a local experiment's artifacts in ``artifact_location/<experiment>``: a path would escape it."""
-    return v.strip() not in ("", ".", "..") and not re.search(r"[/\\]", v) and not re.match(r"^[A-Za-z]:", v)
-
-
-def _is_device(v: str) -> bool:
-    return v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) is not None
-
-
-def _scheme(v: str) -> str | None:
-    """The URL's scheme without its driver (``postgresql+psycopg2://`` -> postgresql), None if not a URL."""
-    m = re.match(r"^([A-Za-z][A-Za-z0-9.\-]*)(?:\+[A-Za-z0-9_]+)?://", v)
-    return m[1].lower() if m else None
-
-
-def _is_storage_url(v: str) -> bool:  # what optuna's RDBStorage and our journal:// open
-    return _scheme(v) in ("sqlite", "postgresql", "mysql", "oracle", "mssql", "journal")
-
-
-def _is_tracking_url(v: str) -> bool:  # MLflow 3.17 has no plain file store
-    return _scheme(v) in ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
-
-
-def _is_address(v: str) -> bool:
-    return v == "auto" or v.startswith("ray://") or re.fullmatch(r"[\w.\-]+:\d+", v) is not None
+def _known() -> dict[str, tuple[str, ...]]:
+    """Each section's keys, from the dataclasses and the dimensions (for "did you mean" on an unknown key)."""
+    known = {"": known_keys(StudySpec)}
+    for name, cls in (("pruning", PruningSpec), ("finetune", FinetuneSpec), ("quantize", QuantizeSpec)):
+        known[name] = known_keys(cls)
+    for name, cls in (("sampler", SamplerSpec), ("budget", BudgetSpec), ("resources", ResourcesSpec)):
+        known[name] = known_keys(cls)
+    known.update(tracking=known_keys(TrackingSpec), fake=known_keys(FakeTrialSpec))
+    known["baselines"] = (*known_keys(BaselinesSpec), *DIMENSIONS)
+    for dim in DIMENSIONS.values():
+        known[dim.section] = (*known.get(dim.section, ()), dim.key)
+    return known

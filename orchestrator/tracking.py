@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .dimensions import parameter_names
 from .errors import OrchestratorError
 from .mlflow_links import (
     EXPERIMENT_KIND,
@@ -399,7 +400,8 @@ def pareto_csv(front: list, spec: StudySpec) -> str:
     buf = io.StringIO()
     metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + list(SUMMARY_METRICS)))
     w = csv.writer(buf)
-    w.writerow(["trial", "origin", "uniform_ratio", *metrics, "epochs", "lr0", "ratios"])
+    dims = parameter_names(spec.space)
+    w.writerow(["trial", "origin", "uniform_ratio", *metrics, *dims, "ratios"])
     for t in sorted(front, key=lambda t: t.number):
         s = trial_summary(t)
         w.writerow(
@@ -408,8 +410,7 @@ def pareto_csv(front: list, spec: StudySpec) -> str:
                 s["origin"],
                 s["uniform_ratio"] if s["uniform_ratio"] is not None else "",
                 *[s["metrics"].get(m, "") for m in metrics],
-                s["epochs"],
-                s["lr0"],
+                *[s["dimensions"][d] for d in dims],
                 json.dumps(s["ratios"], sort_keys=True),
             ]
         )

@@ -8,54 +8,29 @@ GPU node. The heavy objects a trial needs (baseline model, datasets, baseline me
 
 from __future__ import annotations
 
-import time
-import traceback
-from dataclasses import replace
 from typing import Any
 
 from .errors import OrchestratorError
 from .trial_data import AllocationRequest, BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
 
-__all__ = ["AllocationRequest", "BaselineResult", "TrialResult", "TrialSpec", "WorkerCache", "Workload", "execute"]
+__all__ = ["RealTrial", "run_baseline", "run_trial"]
 
 
-def execute(spec: TrialSpec, cache: WorkerCache, worker: str = "") -> TrialResult:
-    """Run one trial and turn any exception into a failed result with a one-line reason."""
-    t0 = time.perf_counter()
-    try:
-        if spec.workload.kind == "fake":
-            from .fake_trial import run_fake_trial
+class RealTrial:
+    """The trial with tensors (runner.TrialRunner)."""
 
-            result = run_fake_trial(spec, cache)
-        else:
-            result = run_trial(spec, cache)
-    except Exception as e:  # a trial must never take its worker down
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if not isinstance(e, OrchestratorError):
-            reason = f"{type(e).__name__}: {reason} ({_where(e)})"
-        result = TrialResult(spec.number, ok=False, failure=reason)
-    return replace(result, wall_s=time.perf_counter() - t0, worker=worker, attempt=spec.attempt)
+    def baseline(self, workload: Workload, cache: WorkerCache) -> BaselineResult:
+        return run_baseline(workload, cache)
 
+    def trial(self, spec: TrialSpec, cache: WorkerCache) -> TrialResult:
+        return run_trial(spec, cache)
 
-def execute_baseline(workload: Workload, cache: WorkerCache) -> BaselineResult:
-    """Validate and measure the unpruned model once (cached in the worker for speedups)."""
-    if workload.kind == "fake":
-        from .fake_trial import fake_baseline
+    def allocations(self, workload: Workload, request: AllocationRequest, cache: WorkerCache) -> list[dict[str, float]]:
+        """Global-magnitude ratio maps for the warm start, one per target."""
+        from .prune import magnitude_allocation
 
-        return fake_baseline(workload, cache)
-    return run_baseline(workload, cache)
-
-
-def execute_allocations(workload: Workload, request: AllocationRequest, cache: WorkerCache) -> list[dict[str, float]]:
-    """Global-magnitude ratio maps for the warm start, one per target."""
-    if workload.kind == "fake":
-        from .fake_trial import fake_allocations
-
-        return fake_allocations(request)
-    from .prune import magnitude_allocation
-
-    model = _context(workload, cache)["model"]
-    return [magnitude_allocation(model, request.groups, t, request.bounds, request.step) for t in request.targets]
+        model = _context(workload, cache)["model"]
+        return [magnitude_allocation(model, request.groups, t, request.bounds, request.step) for t in request.targets]
 
 
 def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
@@ -85,15 +60,16 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
 
         attach_masks(model, carried_masks(model, ctx["masks"]))
     history: list[dict[str, float]] = []
-    train_images = _train_images(ctx, w) if spec.epochs > 0 else None
+    epochs, lr0, quantize = spec.values["epochs"], spec.values["lr0"], spec.values["quantize"]
+    train_images = _train_images(ctx, w) if epochs > 0 else None
     ft = finetune(
         model,
         ctx["data"],
-        spec.epochs,
+        epochs,
         imgsz=w.imgsz,
         batch=w.batch,
         hyp=ctx["hyp"],
-        lr0=spec.lr0,
+        lr0=lr0,
         device=ctx["device"],
         seed=w.seed + spec.number,
         workers=_loader_workers(w.threads),
@@ -101,7 +77,7 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         train_images=train_images,
         progress=lambda rec: history.append(_epoch_dict(rec)),
     )
-    int8 = _int8(ft.model, ctx, w) if spec.quantize == "int8" else None
+    int8 = _int8(ft.model, ctx, w) if quantize == "int8" else None
     m = measure(
         ft.model,
         imgsz=w.imgsz,
@@ -314,8 +290,7 @@ def _ratio_map(spec: TrialSpec, report) -> bytes:
     doc = {
         "trial": spec.number,
         "study": spec.workload.study,
-        "epochs": spec.epochs,
-        "lr0": spec.lr0,
+        **spec.values,
         "ratios": spec.ratios,
         "report": report.to_dict(),
     }
@@ -346,11 +321,3 @@ def _device_name(device) -> str:
     import platform
 
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _where(e: BaseException) -> str:
-    tb = traceback.extract_tb(e.__traceback__)
-    if not tb:
-        return "?"
-    last = tb[-1]
-    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"

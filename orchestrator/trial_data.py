@@ -41,10 +41,10 @@ class TrialSpec:
     number: int
     workload: Workload
     ratios: dict[str, float]  # group -> fraction removed
-    epochs: int
-    lr0: float
+    # every declared dimension's value, by name (dimensions.py): epochs, lr0, quantize (none: deploy the fp16
+    # .pt; int8: deploy and validate an ONNX Runtime int8 file), and whatever is declared next
+    values: dict[str, Any]
     attempt: int = 0  # 1 when retried after its worker died
-    quantize: str = "none"  # none: deploy the fp16 .pt; int8: deploy (and validate) an ONNX Runtime int8 file
 
 
 @dataclass(frozen=True)

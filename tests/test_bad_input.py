@@ -149,8 +149,8 @@ STUDY_CASES = {
     "empty search space": (
         _all(_set("pruning.ratio", 0.3), _set("finetune.epochs", 1)),
         [
-            "pruning.ratio: the search space is empty (pruning.ratio, finetune.epochs and finetune.lr0 are all "
-            "fixed): give one of them {min, max}"
+            "pruning.ratio: the search space is empty (pruning.ratio, finetune.epochs, finetune.lr0 and "
+            "quantize.choices are all fixed): give one of them {min, max}"
         ],
     ),
     "epochs range reversed": (

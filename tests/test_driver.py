@@ -10,9 +10,10 @@ import time
 import pytest
 from study_files import fake_study, trial_runs
 
+from orchestrator.dimensions import trial_ratios
 from orchestrator.driver import run_study
 from orchestrator.errors import OrchestratorError
-from orchestrator.search import load_existing, trial_ratios
+from orchestrator.search import load_existing
 from orchestrator.spec import load_study_spec
 
 
@@ -66,11 +67,11 @@ def test_study_completes_and_mlflow_holds_every_trial(tmp_path):
         assert float(run.data.params["lr0"]) == pytest.approx(t.params["lr0"])
         assert run.data.metrics["map50_95"] == pytest.approx(t.values[0])
         assert run.data.metrics["gflops"] == pytest.approx(t.values[1])
-        history = c.get_metric_history(run.info.run_id, "epoch_box_loss")
+        history = c.get_metric_history(run.info.run_id, "epoch_box")
         assert [m.step for m in history] == list(range(t.params["epochs"]))
         files = {a.path for a in c.list_artifacts(run.info.run_id, "model")}
         if n in out.front:  # artifacts policy "pareto": every trial on the final front has its checkpoint
-            assert files == {"model/checkpoint.pt", "model/ratios.json"}
+            assert files == {"model/pruned.pt", "model/ratios.json"}
     # nothing left waiting in the staging folder
     assert not any((tmp_path / "mlruns" / "staging").rglob("*.pt"))
 
@@ -192,8 +193,8 @@ def test_status_pareto_and_ui_commands(tmp_path, capsys):
     front = json.loads(capsys.readouterr().out)["front"]
     assert front and all(r["number"] in [t["number"] for t in status["trials"] if t["pareto"]] for r in front)
     for r in front:
-        assert sorted(p.rsplit("/", 1)[-1] for p in r["files"]) == ["checkpoint.pt", "ratios.json"]
-        assert (tmp_path / "front" / f"trial-{r['number']:04d}" / "checkpoint.pt").is_file()
+        assert sorted(p.rsplit("/", 1)[-1] for p in r["files"]) == ["pruned.pt", "ratios.json"]
+        assert (tmp_path / "front" / f"trial-{r['number']:04d}" / "pruned.pt").is_file()
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,9 +15,10 @@ from orchestrator.driver import workload_for
 from orchestrator.errors import OrchestratorError
 from orchestrator.front_test import validate_on_test
 from orchestrator.holdout import ATTR_TEST, held_out_points, revealed
+from orchestrator.runner import execute
 from orchestrator.search import ATTR_BASELINE, ATTR_METRICS
 from orchestrator.spec import load_study_spec
-from orchestrator.trial import TrialSpec, WorkerCache, execute
+from orchestrator.trial_data import TrialSpec, WorkerCache
 
 
 def _trial(number: int, values: list[float], **attrs) -> optuna.trial.FrozenTrial:
@@ -84,7 +85,10 @@ def test_test_data_names_its_own_yaml(assets, coco128_yaml, tmp_path, capsys):
     )
     assert cli.main(["check", str(study)]) == 0, capsys.readouterr().err
     spec = load_study_spec(study)
-    r = execute(TrialSpec(0, workload_for(spec), {"backbone.P1": 0.1}, epochs=0, lr0=0.001), WorkerCache())
+    r = execute(
+        TrialSpec(0, workload_for(spec), {"backbone.P1": 0.1}, {"epochs": 0, "lr0": 0.001, "quantize": "none"}),
+        WorkerCache(),
+    )
     assert r.ok, r.failure
     assert r.test["test_images"] == 12 and 0 <= r.test["test_map50_95"] <= r.test["test_map50"] <= 1
     assert "test_map50_95" not in r.metrics  # sealed: not among the figures selection reads

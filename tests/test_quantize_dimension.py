@@ -7,18 +7,22 @@ from study_files import fake_study, trial_runs
 from test_cli_val import _small_dataset
 
 from orchestrator.cli import main
+from orchestrator.dimensions import Choices
 from orchestrator.driver import run_study, workload_for
 from orchestrator.errors import ConfigError
-from orchestrator.search import build_space, load_existing
+from orchestrator.search import baseline_values, build_space, load_existing
 from orchestrator.spec import QuantizeSpec, load_study_spec
 
 
 def test_study_file_forms(tmp_path):
-    assert load_study_spec(fake_study(tmp_path)).quantize == QuantizeSpec()  # not named: no int8, no parameter
-    q = load_study_spec(fake_study(tmp_path, quantize=["none", "int8"])).quantize
-    assert q.choices == ("none", "int8") and q.searched and (q.calibration, q.calib_images) == ("minmax", 128)
+    plain = load_study_spec(fake_study(tmp_path))  # not named: no int8, no parameter
+    assert plain.quantize == QuantizeSpec() and plain.space["quantize"] == Choices(("none",))
+    spec = load_study_spec(fake_study(tmp_path, quantize=["none", "int8"]))
+    assert spec.space["quantize"] == Choices(("none", "int8"))
+    assert (spec.quantize.calibration, spec.quantize.calib_images) == ("minmax", 128)
     doc = {"choices": ["int8"], "calibration": "percentile", "calib_images": 16}
-    assert load_study_spec(fake_study(tmp_path, quantize=doc)).quantize == QuantizeSpec(("int8",), "percentile", 16)
+    spec = load_study_spec(fake_study(tmp_path, quantize=doc))
+    assert spec.quantize == QuantizeSpec("percentile", 16) and spec.space["quantize"] == Choices(("int8",))
 
 
 @pytest.mark.parametrize(
@@ -48,12 +52,15 @@ def test_check_refuses_int4_in_one_line(tmp_path, capsys):
 
 def test_optuna_space_and_enqueued_trials(tmp_path):
     groups = ["model.0", "model.1"]
-    plain = build_space(load_study_spec(fake_study(tmp_path)), groups)
-    assert "quantize" not in plain.distributions() and "quantize" not in plain.uniform_params(0.3, 1, 0.01)
+    plain_spec = load_study_spec(fake_study(tmp_path))
+    plain = build_space(plain_spec, groups)
+    uniform = dict.fromkeys(groups, 0.3)
+    assert "quantize" not in plain.distributions()
+    assert "quantize" not in plain.enqueued_params(uniform, baseline_values(plain_spec))
     spec = load_study_spec(fake_study(tmp_path, quantize=["none", "int8"]))
     space = build_space(spec, groups)
     assert space.distributions()["quantize"].choices == ("none", "int8")
-    assert space.uniform_params(0.3, 1, 0.01)["quantize"] == "int8"  # baselines deploy the last choice
+    assert space.enqueued_params(uniform, baseline_values(spec))["quantize"] == "int8"  # the last choice
     assert workload_for(spec).calibration == ("minmax", 128)
 
 
@@ -72,7 +79,8 @@ def test_fake_study_searches_quantize_and_logs_it(tmp_path):
 def test_real_int8_trial_validates_and_ships_the_int8_file(tmp_path, assets):
     from orchestrator.onnx_model import inspect_onnx
     from orchestrator.onnx_val import validate_onnx_bytes
-    from orchestrator.trial import TrialSpec, WorkerCache, execute, execute_baseline
+    from orchestrator.runner import execute, execute_baseline
+    from orchestrator.trial_data import TrialSpec, WorkerCache
 
     path = fake_study(
         tmp_path,
@@ -89,7 +97,7 @@ def test_real_int8_trial_validates_and_ships_the_int8_file(tmp_path, assets):
     cache = WorkerCache()
     base = execute_baseline(w, cache)
     ratios = {g: 0.2 for g in base.groups}
-    r = execute(TrialSpec(1, w, ratios, epochs=0, lr0=0.001, quantize="int8"), cache, "test")
+    r = execute(TrialSpec(1, w, ratios, {"epochs": 0, "lr0": 0.001, "quantize": "int8"}), cache, "test")
     assert r.ok, r.failure
     q = r.files["pruned.int8.onnx"]
     (tmp_path / "q.onnx").write_bytes(q)

@@ -161,7 +161,8 @@ def test_a_half_asked_trial_is_not_retried_but_a_half_asked_baseline_is():
     done.suggest_float("ratio.b", 0.0, 1.0)
     done.suggest_int("epochs", 0, 2)
     study.tell(done, [0.3, 1.0])
-    study.enqueue_trial({"ratio.a": 0.1, "ratio.b": 0.1, "epochs": 1}, user_attrs={"uniform_ratio": 0.1})
+    params = {"ratio.a": 0.1, "ratio.b": 0.1, "epochs": 1}
+    study.enqueue_trial(params, user_attrs={"uniform_ratio": 0.1, "intended": params})  # as search.py enqueues
     baseline = study.ask()  # killed before any suggest: no params yet, its own are still "fixed"
     sampled = study.ask()
     sampled.suggest_float("ratio.a", 0.0, 1.0)  # killed after one of three suggests
@@ -174,5 +175,7 @@ def test_a_half_asked_trial_is_not_retried_but_a_half_asked_baseline_is():
     retries = [t for t in trials if t.user_attrs.get("retry_of") is not None]
     assert [t.user_attrs["retry_of"] for t in retries] == [baseline.number]
     assert retries[0].user_attrs["uniform_ratio"] == 0.1
-    assert retries[0].system_attrs["fixed_params"] == {"ratio.a": 0.1, "ratio.b": 0.1, "epochs": 1}
+    assert retries[0].user_attrs["intended"] == params
+    again = study.ask()  # the retry runs the baseline's own parameters
+    assert again.number == retries[0].number and again.suggest_float("ratio.a", 0.0, 1.0) == 0.1
     assert len(events) == 2

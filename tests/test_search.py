@@ -6,9 +6,9 @@ import optuna
 import pytest
 from study_files import fake_study
 
+from orchestrator.dimensions import RATIO_PREFIX
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.search import (
-    RATIO_PREFIX,
     build_space,
     constraints_func,
     create_or_load,

@@ -63,7 +63,7 @@ resources: {gpus_per_trial: 0.5, address: "ray://head:10001"}
     )
     assert spec.pruning.ratio.low == spec.pruning.ratio.high == 0.3
     assert spec.pruning.groups[0].pattern == "model.2*" and spec.pruning.groups[0].ratio.high == 0.1
-    assert spec.finetune.epochs.fixed and spec.finetune.lr0.log
+    assert spec.space["epochs"].fixed and spec.space["lr0"].log
     c0, c1 = spec.constraints
     assert (c0.metric, c0.op, c0.value, c0.relative) == ("map50", ">=", 0.9, True)
     assert c0.violation({"map50": 0.45}, {"map50": 0.5}) == pytest.approx(0.0)
@@ -98,8 +98,8 @@ bogus: 1
         "pruning.ratio.max: must be < 1, got 1.2",
         "pruning.groups.model.2: min <= max must hold, got min=0.3 max=0.1",
         "pruning.methd: unknown key (did you mean 'method'?)",
-        "finetune.epochs: min <= max must hold, got min=3 max=1",
         "finetune.hyp: must be one of scratch-low, finetune, got 'nope'",
+        "finetune.epochs: min <= max must hold, got min=3 max=1",
         "finetune.lr0: must be > 0, got -1",
         "finetune.overrides.momentm: unknown hyp key (did you mean 'momentum'?)",
         "finetune.overrides.lr0: set finetune.lr0 instead (it may be searched)",

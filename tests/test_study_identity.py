@@ -102,7 +102,7 @@ def test_a_lost_optuna_storage_is_refused_then_reset_and_a_lost_mlflow_store_kee
     c = MlflowClient(spec.tracking.uri)
     for n, run_id in runs.items():
         files = {os.path.basename(f.path) for f in c.list_artifacts(run_id, "model")}
-        assert files == (set() if n == lost else {"checkpoint.pt", "ratios.json"}), (n, files)
+        assert files == (set() if n == lost else {"pruned.pt", "ratios.json"}), (n, files)
 
     # the export now stops at the missing checkpoint: one line, exit 2, the earlier export left as it was
     assert main(["pareto", str(path), "--export", str(export), "--no-onnx"]) == 2

@@ -9,8 +9,9 @@ import pytest
 from study_files import fake_study
 
 from orchestrator.driver import workload_for
+from orchestrator.runner import execute, execute_baseline
 from orchestrator.spec import load_study_spec
-from orchestrator.trial import TrialSpec, WorkerCache, execute, execute_baseline
+from orchestrator.trial_data import TrialSpec, WorkerCache
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def test_baseline_then_a_pruned_fine_tuned_trial(workload):
     assert 0.05 < base.metrics["map50_95"] < 0.4 and base.metrics["speedup"] == 1.0
     model = cache.items["model"]
     ratios = {g: 0.3 for g in base.groups}
-    r = execute(TrialSpec(7, workload, ratios, epochs=1, lr0=0.002), cache, "test")
+    r = execute(TrialSpec(7, workload, ratios, {"epochs": 1, "lr0": 0.002, "quantize": "none"}), cache, "test")
     assert r.ok, r.failure
     assert cache.items["model"] is model  # the worker's baseline model is reused, not changed
     assert r.metrics["nonzero_params"] < 0.75 * base.metrics["nonzero_params"]
@@ -52,7 +53,7 @@ def test_baseline_then_a_pruned_fine_tuned_trial(workload):
     assert base.metrics["ort_speedup"] == 1.0 and base.metrics["ort_latency_ms"] > 0
     assert r.metrics["ort_latency_ms"] > 0 and r.metrics["ort_speedup"] > 0
     session = cache.items["ort_baseline"]
-    assert execute(TrialSpec(8, workload, ratios, epochs=0, lr0=0.002), cache, "test").ok
+    assert execute(TrialSpec(8, workload, ratios, {"epochs": 0, "lr0": 0.002, "quantize": "none"}), cache, "test").ok
     assert cache.items["ort_baseline"] is session
 
     from orchestrator.yolo.checkpoint import load_checkpoint
@@ -68,5 +69,7 @@ def test_baseline_then_a_pruned_fine_tuned_trial(workload):
 
 def test_bad_ratio_key_fails_the_trial_not_the_worker(workload):
     cache = WorkerCache()
-    r = execute(TrialSpec(1, workload, {"model.99": 0.3}, epochs=0, lr0=0.002), cache, "test")
+    r = execute(
+        TrialSpec(1, workload, {"model.99": 0.3}, {"epochs": 0, "lr0": 0.002, "quantize": "none"}), cache, "test"
+    )
     assert not r.ok and "model.99" in r.failure

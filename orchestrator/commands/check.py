@@ -20,15 +20,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..search import baseline_budget
+    from ..dimensions import DIMENSIONS
+    from ..search import baseline_values
     from ..spec import load_study_spec
     from ..study_check import check_inputs
     from ..urls import mask_url
 
     spec = load_study_spec(args.study)
     found = check_inputs(spec)
-    epochs, lr0 = baseline_budget(spec)
-    ft, pr = spec.finetune, spec.pruning
+    pr = spec.pruning
     summary = {
         "study": spec.name,
         "model": mask_url(found.get("model", spec.model)),
@@ -38,14 +38,12 @@ def run(args: argparse.Namespace) -> int:
         "granularity": pr.granularity,
         "groups": found.get("groups"),
         "ratio": [pr.ratio.low, pr.ratio.high],
-        "epochs": [int(ft.epochs.low), int(ft.epochs.high)],
-        "lr0": [ft.lr0.low, ft.lr0.high],
-        "quantize": list(spec.quantize.choices),
+        **{name: dim.describe(spec.space[name]) for name, dim in DIMENSIONS.items()},
         "objectives": [f"{o.direction} {o.metric}" for o in spec.objectives],
         "constraints": [c.text for c in spec.constraints],
         "sampler": f"{spec.sampler.name} (seed {spec.sampler.seed})"
         + (f", warm start {spec.sampler.warm_start}" if spec.sampler.warm_start != "none" else ""),
-        "baselines": {"ratios": list(spec.baselines.ratios), "epochs": epochs, "lr0": lr0},
+        "baselines": {"ratios": list(spec.baselines.ratios), **baseline_values(spec)},
         "n_trials": spec.budget.n_trials,
         "timeout_s": spec.budget.timeout_s,
         "storage": found["storage"],

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..quantize import CALIBRATION_METHODS, DEFAULT_IMAGES, DEFAULT_METHOD
+from ..vocabulary import CALIBRATION_METHODS, DEFAULT_IMAGES, DEFAULT_METHOD
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

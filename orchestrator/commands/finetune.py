@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 
 from ..errors import OrchestratorError
+from ..yolo.hyp import PRESETS  # plain dataclasses: the command list stays importable without torch
 from .arg_checks import check_imgsz, check_out
-
-PRESETS = ("finetune", "scratch-low")  # orchestrator.yolo.hyp.PRESETS (not imported: it pulls in nothing heavy,
-# but the command list must stay importable without torch)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..dimensions import parameter_names
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = [o.metric for o in spec.objectives]
     tests = ["test_map50_95", "test_map50"] if test else []
     t = Table(title=f"{spec.name}: Pareto front ({len(records)} trials)", title_justify="left")
-    for col in ["#", "origin", *metrics, *tests, "epochs", "files"]:
+    dims = parameter_names(spec.space)
+    for col in ["#", "origin", *metrics, *tests, *dims, "files"]:
         t.add_column(col, justify="right" if col != "files" else "left", overflow="fold")
     for r in records + baselines:
         t.add_row(
@@ -74,11 +77,15 @@ def run(args: argparse.Namespace) -> int:
             r["origin"],
             *[f"{r['metrics'].get(m, float('nan')):.4g}" for m in metrics],
             *[f"{r['test'][k]:.4g}" if r["test"] else "-" for k in tests],
-            str(r["epochs"]),
+            *[_show(r["dimensions"][d]) for d in dims],
             "\n".join(r.get("files", [])),
         )
     stdout_console().print(t)
     return 0
+
+
+def _show(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _export_front(spec, numbers: list[int], out: Path, *, onnx: bool) -> dict[int, list[Path]]:

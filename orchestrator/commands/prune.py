@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import PruningError
+from ..vocabulary import GRANULARITIES, IMPORTANCES, METHODS
 from .arg_checks import check_out
 
 
@@ -19,7 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "faster dense model; Detect's output convs are kept). Names come from `orchestrator layers`.",
     )
     p.add_argument("--weights", required=True, help="checkpoint file (official YOLOv5 .pt or one of ours)")
-    p.add_argument("--method", choices=("unstructured", "global", "structured"), default="unstructured")
+    p.add_argument("--method", choices=(*METHODS, "global"), default="unstructured")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", type=float, help="one ratio in [0, 1) for every group")
     how.add_argument("--ratios", metavar="FILE.yaml", help="yaml mapping of group names to ratios in [0, 1)")
@@ -29,11 +30,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="F",
         help="structured, needs --data: scan each group's sensitivity, then cut to F x the unpruned GFLOPs",
     )
-    p.add_argument("--granularity", choices=("layer", "block", "stage"), default="layer", help="default layer")
+    p.add_argument("--granularity", choices=GRANULARITIES, default="layer", help="default layer")
     p.add_argument("--exclude", nargs="+", default=(), metavar="NAME", help="with --ratio: groups to leave alone")
     p.add_argument(
         "--importance",
-        choices=("l1", "l2", "bn_scale", "output_error"),
+        choices=IMPORTANCES,
         default=None,
         help="default l1; structured with --data: output_error (channel output variance x consumer weights)",
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..dimensions import parameter_names
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -64,11 +66,12 @@ def run(args: argparse.Namespace) -> int:
         title_justify="left",
     )
     tests = ["test_map50_95", "test_map50"] if test else []
-    for col in ["#", "state", "front", "origin", *metrics, *tests, "epochs", "lr0", "mean ratio", "failure"]:
+    dims = parameter_names(spec.space)
+    for col in ["#", "state", "front", "origin", *metrics, *tests, *dims, "mean ratio", "failure"]:
         t.add_column(col, justify="left" if col in ("state", "failure") else "right", overflow="fold")
     if baseline:
         t.add_row(
-            "base", "unpruned", "", "", *[_fmt(baseline.get(m)) for m in metrics], *["" for _ in tests], "", "", "0", ""
+            "base", "unpruned", "", "", *[_fmt(baseline.get(m)) for m in metrics], *["" for _ in tests + dims], "0", ""
         )
     for r in records:
         ratios = list(r["ratios"].values())
@@ -79,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
             r["origin"],
             *[_fmt(r["metrics"].get(m)) for m in metrics],
             *[_fmt((r["test"] or {}).get(k)) if r["test"] else "" for k in tests],
-            str(r["epochs"] if r["epochs"] is not None else ""),
-            _fmt(r["lr0"]),
+            *[_fmt(r["dimensions"][d]) if r["dimensions"][d] is not None else "" for d in dims],
             _fmt(sum(ratios) / len(ratios)) if ratios else "",
             r["failure"][:200],
         )

@@ -9,9 +9,9 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import PruningError
+from ..vocabulary import STRUCTURED_IMPORTANCES
 from ..yolo.masks import conv_sparsity as conv_sparsity  # one implementation (masks applied), re-exported
 from .layers import conv_ratios, prunable_groups
-from .structured import IMPORTANCES as STRUCTURED_IMPORTANCES
 from .structured import prune_structured
 from .unstructured import make_permanent, prune_global, prune_unstructured
 

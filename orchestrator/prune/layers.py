@@ -24,10 +24,11 @@ import torch
 import torch.nn as nn
 
 from ..errors import PruningError
+from ..vocabulary import GRANULARITIES
+from ..vocabulary import METHODS as STUDY_METHODS
 from .convs import conv_layers, output_convs
 
-GRANULARITIES = ("layer", "block", "stage")
-METHODS = ("unstructured", "global", "structured")
+METHODS = (*STUDY_METHODS, "global")  # global: one L1 threshold over every conv (apply.py)
 
 
 def _row_of(conv_name: str) -> int:

@@ -9,15 +9,13 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from ..errors import PruningError
+from ..vocabulary import DATA_IMPORTANCES
+from ..vocabulary import IMPORTANCES as STRUCTURED_IMPORTANCES  # the data-driven ones included
 from ..yolo.model import copy_model
 from .activation_importance import OutputErrorImportance
 from .apply import PruneReport, apply_ratios
 from .calibration import CalibrationSet
 from .recovery import ChannelStats, RecoveryReport, input_stats, recover
-from .structured import IMPORTANCES
-
-STRUCTURED_IMPORTANCES = (*IMPORTANCES, "output_error")
-DATA_IMPORTANCES = ("output_error",)  # need calibration images
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import PruningError
+from ..vocabulary import STRUCTURED_IMPORTANCES as IMPORTANCES
 from .convs import conv_layers, output_convs
-
-IMPORTANCES = ("l1", "l2", "bn_scale")
 
 
 def _tp():

@@ -22,9 +22,8 @@ import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
 from ..errors import PruningError
+from ..vocabulary import UNSTRUCTURED_IMPORTANCES as IMPORTANCES
 from ..yolo.model import copy_model
-
-IMPORTANCES = ("l1", "l2")  # for single weights |w| and w**2 rank the same: both are magnitude pruning
 
 
 def _conv(model: nn.Module, name: str) -> nn.Conv2d:
