@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     from orchestrator.driver import run_study
-    from orchestrator.spec import load_study_spec
+    from orchestrator.study_file import load_study_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:

@@ -608,7 +608,7 @@ def test_impossible_argument_is_refused_before_the_work(folder: Path, yolov5n_pt
 def test_the_highest_seed_check_accepts_survives_a_resume(tmp_path: Path):
     """``run`` offsets the seed by the trials already there: 2^32 - 1 plus 5 must still be a seed."""
     from orchestrator.search import make_sampler
-    from orchestrator.spec import parse_study
+    from orchestrator.study_file import parse_study
 
     for name in ("nsga2", "tpe", "random"):
         doc = {"name": "s", "model": "m.pt", "data": "d.yaml", "sampler": {"name": name, "seed": 2**32 - 1}}

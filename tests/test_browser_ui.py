@@ -158,7 +158,7 @@ def test_trial_runs_listed_with_objectives_and_pareto_page_drawn(chromium, finis
     from mlflow.tracking import MlflowClient
 
     from orchestrator.search import load_existing, pareto_front
-    from orchestrator.spec import load_study_spec
+    from orchestrator.study_file import load_study_spec
 
     base, links = ui
     spec = load_study_spec(finished)

@@ -17,7 +17,7 @@ from test_cli_ui import free_port, listening, stop
 
 from orchestrator.cli import main
 from orchestrator.search import create_or_load
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 
 VALUES = [[0.3, 1.0], [0.2, 0.8], [0.1, 0.6]]
 

@@ -13,7 +13,7 @@ from orchestrator.dimensions import DIMENSIONS, IntRange, register, unregister
 from orchestrator.driver import run_study
 from orchestrator.errors import ConfigError
 from orchestrator.search import load_existing
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 
 
 @pytest.fixture

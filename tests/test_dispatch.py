@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from study_files import fake_study, trial_runs
 
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 
 pytestmark = pytest.mark.slow
 RAY = Path(sys.executable).with_name("ray")

@@ -14,7 +14,7 @@ from orchestrator.dimensions import trial_ratios
 from orchestrator.driver import run_study
 from orchestrator.errors import OrchestratorError
 from orchestrator.search import load_existing
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 
 
 @pytest.fixture(scope="module", autouse=True)

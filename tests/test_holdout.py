@@ -17,7 +17,7 @@ from orchestrator.front_test import validate_on_test
 from orchestrator.holdout import ATTR_TEST, held_out_points, revealed
 from orchestrator.runner import execute
 from orchestrator.search import ATTR_BASELINE, ATTR_METRICS
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 from orchestrator.trial_data import TrialSpec, WorkerCache
 
 

@@ -19,7 +19,7 @@ from orchestrator.mlflow_links import (
     share_key,
     trial_runs_view,
 )
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 from orchestrator.tracking import Tracker
 
 

@@ -12,7 +12,7 @@ from study_files import fake_study
 
 from orchestrator.pareto_page import pareto_page
 from orchestrator.search import pareto_front
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 
 
 class Points(HTMLParser):

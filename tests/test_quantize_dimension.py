@@ -11,7 +11,8 @@ from orchestrator.dimensions import Choices
 from orchestrator.driver import run_study, workload_for
 from orchestrator.errors import ConfigError
 from orchestrator.search import baseline_values, build_space, load_existing
-from orchestrator.spec import QuantizeSpec, load_study_spec
+from orchestrator.spec import QuantizeSpec
+from orchestrator.study_file import load_study_spec
 
 
 def test_study_file_forms(tmp_path):

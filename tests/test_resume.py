@@ -16,7 +16,7 @@ import time
 import pytest
 from study_files import fake_study, trial_runs
 
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 
 pytestmark = pytest.mark.slow
 N_TRIALS = 8

@@ -19,7 +19,7 @@ from orchestrator.runner import (
     execute_baseline,
     runner_for,
 )
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 from orchestrator.trial_data import AllocationRequest, TrialSpec, WorkerCache
 
 

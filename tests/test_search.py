@@ -18,7 +18,7 @@ from orchestrator.search import (
     open_storage,
     pareto_front,
 )
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 
 GROUPS = ["model.0", "model.1", "model.2", "model.3"]
 BASE = {"map50_95": 0.3, "gflops": 1.0}

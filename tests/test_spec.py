@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.spec import METRICS, load_study_spec
+from orchestrator.spec import METRICS
+from orchestrator.study_file import load_study_spec
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = """

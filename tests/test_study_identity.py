@@ -19,7 +19,7 @@ from study_files import fake_study, trial_runs
 
 from orchestrator.cli import main
 from orchestrator.search import pareto_front
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 from orchestrator.tracking import TAG_UID
 
 pytestmark = pytest.mark.slow

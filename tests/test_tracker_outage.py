@@ -15,7 +15,7 @@ from study_files import fake_study, trial_runs
 
 from orchestrator.driver import run_study
 from orchestrator.search import load_existing
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from study_files import fake_study, trial_runs
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 from orchestrator.tracking import Tracker, preflight
 
 STORAGE = "postgresql://optuna:s3cret@db.example:5432/studies"

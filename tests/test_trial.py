@@ -10,7 +10,7 @@ from study_files import fake_study
 
 from orchestrator.driver import workload_for
 from orchestrator.runner import execute, execute_baseline
-from orchestrator.spec import load_study_spec
+from orchestrator.study_file import load_study_spec
 from orchestrator.trial_data import TrialSpec, WorkerCache
 
 pytestmark = pytest.mark.slow

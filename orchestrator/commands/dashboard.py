@@ -25,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..errors import OrchestratorError
     from ..search import open_storage
-    from ..spec import load_study_spec
+    from ..study_file import load_study_spec
     from ..urls import mask_url
     from .ui import _loopback, _url_host
 

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..holdout import revealed
     from ..search import ATTR_BASELINE, load_existing, pareto_front, trial_summary
-    from ..spec import load_study_spec
+    from ..study_file import load_study_spec
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a table follows, not progress bars
     spec = load_study_spec(args.study)

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ..driver import run_study
     from ..errors import OrchestratorError
-    from ..spec import load_study_spec
+    from ..study_file import load_study_spec
 
     if args.trials is not None and args.trials < 1:
         raise OrchestratorError(f"--trials: expected >= 1, got {args.trials}")

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..holdout import revealed
     from ..search import STUDY_BASELINE, hypervolume, load_existing, pareto_front, trial_summary, versus_uniform
-    from ..spec import load_study_spec
+    from ..study_file import load_study_spec
     from ..urls import mask_url
 
     spec = load_study_spec(args.study)

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..errors import OrchestratorError
-    from ..spec import load_study_spec
+    from ..study_file import load_study_spec
     from ..urls import mask_url
 
     spec = load_study_spec(args.study)
