@@ -10,7 +10,18 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "orchestrator"
-STUDY_SIDE = ("driver", "dispatch", "search", "tracking", "spec", "study_file", "study_check", "commands", "cli", "plots")
+STUDY_SIDE = (
+    "driver",
+    "dispatch",
+    "search",
+    "tracking",
+    "spec",
+    "study_file",
+    "study_check",
+    "commands",
+    "cli",
+    "plots",
+)
 TENSOR_SIDE = ("yolo", "prune", "measure", "export", "torch", "torchvision", "onnx", "onnxruntime")
 
 
