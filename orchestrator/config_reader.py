@@ -118,8 +118,10 @@ def setting(default: Any, kind: type, *, many: bool = False, **rules: Any) -> An
     return field(default=default, metadata={"setting": (kind, many, rules)})
 
 
-def section_field(default: Any) -> Any:
+def section_field(default: Any = MISSING, *, default_factory: Any = MISSING) -> Any:
     """A dataclass field that is a section (or a key with its own syntax) read by hand: a known key all the same."""
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata={"section": True})
     return field(default=default, metadata={"section": True})
 
 

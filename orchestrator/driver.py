@@ -94,6 +94,9 @@ def workload_for(spec: StudySpec) -> Workload:
         fake=spec.fake if spec.trial == "fake" else None,
         test_data=spec.test_data or "",
         calibration=(spec.quantize.calibration, spec.quantize.calib_images),
+        recover=spec.pruning.recover,
+        calib_images=spec.pruning.calib_images,
+        distill=spec.finetune.distill,
     )
 
 

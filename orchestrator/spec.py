@@ -20,8 +20,9 @@ from .vocabulary import (
     DEFAULT_IMAGES,
     DEFAULT_METHOD,
     GRANULARITIES,
+    IMPORTANCES,
     METHODS,
-    STRUCTURED_IMPORTANCES,
+    RECOVERY_IMAGES,
 )
 from .yolo.hyp import PRESETS  # plain dataclasses: no torch
 
@@ -40,7 +41,9 @@ METRICS: dict[str, str] = {
     "ort_speedup": "maximize",
 }
 SAMPLERS = ("nsga2", "tpe", "random")
-WARM_STARTS = ("none", "global_magnitude")
+# global_magnitude (unstructured): one L1 threshold over all groups; sensitivity (structured): a per-group
+# sensitivity scan, then the ratios with the least predicted loss at the uniform cut's GFLOPs
+WARM_STARTS = ("none", "global_magnitude", "sensitivity")
 ARTIFACT_POLICIES = ("all", "pareto", "none")
 TRIAL_KINDS = ("real", "fake")
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -68,7 +71,7 @@ def _step_ok(v: float) -> bool:
 class PruningSpec:
     method: str = setting("structured", str, choices=METHODS)
     granularity: str = setting("block", str, choices=GRANULARITIES)
-    importance: str = setting("l1", str, choices=STRUCTURED_IMPORTANCES)
+    importance: str = setting("l1", str, choices=IMPORTANCES)  # output_error: structured, on train images
     ratio: Range = section_field(Range(0.0, 0.6))
     # ratios on a grid (0.05 -> 0, 0.05, ...): fewer near-duplicate trials
     step: float | None = setting(None, float, check=_step_ok, rule="between 0 and 1")
@@ -76,6 +79,9 @@ class PruningSpec:
     exclude: tuple[str, ...] = setting((), str, many=True)  # layers left alone (Detect's are always left alone)
     # structured: channel counts kept to a multiple of this (tensor-core friendly)
     round_to: int = setting(8, int, check=lambda v: v >= 1, rule=">= 1")
+    # structured: one-shot recovery after the cut, before any fine-tune (docs/pruning.md), on train images
+    recover: tuple[str, ...] = setting((), str, many=True)
+    calib_images: int = setting(RECOVERY_IMAGES, int, check=lambda v: v >= 2, rule=">= 2")
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,9 @@ class FinetuneSpec:
     """The fine-tune's fixed settings; its searched values (epochs, lr0) are dimensions (dimensions.py)."""
 
     hyp: str = setting("finetune", str, choices=tuple(PRESETS))  # preset name
-    overrides: dict[str, Any] = section_field(field(default_factory=dict))  # hyp keys replaced on the preset
+    # weight of distillation from the unpruned model (its Detect outputs as soft targets); 0 = off
+    distill: float = setting(0.0, float, check=lambda v: v >= 0, rule=">= 0")
+    overrides: dict[str, Any] = section_field(default_factory=dict)  # hyp keys replaced on the preset
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,14 @@ from .yolo.model import copy_model
 from .yolo.val import ValSet, validate
 
 SCAN_STEPS = ("compensate",)
+SCAN_RATIOS = (0.25, 0.5)  # each group cut alone at these (prune --scan-ratios' default)
+
+
+def gflops_fraction(model: torch.nn.Module, ratios: Mapping[str, float], granularity: str, imgsz: int) -> float:
+    """GFLOPs of a plain structured cut by ``ratios`` as a fraction of the unpruned model's."""
+    m = copy_model(model)
+    apply_ratios(m, ratios, method="structured", granularity=granularity)
+    return count_gflops(deployable(m), imgsz) / count_gflops(deployable(model), imgsz)
 
 
 def cut_to_budget(
@@ -35,14 +43,16 @@ def cut_to_budget(
     steps: Sequence[str],
     imgsz: int | None = None,
     previous: Mapping[str, Any] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Scan every structured group, allocate ratios meeting ``target`` x GFLOPs; a JSON-able summary.
 
     ``previous``: the summary of an earlier run on the same model and data; its scan is reused (the
-    scan is the expensive part and does not depend on the target).
+    scan is the expensive part and does not depend on the target). ``groups``: only these are cut (a study's
+    search space, ``exclude`` applied); default every structured group.
     """
     imgsz = imgsz or int(shot.calib.images.shape[-1])
-    groups = list(prunable_groups(shot.model, granularity, method="structured"))
+    groups = list(groups or prunable_groups(shot.model, granularity, method="structured"))  # the searched ones
     val = ValSet(data, imgsz, 32, stride=max(32, int(shot.model.stride.max())))
     scan_steps = tuple(s for s in SCAN_STEPS if s in steps)
 

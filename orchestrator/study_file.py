@@ -35,6 +35,7 @@ from .spec import (
     StudySpec,
     TrackingSpec,
 )
+from .vocabulary import DATA_IMPORTANCES, RECOVERY_STEPS
 from .yolo.hyp import Hyp
 
 _CONSTRAINT = re.compile(
@@ -70,7 +71,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     d = r.section(top, "finetune")
     finetune = read_fields(r, d, FinetuneSpec, "finetune")
     _read_dimensions(r, d, "finetune", spec["space"], finetune)
-    spec["finetune"] = FinetuneSpec(finetune["hyp"], _overrides(r, d))
+    spec["finetune"] = FinetuneSpec(**finetune, overrides=_overrides(r, d))
     r.done(d, "finetune")
     d = dict(quantize or {})
     short = d.pop("__short__", False)
@@ -122,8 +123,10 @@ def _check_together(r: KeyReader, spec: dict[str, Any]) -> None:
             "give one of them {min, max}",
         )
     warm = spec["sampler"].warm_start
-    if warm != "none" and pr.method != "unstructured":
+    if warm == "global_magnitude" and pr.method != "unstructured":
         r.bad("sampler.warm_start", f"{warm} allocates single weights: it needs pruning.method unstructured")
+    if warm == "sensitivity" and pr.method != "structured":
+        r.bad("sampler.warm_start", f"{warm} allocates channel cuts: it needs pruning.method structured")
     if warm != "none" and not spec["baselines"].ratios:
         r.bad("sampler.warm_start", "pairs one allocation with each uniform baseline: baselines.ratios is empty")
 
@@ -156,8 +159,16 @@ def _pruning(r: KeyReader, d: dict) -> PruningSpec:
         if rng is not None:
             groups.append(GroupBounds(str(pattern), rng))
     values["groups"] = tuple(groups)
-    if values["importance"] == "bn_scale" and values["method"] == "unstructured":
-        r.bad("pruning.importance", "bn_scale ranks whole channels: use it with method structured, or l1/l2")
+    if values["importance"] in ("bn_scale", *DATA_IMPORTANCES) and values["method"] == "unstructured":
+        r.bad(
+            "pruning.importance",
+            f"{values['importance']} ranks whole channels: use it with method structured, or l1/l2",
+        )
+    for i, step in enumerate(values["recover"]):
+        if step not in RECOVERY_STEPS:
+            r.bad(f"pruning.recover[{i}]", f"must be one of {', '.join(RECOVERY_STEPS)}, got {show(step)}")
+    if values["recover"] and values["method"] != "structured":
+        r.bad("pruning.recover", "recovers a channel cut: it needs pruning.method structured")
     step, ratio = values["step"], values["ratio"]
     if step is not None and ratio is not None:
         widest = max([ratio.high - ratio.low] + [g.ratio.high - g.ratio.low for g in groups])

@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import OrchestratorError
 from .trial_data import AllocationRequest, BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
+from .vocabulary import DATA_IMPORTANCES
 
 __all__ = ["RealTrial", "run_baseline", "run_trial"]
 
@@ -26,10 +27,13 @@ class RealTrial:
         return run_trial(spec, cache)
 
     def allocations(self, workload: Workload, request: AllocationRequest, cache: WorkerCache) -> list[dict[str, float]]:
-        """Global-magnitude ratio maps for the warm start, one per target."""
+        """Warm-start ratio maps, one per target: global magnitude (unstructured) or sensitivity (structured)."""
+        ctx = _context(workload, cache)
+        if workload.method == "structured":
+            return _sensitivity_allocations(ctx, workload, request)
         from .prune import magnitude_allocation
 
-        model = _context(workload, cache)["model"]
+        model = ctx["model"]
         return [magnitude_allocation(model, request.groups, t, request.bounds, request.step) for t in request.targets]
 
 
@@ -46,15 +50,22 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     w = spec.workload
     ctx = _context(w, cache)
     torch.manual_seed(w.seed + spec.number)
-    model = copy.deepcopy(ctx["model"])
-    report = apply_ratios(
-        model,
-        spec.ratios,
-        method=w.method,
-        granularity=w.granularity,
-        importance=w.importance,
-        round_to=w.round_to if w.method == "structured" else None,
-    )
+    recovery = None
+    if w.method == "structured" and (w.recover or w.importance in DATA_IMPORTANCES):
+        done = _oneshot(ctx, w).cut(
+            spec.ratios, granularity=w.granularity, importance=w.importance, round_to=w.round_to, steps=w.recover
+        )
+        model, report, recovery = done.model, done.prune, done.recovery
+    else:
+        model = copy.deepcopy(ctx["model"])
+        report = apply_ratios(
+            model,
+            spec.ratios,
+            method=w.method,
+            granularity=w.granularity,
+            importance=w.importance,
+            round_to=w.round_to if w.method == "structured" else None,
+        )
     if ctx["masks"]:  # a pruned base model: its earlier cuts stay in force and recorded
         from .yolo.masks import attach_masks, carried_masks
 
@@ -76,6 +87,8 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         val_set=ctx["val_set"],
         train_images=train_images,
         progress=lambda rec: history.append(_epoch_dict(rec)),
+        teacher=ctx["model"] if w.distill > 0 else None,  # the unpruned model, loaded once per worker
+        distill=w.distill,
     )
     int8 = _int8(ft.model, ctx, w) if quantize == "int8" else None
     m = measure(
@@ -90,6 +103,8 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     )
     metrics = _metrics(ft.metrics if int8 is None else _validate_onnx(int8, ctx, w), m)
     metrics["sparsity"] = report.sparsity
+    if recovery is not None:
+        metrics["recovery_s"] = float(sum(recovery.seconds.values()))
     if int8 is not None:  # the deployable file is the int8 ONNX: its bytes are the size
         from .measure import MB, zipped_size
 
@@ -158,6 +173,44 @@ def _context(w: Workload, cache: WorkerCache) -> dict[str, Any]:
     )
     items["masks"] = ck.masks  # prune masks the base checkpoint records (empty for an unpruned one)
     return items
+
+
+def _oneshot(ctx: dict[str, Any], w: Workload):
+    """The unpruned model with its calibration images (train split) and channel statistics, once per worker."""
+    if "oneshot" not in ctx:
+        from .prune.calibration import calibration_set
+        from .prune.oneshot import OneShot
+
+        ctx["oneshot"] = OneShot(ctx["model"], calibration_set(ctx["data"], w.imgsz, w.calib_images, seed=w.seed))
+    return ctx["oneshot"]
+
+
+def _sensitivity_allocations(ctx: dict[str, Any], w: Workload, request: AllocationRequest) -> list[dict[str, float]]:
+    """Per target ratio: the structured cut with the least predicted mAP loss at the uniform cut's GFLOPs.
+
+    The per-group sensitivity scan (val split, one-shot cuts) runs once per worker and is reused for every
+    target; a target the scanned ratios cannot reach keeps the uniform cut.
+    """
+    from .errors import PruningError
+    from .prune.allocation import snap_ratio
+    from .structured_budget import SCAN_RATIOS, cut_to_budget, gflops_fraction
+
+    shot, out = _oneshot(ctx, w), []
+    for target in request.targets:
+        uniform = dict.fromkeys(request.bounds, target)
+        frac = gflops_fraction(shot.model, uniform, w.granularity, w.imgsz)
+        try:
+            budget = cut_to_budget(
+                shot, ctx["data"], frac, SCAN_RATIOS, w.granularity, w.importance, w.recover,
+                imgsz=w.imgsz, previous=ctx.get("sensitivity"), groups=list(request.bounds),
+            )  # fmt: skip
+        except PruningError:
+            out.append({g: snap_ratio(target, b, request.step) for g, b in request.bounds.items()})
+            continue
+        ctx["sensitivity"] = budget  # its scan is reused for the next target
+        ratios = budget["ratios"]
+        out.append({g: snap_ratio(ratios.get(g, 0.0), b, request.step) for g, b in request.bounds.items()})
+    return out
 
 
 def _ort_baseline(ctx: dict[str, Any], w: Workload) -> Any:

@@ -34,6 +34,9 @@ class Workload:
     fake: Any = None  # FakeTrialSpec for kind == "fake"
     test_data: str = ""  # data yaml of the held-out split when not the data's own test: (holdout.py)
     calibration: tuple[str, int] = ("minmax", 128)  # int8: ORT calibration method, train images
+    recover: tuple[str, ...] = ()  # structured: one-shot recovery steps after the cut
+    calib_images: int = 32  # train images that calibrate recovery and output_error importance
+    distill: float = 0.0  # weight of distillation from the unpruned model in the fine-tune (0 = off)
 
 
 @dataclass(frozen=True)

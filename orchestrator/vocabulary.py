@@ -11,6 +11,9 @@ UNSTRUCTURED_IMPORTANCES = ("l1", "l2")  # for single weights |w| and w**2 rank 
 STRUCTURED_IMPORTANCES = ("l1", "l2", "bn_scale")  # bn_scale: BatchNorm gamma, whole channels only
 DATA_IMPORTANCES = ("output_error",)  # structured, needs calibration images (prune/activation_importance.py)
 IMPORTANCES = (*STRUCTURED_IMPORTANCES, *DATA_IMPORTANCES)
+RECOVERY_STEPS = ("compensate", "reconstruct", "recalibrate")  # after a channel cut, in this order (recovery.py)
+RECOVERY_DEFAULT = ("compensate", "reconstruct")  # docs/pruning.md: recalibrate hurts after reconstruct
+RECOVERY_IMAGES = 32  # train images that calibrate recovery (docs/pruning.md measured with 32)
 
 # int8 calibration (quantize.py): the ONNX Runtime calibrators, and the defaults a study and `export --int8` use.
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")

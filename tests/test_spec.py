@@ -196,3 +196,26 @@ def test_check_command_reports_bad_files_with_exit_code_2(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: {p}: pruning.ratio.max: must be < 1, got 1.2"
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_structured_recovery_and_distill_keys(tmp_path):
+    from study_files import fake_study
+
+    pruning = {"method": "structured", "importance": "output_error", "recover": ["compensate", "reconstruct"]}
+    spec = load_study_spec(fake_study(tmp_path, pruning=pruning, finetune={"distill": 2.0}))
+    assert spec.pruning.recover == ("compensate", "reconstruct") and spec.pruning.calib_images == 32
+    assert spec.finetune.distill == 2.0 and load_study_spec(fake_study(tmp_path)).finetune.distill == 0.0
+    bad = {
+        "pruning": {"method": "unstructured", "importance": "output_error", "recover": ["compensate", "reheat"]},
+        "finetune": {"distill": -1},
+        "sampler": {"warm_start": "sensitivity"},
+    }
+    with pytest.raises(ConfigError) as e:
+        load_study_spec(fake_study(tmp_path, **bad))
+    assert [f"{k}: {m}" for k, m in e.value.problems] == [
+        "pruning.importance: output_error ranks whole channels: use it with method structured, or l1/l2",
+        "pruning.recover[1]: must be one of compensate, reconstruct, recalibrate, got 'reheat'",
+        "pruning.recover: recovers a channel cut: it needs pruning.method structured",
+        "finetune.distill: must be >= 0, got -1",
+        "sampler.warm_start: sensitivity allocates channel cuts: it needs pruning.method structured",
+    ]

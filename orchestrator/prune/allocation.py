@@ -29,6 +29,15 @@ def _removed(ratio: float, n: int) -> int:
     return round(ratio * n)  # what torch.nn.utils.prune removes for an amount given as a fraction
 
 
+def snap_ratio(frac: float, bounds: tuple[float, float], step: float | None) -> float:
+    """``frac`` on the search grid (``low + k * step``) and inside ``bounds``: a ratio Optuna can enqueue."""
+    lo, hi = bounds
+    if step:
+        frac = lo + round((frac - lo) / step) * step
+        hi = lo + math.floor((hi - lo) / step + 1e-9) * step
+    return round(min(max(frac, lo), hi), 10)
+
+
 def magnitude_allocation(
     model: nn.Module,
     groups: Mapping[str, Sequence[str]],
@@ -53,11 +62,7 @@ def magnitude_allocation(
     need = sum(_removed(target, n) for ns in sizes.values() for n in ns)
 
     def snap(g: str, frac: float) -> float:
-        lo, hi = bounds[g]
-        if step:
-            frac = lo + round((frac - lo) / step) * step
-            hi = lo + math.floor((hi - lo) / step + 1e-9) * step
-        return round(min(max(frac, lo), hi), 10)
+        return snap_ratio(frac, bounds[g], step)
 
     def ratios_at(threshold: float) -> dict[str, float]:
         out = {}

@@ -27,12 +27,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import PruningError
+from ..vocabulary import RECOVERY_STEPS as STEPS
 from .calibration import CalibrationSet
 from .convs import conv_layers
 from .structured import KeptChannels
-
-STEPS = ("compensate", "reconstruct", "recalibrate")
-DEFAULT_STEPS = ("compensate", "reconstruct", "recalibrate")
 
 
 @dataclass(frozen=True)
@@ -358,7 +356,7 @@ def recover(
     original: nn.Module,
     kept: Mapping[str, KeptChannels],
     calib: CalibrationSet,
-    steps: Iterable[str] = DEFAULT_STEPS,
+    steps: Iterable[str] = STEPS,
     *,
     stats: Mapping[str, ChannelStats] | None = None,
 ) -> RecoveryReport:
