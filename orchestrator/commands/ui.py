@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     # the server (and the uvicorn it starts) live in their own process group, ended with us on Ctrl-C or SIGTERM
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    # its log goes to stderr: stdout carries only our lines, in order, however fast the server talks (a pipe)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=sys.stderr)
     try:
         # read while the server starts: the direct links need the experiment and the parent run's ids
         links = _study_links(spec, f"http://{_url_host(args.host)}:{args.port}")
