@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -137,28 +136,12 @@ def make_sampler(spec: StudySpec, n_existing: int):
     if s.name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=seed, constraints_func=constraints)
     if s.name == "tpe":
-        with warnings.catch_warnings():  # gamma is deprecated since Optuna 4.9 (pinned <6): see _front_gamma
-            warnings.filterwarnings("ignore", message=".*`gamma` has been deprecated", category=FutureWarning)
-            return optuna.samplers.TPESampler(
-                seed=seed,
-                multivariate=True,
-                constraints_func=constraints,
-                n_startup_trials=min(10, max(2, len(spec.baselines.ratios) + 2)),
-                gamma=_front_gamma,
-            )
+        # Optuna's own TPE, no tuned knobs: on the quickstart's space it matched the former multivariate TPE
+        # with a quarter of the trials as "good" (a knob deprecated in Optuna 4.9) and beat multivariate TPE
+        # with Optuna's defaults (bench/bench_sampler.py, README "Performance"); its 10 startup trials are
+        # the enqueued baselines and warm starts when a study has them.
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
     return optuna.samplers.RandomSampler(seed=seed)
-
-
-def _front_gamma(n: int) -> int:
-    """How many of ``n`` trials TPE models as "good": a quarter (Optuna's default is a tenth).
-
-    With two or more objectives the good trials should cover the front, not one end of it: with a tenth,
-    20 trials give 2 good ones, and the sampler keeps refining the middle of the front while the ends
-    (the mildest and the deepest cuts) are never revisited. Measured on the quickstart: with a tenth the
-    sampler's own trials dominated 3 of the 5 uniform baselines, with a quarter all 5 (README). Optuna
-    deprecated ``gamma`` in 4.9 (removal in 6.0, hence the pin); when it goes, this needs a replacement.
-    """
-    return min(math.ceil(0.25 * n), 25)
 
 
 def constraints_func(trial) -> list[float]:
