@@ -16,18 +16,28 @@ import math
 from itertools import combinations
 from pathlib import Path
 
+from .holdout import revealed
 from .search import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START, trial_summary
 from .spec import StudySpec
 
 QUALITY = "map50_95"
 W, H = 460, 360  # one panel
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 48
-FRONT, OTHER, UNIFORM, WARM = "#d62728", "#9e9e9e", "#1f77b4", "#2ca02c"
+FRONT, OTHER, UNIFORM, WARM, TEST = "#d62728", "#9e9e9e", "#1f77b4", "#2ca02c", "#9467bd"
+HELD_OUT = ("map50_95", "map50")  # metrics with a held-out twin, test_<metric> (holdout.TEST_METRICS)
 
 
-def pareto_page(trials: list, front: list, spec: StudySpec, baseline: dict[str, float], path: Path) -> Path:
+def pareto_page(
+    trials: list, front: list, spec: StudySpec, baseline: dict[str, float], path: Path, test: dict | None = None
+) -> Path:
     """Write ``path``: every finished trial a point in one panel per objective pair, the front in red, uniform
-    baselines as squares, warm starts as triangles, the unpruned model as a star; hover for the trial."""
+    baselines as squares, warm starts as triangles, the unpruned model as a star; hover for the trial.
+
+    Held-out test figures (``test``: trial number -> ``test_map50_95``/``test_map50``..., by default what
+    ``holdout.revealed`` hands out: the front and the uniform baselines) are drawn beside the val point of their
+    trial, as a hollow purple circle joined to it in every panel with a mAP axis, and listed val beside test in a
+    table under the panels."""
+    test = revealed(trials, spec.directions) if test is None else test
     done = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get(ATTR_METRICS)]
     on_front = {t.number for t in front}
     objectives = [o.metric for o in spec.objectives]
@@ -35,25 +45,37 @@ def pareto_page(trials: list, front: list, spec: StudySpec, baseline: dict[str, 
     # every objective pair; one objective alone is drawn against mAP50-95 (or the size, when it is mAP50-95)
     axes = objectives if len(objectives) > 1 else [*objectives, QUALITY if objectives != [QUALITY] else "params"]
     pairs = list(combinations(axes, 2))
-    panels = [_panel(x, y, done, on_front, baseline, directions, len(spec.objectives) == 2) for y, x in pairs]
+    test = {t.number: test[t.number] for t in done if test.get(t.number)}
+    line = len(spec.objectives) == 2
+    panels = [_panel(x, y, done, on_front, baseline, directions, line, test) for y, x in pairs]
     n_front = sum(1 for t in done if t.number in on_front)
     body = "\n".join(panels) if done else "<p>No finished trial yet: the page is refreshed as trials finish.</p>"
+    summary = f"{len(done)} finished trials, {n_front} on the Pareto front"
+    if test:
+        summary += f"; {len(test)} checked once on the held-out test split (chosen on val, never on test)"
     page = _PAGE.format(
         title=html.escape(f"{spec.name}: Pareto front"),
-        summary=html.escape(f"{len(done)} finished trials, {n_front} on the Pareto front"),
-        legend=_LEGEND,
+        summary=html.escape(summary),
+        legend=_LEGEND + (_TEST_KEY if test else ""),
         body=body,
+        table=_test_table(done, test),
         script=_SCRIPT,
     )
     path.write_text(page, encoding="utf-8")
     return path
 
 
-def _panel(x: str, y: str, done: list, on_front: set[int], baseline: dict, directions: dict, line: bool) -> str:
+def _panel(
+    x: str, y: str, done: list, on_front: set[int], baseline: dict, directions: dict, line: bool, test: dict
+) -> str:
     pts = [(t, t.user_attrs[ATTR_METRICS]) for t in done]
     pts = [(t, m[x], m[y]) for t, m in pts if _num(m.get(x)) and _num(m.get(y))]
-    xs = [p[1] for p in pts] + ([baseline[x]] if _num(baseline.get(x)) else [])
-    ys = [p[2] for p in pts] + ([baseline[y]] if _num(baseline.get(y)) else [])
+    held = [
+        (t, px, py, _held_out(x, px, test.get(t.number)), _held_out(y, py, test.get(t.number))) for t, px, py in pts
+    ]
+    held = [h for h in held if (h[3], h[4]) != (h[1], h[2])]  # a test twin on at least one axis
+    xs = [p[1] for p in pts] + [h[3] for h in held] + ([baseline[x]] if _num(baseline.get(x)) else [])
+    ys = [p[2] for p in pts] + [h[4] for h in held] + ([baseline[y]] if _num(baseline.get(y)) else [])
     if not xs:
         return f'<p class="panel">No trial has both {html.escape(x)} and {html.escape(y)}.</p>'
     sx, xticks = _scale(xs, LEFT, W - RIGHT)
@@ -74,8 +96,12 @@ def _panel(x: str, y: str, done: list, on_front: set[int], baseline: dict, direc
         if len(fr) > 1:
             d = " ".join(f"{sx(px):.1f},{sy(py):.1f}" for _, px, py in fr)
             out.append(f'<polyline points="{d}" class="front-line"/>')
+    for _, px, py, tx, ty in held:  # val -> held-out test, under the points
+        out.append(f'<line x1="{sx(px):.1f}" y1="{sy(py):.1f}" x2="{sx(tx):.1f}" y2="{sy(ty):.1f}" class="test-link"/>')
     for t, px, py in sorted(pts, key=lambda p: p[0].number in on_front):  # front drawn last, on top
-        out.append(_point(t, sx(px), sy(py), t.number in on_front))
+        out.append(_point(t, sx(px), sy(py), t.number in on_front, test.get(t.number)))
+    for t, px, py, tx, ty in held:
+        out.append(_test_point(t, sx(tx), sy(ty), test[t.number], {x: px, y: py}))
     if _num(baseline.get(x)) and _num(baseline.get(y)):
         info = {"unpruned model": "", x: baseline[x], y: baseline[y]}
         out.append(
@@ -86,13 +112,62 @@ def _panel(x: str, y: str, done: list, on_front: set[int], baseline: dict, direc
     return "\n".join(out)
 
 
-def _point(t, cx: float, cy: float, front: bool) -> str:
+def _held_out(metric: str, val: float, figures: dict | None) -> float:
+    """The held-out twin of a val figure (test_map50_95 for map50_95), or the val figure when it has none."""
+    v = (figures or {}).get(f"test_{metric}") if metric in HELD_OUT else None
+    return v if _num(v) else val
+
+
+def _test_point(t, cx: float, cy: float, figures: dict, val: dict[str, float]) -> str:
+    info = {
+        "trial": t.number,
+        "run": f"trial-{t.number:04d}",
+        "origin": trial_summary(t)["origin"],
+        "held-out test (val point: the filled marker)": "",
+        **{k: v for k, v in sorted(figures.items())},
+        **{f"val {k}": v for k, v in val.items() if k in HELD_OUT},
+    }
+    attrs = f'class="pt test" data-trial="{t.number}" data-info="{html.escape(json.dumps(info))}"'
+    title = f"<title>trial {t.number}: held-out test</title>"
+    return f'<circle {attrs} cx="{cx:.1f}" cy="{cy:.1f}" r="5">{title}</circle>'
+
+
+def _test_table(done: list, test: dict) -> str:
+    """The revealed trials, val beside held-out test for each mAP (no script needed to read it)."""
+    if not test:
+        return ""
+    head = "".join(f"<th>{m} val</th><th>{m} test</th>" for m in HELD_OUT)
+    rows = []
+    for t in done:
+        if t.number not in test:
+            continue
+        val, held = t.user_attrs[ATTR_METRICS], test[t.number]
+        cells = "".join(f"<td>{_fmt(val.get(m))}</td><td>{_fmt(held.get(f'test_{m}'))}</td>" for m in HELD_OUT)
+        origin = html.escape(trial_summary(t)["origin"])
+        n_img = held.get("test_images")
+        rows.append(
+            f'<tr data-trial="{t.number}"><td>{t.number}</td><td>{origin}</td>{cells}<td>{_fmt(n_img)}</td></tr>'
+        )
+    return (
+        '<table class="test"><caption>Held-out test split: each trial validated once on images no selection has '
+        f"seen</caption><tr><th>trial</th><th>origin</th>{head}<th>test images</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _fmt(v) -> str:
+    if not _num(v):
+        return ""
+    return f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4f}"
+
+
+def _point(t, cx: float, cy: float, front: bool, held: dict | None = None) -> str:
     s = trial_summary(t)
     info = {
         "trial": t.number,
         "run": f"trial-{t.number:04d}",
         "origin": s["origin"],
         **{k: v for k, v in sorted(s["metrics"].items())},
+        **{k: v for k, v in sorted((held or {}).items()) if k != "test_images"},
         **{k: v for k, v in s["dimensions"].items() if v is not None},
         "ratios": s["ratios"],
     }
@@ -159,6 +234,8 @@ _LEGEND = "".join(
     ]
 )
 
+_TEST_KEY = _key(f'<circle cx="7" cy="7" r="5" fill="none" stroke="{TEST}" stroke-width="2"/>', "held-out test")
+
 _SCRIPT = """
 const card = document.getElementById('card');
 function fmt(v) { return typeof v === 'number' ? (Number.isInteger(v) ? v : v.toPrecision(4)) :
@@ -196,6 +273,9 @@ h1 {{ font-size: 16px; margin: 0 0 4px; }} .summary {{ color: #555; margin-botto
 .pt.uniform.front, .pt.warm.front {{ fill: FRONT; fill-opacity: .35; }}
 .pt.unpruned {{ fill: #000; }} .pt.hl {{ stroke: #000; stroke-width: 2.5; }}
 .front-line {{ fill: none; stroke: FRONT; stroke-width: 1.5; opacity: .7; }}
+.pt.test {{ fill: none; stroke: TEST; stroke-width: 2; }} .test-link {{ stroke: TEST; stroke-dasharray: 3 2; }}
+table.test {{ border-collapse: collapse; margin-top: 10px; }} table.test caption {{ text-align: left; color: #555; }}
+table.test td, table.test th {{ border: 1px solid #ddd; padding: 2px 8px; text-align: right; }}
 #card {{ position: absolute; display: none; background: #fffff4; border: 1px solid #999; padding: 6px 8px;
   max-width: 420px; box-shadow: 0 2px 6px rgba(0,0,0,.2); pointer-events: none; }}
 </style></head><body>
@@ -205,6 +285,7 @@ ratios).</div>
 <div class="panels">
 {body}
 </div>
+{table}
 <div id="card"></div>
 <script>{script}</script>
 </body></html>
@@ -212,4 +293,5 @@ ratios).</div>
     .replace("FRONT", FRONT)
     .replace("UNIFORM", UNIFORM)
     .replace("WARM", WARM)
+    .replace("TEST", TEST)
 )
