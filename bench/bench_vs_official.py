@@ -63,17 +63,21 @@ def setup_venv(venv: Path) -> Path:
 
 
 def private_copy(data_yaml: Path, folder: Path) -> Path:
-    """The dataset under ``folder``: images linked, labels copied (the official loader writes its label cache
-    beside the labels, which must never land in the shared assets)."""
+    """The dataset under ``folder``: each image linked, labels copied (the official loader writes its label cache
+    beside the labels, which must never land in the shared assets). Files are linked one by one, never a folder:
+    the official check_dataset resolves the split folders, which would follow a linked folder back into the
+    assets and put the cache there."""
     doc = yaml.safe_load(data_yaml.read_text())
     root = Path(doc.get("path") or ".")
     root = root if root.is_absolute() else data_yaml.parent / root
     dst = folder / "data"
     for sub in ("images", "labels"):
         (dst / sub).mkdir(parents=True)
-        for split in sorted((root / sub).iterdir()):
+        for split in sorted(d for d in (root / sub).iterdir() if d.is_dir()):
             if sub == "images":
-                (dst / sub / split.name).symlink_to(split.resolve())
+                (dst / sub / split.name).mkdir()
+                for f in sorted(split.iterdir()):
+                    (dst / sub / split.name / f.name).symlink_to(f.resolve())
             else:
                 subprocess.run(["cp", "-r", str(split), str(dst / sub / split.name)], check=True)
     doc["path"] = str(dst)
