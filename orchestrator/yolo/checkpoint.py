@@ -32,6 +32,8 @@ OFFICIAL_CLASSES = {
     "models.yolo": ["Model", "DetectionModel", "Detect"],
     "models.common": ["Conv", "DWConv", "Bottleneck", "C3", "SPP", "SPPF", "Focus", "Concat"],
 }
+# the PyPI package (`pip install yolov5`) pickles the same classes under its own package name
+OFFICIAL_CLASSES.update({f"yolov5.{mod}": names for mod, names in list(OFFICIAL_CLASSES.items())})
 _TORCH_NN = {
     "torch.nn.modules.conv": ["Conv2d"],
     "torch.nn.modules.batchnorm": ["BatchNorm2d"],
