@@ -20,6 +20,7 @@ from typing import Any
 
 from .dimensions import parameter_names
 from .errors import OrchestratorError
+from .holdout import ATTR_TEST, TEST_METRICS
 from .mlflow_links import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -401,7 +402,9 @@ def pareto_csv(front: list, spec: StudySpec) -> str:
     metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + list(SUMMARY_METRICS)))
     w = csv.writer(buf)
     dims = parameter_names(spec.space)
-    w.writerow(["trial", "origin", "uniform_ratio", *metrics, *dims, "ratios"])
+    # front trials are revealed by definition: their held-out figures sit beside the val ones
+    tests = list(TEST_METRICS) if any(t.user_attrs.get(ATTR_TEST) for t in front) else []
+    w.writerow(["trial", "origin", "uniform_ratio", *metrics, *tests, *dims, "ratios"])
     for t in sorted(front, key=lambda t: t.number):
         s = trial_summary(t)
         w.writerow(
@@ -410,6 +413,7 @@ def pareto_csv(front: list, spec: StudySpec) -> str:
                 s["origin"],
                 s["uniform_ratio"] if s["uniform_ratio"] is not None else "",
                 *[s["metrics"].get(m, "") for m in metrics],
+                *[(t.user_attrs.get(ATTR_TEST) or {}).get(k, "") for k in tests],
                 *[s["dimensions"][d] for d in dims],
                 json.dumps(s["ratios"], sort_keys=True),
             ]

@@ -128,3 +128,22 @@ def test_front_and_baselines_get_held_out_figures(assets, coco128_yaml, tmp_path
     out = json.loads(capsys.readouterr().out)
     assert {r["number"] for r in out["front"] + out["uniform"]} == chosen
     assert all(r["test"]["test_map50_95"] >= 0 for r in out["front"] + out["uniform"])
+
+
+def test_pareto_csv_puts_test_beside_val(tmp_path):
+    import csv
+    import io
+
+    from orchestrator.search import pareto_front
+    from orchestrator.tracking import pareto_csv
+
+    spec = load_study_spec(fake_study(tmp_path))
+    trials = [_trial(2, [0.31, 8.0]), _trial(3, [0.10, 2.0])]
+    rows = list(csv.DictReader(io.StringIO(pareto_csv(pareto_front(trials, spec.directions), spec))))
+    assert [(r["trial"], r["map50_95"], r["test_map50_95"]) for r in rows] == [
+        ("2", "0.31", "0.2"),
+        ("3", "0.1", "0.3"),
+    ]
+    for t in trials:
+        del t.user_attrs[ATTR_TEST]
+    assert "test_map50_95" not in pareto_csv(pareto_front(trials, spec.directions), spec)
