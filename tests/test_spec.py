@@ -137,7 +137,10 @@ bogus: 1
         ("budget: {n_trials: null}", "budget: give n_trials, timeout_s or both (the study must end)"),
         ("baselines: {ratios: [0.1, 1.5]}", "baselines.ratios[1]: must be >= 0 and < 1, got 1.5"),
         ("trial: pretend", "trial: must be one of real, fake, got 'pretend'"),
-        ("sampler: {warm_start: lamp}", "sampler.warm_start: must be one of none, global_magnitude, sensitivity, got 'lamp'"),
+        (
+            "sampler: {warm_start: lamp}",
+            "sampler.warm_start: must be one of none, global_magnitude, sensitivity, got 'lamp'",
+        ),
         (
             "pruning: {method: unstructured}\nbaselines: {ratios: []}\nsampler: {warm_start: global_magnitude}",
             "sampler.warm_start: pairs one allocation with each uniform baseline: baselines.ratios is empty",
