@@ -7,6 +7,7 @@ plain magnitude cut without recovery.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,7 +54,11 @@ def cut_to_budget(
     """
     imgsz = imgsz or int(shot.calib.images.shape[-1])
     groups = list(groups or prunable_groups(shot.model, granularity, method="structured"))  # the searched ones
-    val = ValSet(data, imgsz, 32, stride=max(32, int(shot.model.stride.max())))
+
+    @functools.cache
+    def val_set() -> ValSet:  # decoded at the first scan point: a reused scan never reads the val images
+        return ValSet(data, imgsz, 32, stride=max(32, int(shot.model.stride.max())))
+
     scan_steps = tuple(s for s in SCAN_STEPS if s in steps)
 
     def gflops_of(ratios: Mapping[str, float]) -> float:
@@ -68,7 +73,7 @@ def cut_to_budget(
             if ratios
             else shot.model
         )
-        return validate(m, val, device=torch.device("cpu")).map50_95, count_gflops(deployable(m), imgsz)
+        return validate(m, val_set(), device=torch.device("cpu")).map50_95, count_gflops(deployable(m), imgsz)
 
     sens = _reuse(previous, groups, gflops_of({})) if previous else scan(groups, scan_ratios, evaluate)
     alloc = allocate(sens, target, gflops_of)

@@ -166,7 +166,7 @@ def test_not_yaml_and_not_a_mapping(tmp_path):
 @pytest.mark.parametrize("study", sorted((REPO / "studies").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_studies_load(study):
     spec = load_study_spec(study)
-    assert spec.trial == "real" and spec.budget.n_trials >= 16
+    assert spec.trial == "real" and spec.budget.n_trials >= 8  # the int8 study: 8 trials of 5 distilled epochs
 
 
 def test_check_command_writes_nothing(tmp_path):
