@@ -37,10 +37,12 @@ from .search import (
     ATTR_WARM_START,
     ATTR_WORKER,
     STUDY_BASELINE,
+    STUDY_ORPHAN_FAILURES,
     build_space,
     create_or_load,
     enqueue_baselines,
     enqueue_warm_start,
+    failure_reason,
     hypervolume,
     objective_values,
     open_storage,
@@ -316,9 +318,10 @@ class _Loop:
             if r.test:
                 trial.set_user_attr(ATTR_TEST, r.test)  # sealed: no selection reads it (holdout.py)
             if spec.constraints:
-                trial.set_user_attr(
-                    ATTR_CONSTRAINTS, [c.violation(r.metrics, self.baseline_metrics) for c in spec.constraints]
-                )
+                violations = [c.violation(r.metrics, self.baseline_metrics) for c in spec.constraints]
+                trial.set_user_attr(ATTR_CONSTRAINTS, violations)  # ours (pareto_front, studies from Optuna 4)
+                for c, v in zip(spec.constraints, violations):
+                    trial.set_constraint(c.text, v)  # the sampler's
             study.tell(trial, values)
             self.p.complete += 1
             self.p.durations.append(r.wall_s)
@@ -361,6 +364,7 @@ class _Loop:
         policy = self.spec.tracking.artifacts
         front = {t.number for t in pareto_front(trials, self.spec.directions)} if policy == "pareto" else set()
         by_number = {t.number: t for t in trials}
+        attrs = self.study.user_attrs
         try:
             for n in sorted(self.pending_log):
                 t = by_number.get(n)
@@ -368,7 +372,7 @@ class _Loop:
                     continue
                 folder = staging_dir(self.spec) / f"trial-{n:04d}"
                 keep = policy == "all" or (policy == "pareto" and n in front)
-                self.tracker.log_trial(t, folder if folder.is_dir() else None, keep)
+                self.tracker.log_trial(t, folder if folder.is_dir() else None, keep, failure_reason(t, attrs))
                 drop_staged(folder)
                 self.pending_log.discard(n)
             for n in self.tracker.lost:
@@ -457,15 +461,18 @@ def _fail_and_requeue(study, number: int, reason: str, *, requeue: bool = True, 
     """Tell a RUNNING trial FAIL with ``reason`` and (unless told not to) enqueue its parameters again.
 
     ``handle`` is the ``optuna.Trial`` this driver asked; a trial left RUNNING by a dead driver has none, and
-    Optuna offers no public way to write to it (``Study.tell`` takes no attributes, and a finished trial
-    refuses them): its handle is rebuilt from ``FrozenTrial._trial_id``, the one private name we use
-    (Optuna 4.x-5.x; tests/test_resume.py's orphan tests fail if it goes).
+    Optuna offers no public way to write to it (``Study.tell`` takes a number but no attributes): its reason
+    goes to the study's ``orphan_failures`` record, which :func:`.search.failure_reason` reads.
     """
-    from optuna.trial import Trial, TrialState
+    from optuna.trial import TrialState
 
     t = study.get_trials(deepcopy=False)[number]
-    handle = handle if handle is not None else Trial(study, t._trial_id)
-    handle.set_user_attr(ATTR_FAILURE, reason)
+    if handle is not None:
+        handle.set_user_attr(ATTR_FAILURE, reason)
+    else:
+        orphans = dict(study.user_attrs.get(STUDY_ORPHAN_FAILURES) or {})
+        orphans[str(number)] = reason
+        study.set_user_attr(STUDY_ORPHAN_FAILURES, orphans)
     study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
     if not requeue:
         return

@@ -40,7 +40,7 @@ METRICS: dict[str, str] = {
     "ort_latency_ms": "minimize",  # ONNX Runtime (the deployed runtime); latency_ms/speedup are eager PyTorch
     "ort_speedup": "maximize",
 }
-SAMPLERS = ("nsga2", "tpe", "random")
+SAMPLERS = ("gp", "tpe", "nsga2", "random")
 # global_magnitude (unstructured): one L1 threshold over all groups; sensitivity (structured): a per-group
 # sensitivity scan, then the ratios with the least predicted loss at the uniform cut's GFLOPs
 WARM_STARTS = ("none", "global_magnitude", "sensitivity")
@@ -134,7 +134,7 @@ _SEED_RULE = "an integer in [0, 2^32)"
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    name: str = setting("tpe", str, choices=SAMPLERS)  # (with one objective; nsga2 with several: _sampler)
+    name: str = setting("tpe", str, choices=SAMPLERS)  # (with one objective; gp with several: study_file)
     seed: int = setting(0, int, check=_is_seed, rule=_SEED_RULE)  # the study's seed unless given
     population_size: int = setting(16, int, check=lambda v: v >= 2, rule=">= 2")  # nsga2 only
     # "global_magnitude": after the uniform baselines, enqueue one trial per baseline ratio whose per-group

@@ -237,8 +237,10 @@ class Tracker:
         info = self.runs.get(number)
         return info is not None and info.status in ("FINISHED", "FAILED")
 
-    def log_trial(self, trial, files: Path | None, keep_files: bool) -> bool:
-        """Log one finished Optuna trial into its nested run (created or reused); False if already logged."""
+    def log_trial(self, trial, files: Path | None, keep_files: bool, failure: str = "") -> bool:
+        """Log one finished Optuna trial into its nested run (created or reused); False if already logged.
+
+        ``failure``: the reason when the trial does not carry it (:func:`.search.failure_reason`)."""
         n = trial.number
         if self.is_logged(n):
             return False
@@ -274,8 +276,9 @@ class Tracker:
             metrics["wall_s"] = float(ua[ATTR_WALL])
         history = ua.get(ATTR_HISTORY, [])
         tags = {"state": trial.state.name, "device": ua.get(ATTR_DEVICE, ""), "worker": ua.get(ATTR_WORKER, "")}
-        if ua.get(ATTR_FAILURE):
-            tags["failure_reason"] = ua[ATTR_FAILURE][:5000]
+        failure = failure or ua.get(ATTR_FAILURE, "")
+        if failure:
+            tags["failure_reason"] = failure[:5000]
         if ua.get(ATTR_BASELINE) is not None:
             tags["uniform_ratio"] = str(ua[ATTR_BASELINE])
         tags["origin"] = origin(trial)

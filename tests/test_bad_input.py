@@ -164,7 +164,7 @@ STUDY_CASES = {
     ),
     "bad sampler name": (
         _set("sampler", {"name": "cmaes"}),
-        ["sampler.name: must be one of nsga2, tpe, random, got 'cmaes'"],
+        ["sampler.name: must be one of gp, tpe, nsga2, random, got 'cmaes'"],
     ),
     "negative n_trials": (_set("budget.n_trials", -5), ["budget.n_trials: must be >= 1, got -5"]),
     "constraint on an unknown metric": (
@@ -198,7 +198,7 @@ STUDY_CASES = {
         [
             "pruning.ratio.max: must be < 1, got 1.2",
             "budget.n_trials: must be >= 1, got 0",
-            "sampler.name: must be one of nsga2, tpe, random, got 'grid'",
+            "sampler.name: must be one of gp, tpe, nsga2, random, got 'grid'",
         ],
     ),
     # values `check` must refuse because `run` would choke on them (or silently use a default instead)
@@ -610,7 +610,7 @@ def test_the_highest_seed_check_accepts_survives_a_resume(tmp_path: Path):
     from orchestrator.search import make_sampler
     from orchestrator.study_file import parse_study
 
-    for name in ("nsga2", "tpe", "random"):
+    for name in ("gp", "nsga2", "tpe", "random"):
         doc = {"name": "s", "model": "m.pt", "data": "d.yaml", "sampler": {"name": name, "seed": 2**32 - 1}}
         spec = parse_study(doc, tmp_path / "s.yaml")
         assert make_sampler(spec, 5) is not None

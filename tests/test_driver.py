@@ -13,7 +13,7 @@ from study_files import fake_study, trial_runs
 from orchestrator.dimensions import trial_ratios
 from orchestrator.driver import run_study
 from orchestrator.errors import OrchestratorError
-from orchestrator.search import load_existing
+from orchestrator.search import load_existing, make_sampler
 from orchestrator.study_file import load_study_spec
 
 
@@ -27,6 +27,25 @@ def ray_local():
 
 def _states(spec) -> list[str]:
     return [t.state.name for t in load_existing(spec).get_trials(deepcopy=False)]
+
+
+def test_constraints_reach_the_sampler_through_set_constraint(tmp_path):
+    import optuna
+
+    spec = load_study_spec(fake_study(tmp_path, constraints=["map50_95 >= 0.9 * baseline"], budget={"n_trials": 3}))
+    assert run_study(spec, live=False).complete == 3
+    for t in load_existing(spec).get_trials(deepcopy=False):
+        want = 0.9 * 0.314 - t.user_attrs["metrics"]["map50_95"]
+        assert t.constraints == {"map50_95 >= 0.9 * baseline": pytest.approx(want)}  # what Optuna's samplers read
+    import warnings
+    from dataclasses import replace
+
+    assert type(make_sampler(spec, 0)) is optuna.samplers.GPSampler  # the default with several objectives
+    for name in ("gp", "tpe", "nsga2", "random"):  # none takes a deprecated argument (constraints_func: Optuna 7)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            make_sampler(replace(spec, sampler=replace(spec.sampler, name=name)), 0)
 
 
 def test_study_completes_and_mlflow_holds_every_trial(tmp_path):

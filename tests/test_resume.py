@@ -16,6 +16,7 @@ import time
 import pytest
 from study_files import fake_study, trial_runs
 
+from orchestrator.search import failure_reason
 from orchestrator.study_file import load_study_spec
 
 pytestmark = pytest.mark.slow
@@ -98,18 +99,19 @@ def test_ctrl_c_then_kill_9_then_resume(tmp_path):
     finally:
         _end_group(third)
 
-    trials = optuna.load_study(study_name=spec.name, storage=spec.storage).get_trials(deepcopy=False)
+    loaded = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    trials, attrs = loaded.get_trials(deepcopy=False), loaded.user_attrs
     states = [t.state.name for t in trials]
     assert states.count("COMPLETE") == N_TRIALS
     assert set(states) <= {"COMPLETE", "FAIL"}
     names = set(trials[0].params)
     for n in orphans:  # marked FAIL with the reason, and their parameters tried again
         t = trials[n]
-        assert t.state.name == "FAIL" and "driver stopped" in t.user_attrs["failure"]
+        assert t.state.name == "FAIL" and "driver stopped" in failure_reason(t, attrs)
         retries = [r for r in trials if r.user_attrs.get("retry_of") == n]
         if set(t.params) != names and t.user_attrs.get("uniform_ratio") is None:
             # killed while its parameters were being asked: it never ran, the sampler asks anew
-            assert retries == [] and "not retried" in t.user_attrs["failure"]
+            assert retries == [] and "not retried" in failure_reason(t, attrs)
             continue
         assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
         assert set(retries[0].params) == names and t.params.items() <= retries[0].params.items()
@@ -119,6 +121,7 @@ def test_ctrl_c_then_kill_9_then_resume(tmp_path):
     runs = trial_runs(spec)  # fails on a trial logged twice
     assert sorted(runs) == [t.number for t in trials]
     assert all(runs[t.number].info.status == ("FINISHED" if t.state.name == "COMPLETE" else "FAILED") for t in trials)
+    assert all("driver stopped" in runs[n].data.tags["failure_reason"] for n in orphans)  # the study's record, logged
 
 
 def test_two_drivers_started_together_never_share_the_study(tmp_path):
@@ -171,7 +174,7 @@ def test_a_half_asked_trial_is_not_retried_but_a_half_asked_baseline_is():
 
     trials = study.get_trials(deepcopy=False)
     assert trials[baseline.number].state.name == "FAIL" and trials[sampled.number].state.name == "FAIL"
-    assert "not retried" in trials[sampled.number].user_attrs["failure"]
+    assert "not retried" in failure_reason(trials[sampled.number], study.user_attrs)
     retries = [t for t in trials if t.user_attrs.get("retry_of") is not None]
     assert [t.user_attrs["retry_of"] for t in retries] == [baseline.number]
     assert retries[0].user_attrs["uniform_ratio"] == 0.1

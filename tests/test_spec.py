@@ -41,7 +41,7 @@ def test_defaults_and_types(tmp_path):
     spec, p = _load(tmp_path, GOOD)
     assert spec.name == "s" and spec.path == p and spec.imgsz == 640
     assert [(o.metric, o.direction) for o in spec.objectives] == [("map50_95", "maximize"), ("gflops", "minimize")]
-    assert spec.sampler.name == "nsga2"  # 2+ objectives
+    assert spec.sampler.name == "gp"  # 2+ objectives
     assert spec.storage == "sqlite:///mlruns/optuna.db" and spec.tracking.uri == "sqlite:///mlruns/mlflow.db"
     assert spec.experiment == "s" and spec.text.strip() == GOOD.strip()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -114,7 +114,7 @@ bogus: 1
         "tracking.artifacts: must be one of all, pareto, none, got 'some'",
         "constraints[0]: must read '<metric> >= <number>[ * baseline]' (or <=), got 'map50_95 > 3'",
         f"constraints[1]: unknown metric 'recall', expected one of: {', '.join(METRICS)}",
-        "sampler.name: must be one of nsga2, tpe, random, got 'cmaes'",
+        "sampler.name: must be one of gp, tpe, nsga2, random, got 'cmaes'",
         "bogus: unknown key",
     ]
 

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     hv = hypervolume(trials, spec, baseline) if baseline else 0.0
     vs = versus_uniform(trials, spec, baseline)
     test = revealed(trials, spec.directions)  # held-out figures: the front and the uniform baselines only
-    records = [dict(trial_summary(t), pareto=t.number in front, test=test.get(t.number)) for t in trials]
+    attrs = study.user_attrs
+    records = [dict(trial_summary(t, attrs), pareto=t.number in front, test=test.get(t.number)) for t in trials]
     for r in records:  # a reason may quote a storage or tracking URL: never show its password
         r["failure"] = mask_url(r["failure"])
     counts = {s: sum(r["state"] == s for r in records) for s in ("COMPLETE", "FAIL", "RUNNING", "WAITING")}
