@@ -134,7 +134,7 @@ _SEED_RULE = "an integer in [0, 2^32)"
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    name: str = setting("tpe", str, choices=SAMPLERS)  # (with one objective; gp with several: study_file)
+    name: str = setting("tpe", str, choices=SAMPLERS)  # why TPE: search.make_sampler
     seed: int = setting(0, int, check=_is_seed, rule=_SEED_RULE)  # the study's seed unless given
     population_size: int = setting(16, int, check=lambda v: v >= 2, rule=">= 2")  # nsga2 only
     # "global_magnitude": after the uniform baselines, enqueue one trial per baseline ratio whose per-group

@@ -92,11 +92,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     for name, cls in (("resources", ResourcesSpec), ("tracking", TrackingSpec), ("fake", FakeTrialSpec)):
         spec[name] = cls(**_read_section(r, top, name, cls))
     spec["constraints"] = _constraints(r, top)
-    sampler_defaults = {
-        # several objectives: Optuna's GPSampler, the best of four on the quickstart's space (bench/bench_sampler.py)
-        "name": "gp" if len(spec["objectives"]) >= 2 else "tpe",
-        "seed": spec["seed"],
-    }
+    sampler_defaults = {"seed": spec["seed"]}
     spec["sampler"] = SamplerSpec(**_read_section(r, top, "sampler", SamplerSpec, **sampler_defaults))
     _check_together(r, spec)
     r.done(top, "")

@@ -40,7 +40,7 @@ def test_constraints_reach_the_sampler_through_set_constraint(tmp_path):
     import warnings
     from dataclasses import replace
 
-    assert type(make_sampler(spec, 0)) is optuna.samplers.GPSampler  # the default with several objectives
+    assert type(make_sampler(spec, 0)) is optuna.samplers.TPESampler  # the default, also with several objectives
     for name in ("gp", "tpe", "nsga2", "random"):  # none takes a deprecated argument (constraints_func: Optuna 7)
         with warnings.catch_warnings():
             warnings.simplefilter("error", FutureWarning)

@@ -41,7 +41,7 @@ def test_defaults_and_types(tmp_path):
     spec, p = _load(tmp_path, GOOD)
     assert spec.name == "s" and spec.path == p and spec.imgsz == 640
     assert [(o.metric, o.direction) for o in spec.objectives] == [("map50_95", "maximize"), ("gflops", "minimize")]
-    assert spec.sampler.name == "gp"  # 2+ objectives
+    assert spec.sampler.name == "tpe"  # also with 2+ objectives (the sampler bench and the quickstart)
     assert spec.storage == "sqlite:///mlruns/optuna.db" and spec.tracking.uri == "sqlite:///mlruns/mlflow.db"
     assert spec.experiment == "s" and spec.text.strip() == GOOD.strip()
     with pytest.raises(dataclasses.FrozenInstanceError):
