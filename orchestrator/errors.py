@@ -37,3 +37,7 @@ class TrainingError(OrchestratorError):
 
 class PruningError(OrchestratorError):
     """A ratio map or pruning request that cannot be applied."""
+
+
+class UnreachableTarget(PruningError):
+    """A GFLOPs budget that the scanned cuts cannot reach (a warm start falls back to the uniform cut)."""

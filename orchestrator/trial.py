@@ -191,7 +191,7 @@ def _sensitivity_allocations(ctx: dict[str, Any], w: Workload, request: Allocati
     The per-group sensitivity scan (val split, one-shot cuts) runs once per worker and is reused for every
     target; a target the scanned ratios cannot reach keeps the uniform cut.
     """
-    from .errors import PruningError
+    from .errors import UnreachableTarget
     from .prune.allocation import snap_ratio
     from .structured_budget import SCAN_RATIOS, cut_to_budget, gflops_fraction
 
@@ -204,7 +204,7 @@ def _sensitivity_allocations(ctx: dict[str, Any], w: Workload, request: Allocati
                 shot, ctx["data"], frac, SCAN_RATIOS, w.granularity, w.importance, w.recover,
                 imgsz=w.imgsz, previous=ctx.get("sensitivity"), groups=list(request.bounds),
             )  # fmt: skip
-        except PruningError:
+        except UnreachableTarget:  # any other error is the study's to see, not a silent uniform cut
             out.append({g: snap_ratio(target, b, request.step) for g, b in request.bounds.items()})
             continue
         ctx["sensitivity"] = budget  # its scan is reused for the next target

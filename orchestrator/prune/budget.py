@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import PruningError
+from ..errors import PruningError, UnreachableTarget
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def allocate(
             break
         if not advance():
             floor = real / sens.base_gflops
-            raise PruningError(
+            raise UnreachableTarget(
                 f"--target-gflops {target:g} is unreachable: cutting every group by its largest scanned ratio "
                 f"leaves {floor:.3f}x; scan larger ratios or ask for more"
             )

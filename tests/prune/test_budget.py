@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.errors import PruningError
+from orchestrator.errors import PruningError, UnreachableTarget
 from orchestrator.prune.budget import allocate, scan
 
 # group -> (mAP lost per unit ratio, GFLOPs saved per unit ratio); base 1.0 GFLOPs, score 0.3
@@ -35,7 +35,7 @@ def test_scan_then_allocate_cuts_the_cheap_wide_group_first():
 def test_target_one_cuts_nothing_and_unreachable_targets_name_the_flag():
     sens = scan(list(GROUPS), [0.25, 0.5], _evaluate)
     assert allocate(sens, 1.0, _real_gflops).ratios == {}
-    with pytest.raises(PruningError, match="--target-gflops 0.3 is unreachable"):
+    with pytest.raises(UnreachableTarget, match="--target-gflops 0.3 is unreachable"):
         allocate(sens, 0.3, _real_gflops)
     for bad in (0.0, 1.2):
         with pytest.raises(PruningError, match=r"--target-gflops must be in \(0, 1\]"):
