@@ -44,6 +44,13 @@ def test_sessions_are_timed_interleaved_run_by_run():
     assert t.provider == "CPUExecutionProvider"
 
 
+def test_sessions_do_not_spin_so_two_in_one_process_can_be_timed_together(pruned):
+    s = open_session(onnx_bytes(pruned, imgsz=64), threads=2)
+    opts = s.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
+
+
 def test_cpu_device_gets_the_cpu_provider():
     assert providers_for("cpu") == ["CPUExecutionProvider"]
 
