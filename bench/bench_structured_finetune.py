@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.yolo.checkpoint import load_checkpoint
     from orchestrator.yolo.data import load_data_config
     from orchestrator.yolo.hyp import PRESETS
-    from orchestrator.yolo.train import TrainImages, finetune
-    from orchestrator.yolo.val import VAL_BATCH, ValSet, validate
+    from orchestrator.yolo.train import VAL_BATCH, TrainImages, finetune
+    from orchestrator.yolo.val import ValSet, validate
 
     cfg = load_data_config(a.data, need=("train", "val"))
     val_set = ValSet(cfg, a.imgsz, VAL_BATCH, stride=32)

@@ -257,6 +257,9 @@ def measure(
     )
 
 
+ORT_MIN_RUNS = 100
+
+
 def _ort_timing(
     model: nn.Module,
     baseline: nn.Module | None,
@@ -273,6 +276,7 @@ def _ort_timing(
     from .ort_runtime import open_session, time_sessions
 
     n = threads if dev.type == "cpu" else None
+    runs = max(runs, ORT_MIN_RUNS)  # a run is a few ms: more pairs steady the median ratio for little time
     sess = open_session(onnx if onnx is not None else onnx_bytes(model, imgsz=imgsz), device=dev, threads=n)
     base = ort_baseline
     if base is None and baseline is not None:

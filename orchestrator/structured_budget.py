@@ -27,10 +27,13 @@ SCAN_STEPS = ("compensate",)
 SCAN_RATIOS = (0.25, 0.5)  # each group cut alone at these (prune --scan-ratios' default)
 
 
-def gflops_fraction(model: torch.nn.Module, ratios: Mapping[str, float], granularity: str, imgsz: int) -> float:
-    """GFLOPs of a plain structured cut by ``ratios`` as a fraction of the unpruned model's."""
+def gflops_fraction(
+    model: torch.nn.Module, ratios: Mapping[str, float], granularity: str, imgsz: int, round_to: int | None = None
+) -> float:
+    """GFLOPs of a plain structured cut by ``ratios`` (kept channels rounded as the trial rounds them) as a
+    fraction of the unpruned model's."""
     m = copy_model(model)
-    apply_ratios(m, ratios, method="structured", granularity=granularity)
+    apply_ratios(m, ratios, method="structured", granularity=granularity, round_to=round_to)
     return count_gflops(deployable(m), imgsz) / count_gflops(deployable(model), imgsz)
 
 
@@ -45,12 +48,14 @@ def cut_to_budget(
     imgsz: int | None = None,
     previous: Mapping[str, Any] | None = None,
     groups: Sequence[str] | None = None,
+    round_to: int | None = None,
 ) -> dict[str, Any]:
     """Scan every structured group, allocate ratios meeting ``target`` x GFLOPs; a JSON-able summary.
 
     ``previous``: the summary of an earlier run on the same model and data; its scan is reused (the
     scan is the expensive part and does not depend on the target). ``groups``: only these are cut (a study's
-    search space, ``exclude`` applied); default every structured group.
+    search space, ``exclude`` applied); default every structured group. ``round_to``: kept channel counts are
+    rounded as the final cut rounds them, so the GFLOPs the allocation meets are the ones the model has.
     """
     imgsz = imgsz or int(shot.calib.images.shape[-1])
     groups = list(groups or prunable_groups(shot.model, granularity, method="structured"))  # the searched ones
@@ -64,12 +69,12 @@ def cut_to_budget(
     def gflops_of(ratios: Mapping[str, float]) -> float:
         m = copy_model(shot.model)
         if ratios:
-            apply_ratios(m, ratios, method="structured", granularity=granularity)
+            apply_ratios(m, ratios, method="structured", granularity=granularity, round_to=round_to)
         return count_gflops(deployable(m), imgsz)
 
     def evaluate(ratios: Mapping[str, float]) -> tuple[float, float]:
         m = (
-            shot.cut(ratios, granularity=granularity, importance=importance, steps=scan_steps).model
+            shot.cut(ratios, granularity=granularity, importance=importance, round_to=round_to, steps=scan_steps).model
             if ratios
             else shot.model
         )

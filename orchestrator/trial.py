@@ -198,11 +198,11 @@ def _sensitivity_allocations(ctx: dict[str, Any], w: Workload, request: Allocati
     shot, out = _oneshot(ctx, w), []
     for target in request.targets:
         uniform = dict.fromkeys(request.bounds, target)
-        frac = gflops_fraction(shot.model, uniform, w.granularity, w.imgsz)
+        frac = gflops_fraction(shot.model, uniform, w.granularity, w.imgsz, w.round_to)
         try:
             budget = cut_to_budget(
                 shot, ctx["data"], frac, SCAN_RATIOS, w.granularity, w.importance, w.recover,
-                imgsz=w.imgsz, previous=ctx.get("sensitivity"), groups=list(request.bounds),
+                imgsz=w.imgsz, previous=ctx.get("sensitivity"), groups=list(request.bounds), round_to=w.round_to,
             )  # fmt: skip
         except UnreachableTarget:  # any other error is the study's to see, not a silent uniform cut
             out.append({g: snap_ratio(target, b, request.step) for g, b in request.bounds.items()})

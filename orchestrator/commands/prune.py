@@ -163,7 +163,7 @@ def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) ->
     if args.target_gflops is not None:
         budget = cut_to_budget(
             shot, data, args.target_gflops, _scan_ratios(args.scan_ratios), args.granularity, importance, steps,
-            previous=_previous_scan(args.scan_from) if args.scan_from else None,
+            previous=_previous_scan(args.scan_from) if args.scan_from else None, round_to=args.round_to,
         )  # fmt: skip
         ratios = budget["ratios"]
     elif args.ratios:
