@@ -12,7 +12,7 @@ from orchestrator.errors import DataError
 from orchestrator.prune import apply_ratios, conv_layers, uniform_ratios
 from orchestrator.prune.activation_importance import OutputErrorImportance
 from orchestrator.prune.calibration import calibration_files, calibration_set
-from orchestrator.prune.recovery import compensate, input_stats, parse_steps, reconstruct, recover
+from orchestrator.prune.recovery import _out_size, _patches, compensate, input_stats, parse_steps, reconstruct, recover
 from orchestrator.yolo.data import load_data_config
 
 IMGSZ = 128
@@ -100,6 +100,21 @@ def test_reconstruction_moves_pruned_outputs_towards_the_unpruned(yolov5n, calib
     err_cut = (_outputs(m, x) - target).pow(2).mean()
     assert reconstruct(m, yolov5n, kept, calib, images=6, positions=64) > 0
     assert (_outputs(m, x) - target).pow(2).mean() < 0.7 * err_cut
+
+
+@pytest.mark.parametrize(
+    "k, s, p, d", [(1, 1, 0, 1), (3, 1, 1, 1), (3, 2, 1, 1), (6, 2, 2, 1), (3, 1, 2, 2), (5, 1, 2, 1)]
+)
+def test_patches_at_sampled_positions_equal_unfold(k, s, p, d):
+    """Reconstruction gathers only the output positions it fits on: the same rows a full F.unfold holds."""
+    conv = torch.nn.Conv2d(5, 4, k, s, p, dilation=d)
+    x = torch.randn(3, 5, 21, 19)
+    h, w = _out_size(conv, x)
+    assert (h, w) == conv(x).shape[-2:]
+    cols = torch.nn.functional.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+    pos = torch.randperm(h * w)[:17]
+    want = cols[:, :, pos].transpose(1, 2).reshape(-1, cols.shape[1])
+    assert torch.equal(_patches(conv, x, pos), want)
 
 
 def test_parse_steps():
