@@ -4,12 +4,14 @@
         [--variants "l1:none;l1:compensate;output_error:compensate,reconstruct"] [--json]
 
 Uniform block ratios, no fine-tuning; calibration images come from the train split, mAP from val.
+`--ridge 0.001,0.1`: the reconstruction at several ridge strengths (default `recovery.RIDGE`).
 Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ratios", default="0.1,0.2")
     p.add_argument("--variants", default=VARIANTS, help="importance:step,step;... (step list 'none' = plain cut)")
     p.add_argument("--calib-images", type=int, default=32)
+    p.add_argument("--ridge", default=None, help="reconstruction ridge strength(s), comma list (default RIDGE)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.prune import uniform_ratios
     from orchestrator.prune.calibration import calibration_set
     from orchestrator.prune.oneshot import OneShot
-    from orchestrator.prune.recovery import parse_steps
+    from orchestrator.prune.recovery import RIDGE, parse_steps
     from orchestrator.yolo.checkpoint import load_model
     from orchestrator.yolo.data import load_data_config
     from orchestrator.yolo.val import ValSet, validate
@@ -52,34 +55,39 @@ def main(argv: list[str] | None = None) -> int:
     g0 = count_gflops(deployable(model), a.imgsz)
     base = validate(model, val, device="cpu").map50_95
     rows = []
-    for ratio in (float(x) for x in a.ratios.split(",")):
-        for spec in a.variants.split(";"):
-            imp, steps = spec.split(":")
-            done = shot.cut(
-                uniform_ratios(model, ratio, "block", method="structured"), importance=imp, steps=parse_steps(steps)
-            )
-            rows.append(
-                {
-                    "ratio": ratio,
-                    "importance": imp,
-                    "steps": list(done.recovery.steps),
-                    "map50_95": validate(done.model, val, device="cpu").map50_95,
-                    "gflops_x": count_gflops(deployable(done.model), a.imgsz) / g0,
-                    "params": done.prune.params_after,
-                    "seconds": {"cut": done.cut_seconds, **done.recovery.seconds},
-                }
-            )
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    ridges = [float(x) for x in a.ridge.split(",")] if a.ridge else [RIDGE]
+    for ratio, spec, ridge in itertools.product((float(x) for x in a.ratios.split(",")), a.variants.split(";"), ridges):
+        imp, steps = spec.split(":")
+        done = shot.cut(
+            uniform_ratios(model, ratio, "block", method="structured"),
+            importance=imp,
+            steps=parse_steps(steps),
+            ridge=ridge,
+        )
+        rows.append(
+            {
+                "ratio": ratio,
+                "ridge": ridge,
+                "importance": imp,
+                "steps": list(done.recovery.steps),
+                "map50_95": validate(done.model, val, device="cpu").map50_95,
+                "gflops_x": count_gflops(deployable(done.model), a.imgsz) / g0,
+                "params": done.prune.params_after,
+                "seconds": {"cut": done.cut_seconds, **done.recovery.seconds},
+            }
+        )
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     if a.json:
         print(json.dumps({"unpruned": base, "rows": rows}))
         return 0
     print(f"unpruned mAP50-95 {base:.4f}; {a.calib_images} calibration images (train), no fine-tune\n")
-    print("| ratio | importance | recovery | GFLOPs | params | mAP50-95 | seconds (cut; steps) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| ratio | importance | recovery | ridge | GFLOPs | params | mAP50-95 | seconds (cut; steps) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         secs = "; ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items())
         print(
-            f"| {r['ratio']:g} | {r['importance']} | {' + '.join(r['steps']) or 'none'} | {r['gflops_x']:.3f}x | "
+            f"| {r['ratio']:g} | {r['importance']} | {' + '.join(r['steps']) or 'none'} | {r['ridge']:g} | "
+            f"{r['gflops_x']:.3f}x | "
             f"{r['params']:,} | {r['map50_95']:.4f} | {secs} |"
         )
     return 0

@@ -15,7 +15,7 @@ from ..yolo.model import copy_model
 from .activation_importance import OutputErrorImportance
 from .apply import PruneReport, apply_ratios
 from .calibration import CalibrationSet
-from .recovery import ChannelStats, RecoveryReport, input_stats, recover
+from .recovery import RIDGE, ChannelStats, RecoveryReport, input_stats, recover
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class OneShot:
         importance: str = "l1",
         round_to: int | None = None,
         steps: Sequence[str] = (),
+        ridge: float = RIDGE,
     ) -> Recovered:
         """A pruned copy by ``ratios`` (structured), recovered by ``steps``; the unpruned model is untouched."""
         if importance not in STRUCTURED_IMPORTANCES:
@@ -68,5 +69,5 @@ class OneShot:
         )
         cut_s = time.perf_counter() - t0
         needs_stats = "compensate" in steps
-        rec = recover(m, self.model, kept, self.calib, steps, stats=self.stats if needs_stats else None)
+        rec = recover(m, self.model, kept, self.calib, steps, stats=self.stats if needs_stats else None, ridge=ridge)
         return Recovered(m, report, rec, cut_s)
