@@ -46,7 +46,7 @@ def open_session(model: bytes | str | Path, *, device: str | torch.device = "cpu
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # No busy-waiting between ops: a spinning pool steals the cores of the next session run in this process, so
-    # a trial timed interleaved with its baseline read 1.6x slower than either alone (bench/bench_ort_sessions.py).
+    # a trial timed interleaved with its baseline read 1.6-2x slower than either alone (bench/bench_ort_sessions.py).
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # errors only: ORT warns about every initializer it folds
     src = model if isinstance(model, bytes) else str(model)
