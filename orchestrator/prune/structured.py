@@ -48,8 +48,17 @@ def _dependency_graph(model: nn.Module, imgsz: int):
     p = next(model.parameters())
     ch = model.yaml.get("ch", 3)
     example = torch.randn(1, ch, imgsz, imgsz, device=p.device, dtype=p.dtype)
-    with _tracing_mode(model):
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    # Torch-Pruning follows autograd's graph: with frozen parameters or under no_grad it finds no
+    # dependency at all and every cut silently becomes a no-op. Trace with grad on, then restore.
+    frozen = [q for q in model.parameters() if not q.requires_grad]
+    for q in frozen:
+        q.requires_grad_(True)
+    try:
+        with _tracing_mode(model), torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    finally:
+        for q in frozen:
+            q.requires_grad_(False)
 
 
 def _groups(model: nn.Module, dg) -> list[tuple[nn.Conv2d, list[str]]]:

@@ -86,6 +86,22 @@ def test_coupled_set_takes_one_cut(yolov5n):
     assert m.model[2].m[0].cv1.conv.in_channels == 8 and m.model[2].cv3.conv.in_channels == 8 + 16
 
 
+@pytest.mark.parametrize("how", ["frozen parameters", "under no_grad"])
+def test_cut_happens_without_autograd(yolov5n, how):
+    """Torch-Pruning traces through autograd; a frozen model (a teacher, an inference copy) or a caller's
+    no_grad block once gave an untouched model reported as cut."""
+    m = copy.deepcopy(yolov5n)
+    if how == "frozen parameters":
+        m.requires_grad_(False)
+        apply_ratios(m, {"model.8": 0.5}, method="structured", granularity="block")
+    else:
+        with torch.no_grad():
+            apply_ratios(m, {"model.8": 0.5}, method="structured", granularity="block")
+    assert m.model[8].cv1.conv.out_channels == 64 and m.model[9].cv1.conv.in_channels == 128
+    _consistent(m)
+    assert m(torch.zeros(1, 3, 64, 64))[0].shape[-1] == 85
+
+
 @pytest.mark.parametrize("importance", ["l2", "bn_scale"])
 def test_importances_and_round_to(yolov5n, importance):
     m = copy.deepcopy(yolov5n)
