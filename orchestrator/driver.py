@@ -26,7 +26,6 @@ from .holdout import ATTR_TEST, revealed
 from .progress import ProgressView, StudyProgress
 from .search import (
     ATTR_BASELINE,
-    ATTR_CONSTRAINTS,
     ATTR_DEVICE,
     ATTR_FAILURE,
     ATTR_HISTORY,
@@ -319,9 +318,8 @@ class _Loop:
                 trial.set_user_attr(ATTR_TEST, r.test)  # sealed: no selection reads it (holdout.py)
             if spec.constraints:
                 violations = [c.violation(r.metrics, self.baseline_metrics) for c in spec.constraints]
-                trial.set_user_attr(ATTR_CONSTRAINTS, violations)  # ours (pareto_front, studies from Optuna 4)
                 for c, v in zip(spec.constraints, violations):
-                    trial.set_constraint(c.text, v)  # the sampler's
+                    trial.set_constraint(c.text, v)  # read by the samplers and by search.feasible
             study.tell(trial, values)
             self.p.complete += 1
             self.p.durations.append(r.wall_s)

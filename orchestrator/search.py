@@ -33,7 +33,6 @@ ATTR_BASELINE = "uniform_ratio"  # set on enqueued uniform baselines
 ATTR_WARM_START = "warm_start"  # set on enqueued warm-start allocations: the target sparsity
 ATTR_RETRY_OF = "retry_of"
 ATTR_INTENDED = "intended"  # set on enqueued trials: their parameters, complete even before they are asked
-ATTR_CONSTRAINTS = "constraints"
 # study user attributes
 STUDY_BASELINE = "baseline"  # the unpruned model's groups + metrics
 STUDY_SPEC = "study_file"
@@ -257,7 +256,9 @@ def objective_values(spec: StudySpec, metrics: dict[str, float]) -> list[float]:
 
 
 def feasible(trial) -> bool:
-    return all(v <= 0 for v in trial.user_attrs.get(ATTR_CONSTRAINTS, []))
+    """Every constraint the driver set (``Trial.set_constraint``; Optuna also reads the list earlier studies
+    stored through ``constraints_func``) is met."""
+    return all(v <= 0 for v in trial.constraints.values())
 
 
 def pareto_front(trials: list, directions: list[str]) -> list:

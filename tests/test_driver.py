@@ -13,7 +13,7 @@ from study_files import fake_study, trial_runs
 from orchestrator.dimensions import trial_ratios
 from orchestrator.driver import run_study
 from orchestrator.errors import OrchestratorError
-from orchestrator.search import load_existing, make_sampler
+from orchestrator.search import feasible, load_existing, make_sampler
 from orchestrator.study_file import load_study_spec
 
 
@@ -37,6 +37,7 @@ def test_constraints_reach_the_sampler_through_set_constraint(tmp_path):
     for t in load_existing(spec).get_trials(deepcopy=False):
         want = 0.9 * 0.314 - t.user_attrs["metrics"]["map50_95"]
         assert t.constraints == {"map50_95 >= 0.9 * baseline": pytest.approx(want)}  # what Optuna's samplers read
+        assert feasible(t) is (want <= 0)  # and what the front reads
     import warnings
     from dataclasses import replace
 

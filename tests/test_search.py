@@ -91,7 +91,7 @@ def _study_with(points, constraints=None):
     for i, (m, g) in enumerate(points):
         t = study.ask()
         if constraints is not None:
-            t.set_user_attr("constraints", [constraints[i]])
+            t.set_constraint("map50_95 >= 0.2", constraints[i])
         study.tell(t, [m, g])
     return study
 
