@@ -1,10 +1,12 @@
 """Structured cuts of yolov5n with one-shot recovery, step by step: mAP50-95, GFLOPs and seconds per step.
 
-    .venv/bin/python bench/bench_structured.py [--ratios 0.1,0.2] [--calib-images 32] [--threads 2]
-        [--variants "l1:none;l1:compensate;output_error:compensate,reconstruct"] [--json]
+    .venv/bin/python bench/bench_structured.py [--ratios 0.1,0.2] [--calib-images 32,128] [--threads 2]
+        [--variants "l1:none;l1:compensate;output_error:compensate,reconstruct"] [--maps t07.json,...] [--json]
 
 Uniform block ratios, no fine-tuning; calibration images come from the train split, mAP from val.
 `--ridge 0.001,0.1`: the reconstruction at several ridge strengths (default `recovery.RIDGE`).
+`--maps`: also the ratio maps of earlier `orchestrator prune --target-gflops F --json` runs (row "F x map").
+`--calib-images 32,128`: each count in turn (the first so many train images of one seeded sample).
 Prints a markdown table.
 """
 
@@ -14,6 +16,7 @@ import argparse
 import itertools
 import json
 import sys
+from pathlib import Path
 
 from common import REPO, add_asset_args
 
@@ -30,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     add_asset_args(p)
     p.add_argument("--ratios", default="0.1,0.2")
     p.add_argument("--variants", default=VARIANTS, help="importance:step,step;... (step list 'none' = plain cut)")
-    p.add_argument("--calib-images", type=int, default=32)
+    p.add_argument("--calib-images", default="32", help="comma list of calibration image counts")
+    p.add_argument("--maps", default="", help="comma list of `prune --target-gflops --json` outputs")
     p.add_argument("--ridge", default=None, help="reconstruction ridge strength(s), comma list (default RIDGE)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
@@ -51,22 +55,25 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(a.weights).eval()
     data = load_data_config(a.data)
     val = ValSet(data, a.imgsz, 32, stride=max(32, int(model.stride.max())))
-    shot = OneShot(model, calibration_set(data, a.imgsz, a.calib_images))
+    counts = [int(x) for x in a.calib_images.split(",")]
     g0 = count_gflops(deployable(model), a.imgsz)
     base = validate(model, val, device="cpu").map50_95
     rows = []
     ridges = [float(x) for x in a.ridge.split(",")] if a.ridge else [RIDGE]
-    for ratio, spec, ridge in itertools.product((float(x) for x in a.ratios.split(",")), a.variants.split(";"), ridges):
+    cuts = [(f"{x:g}", uniform_ratios(model, x, "block", method="structured")) for x in map(float, a.ratios.split(","))]
+    shot = None
+    for f in filter(None, a.maps.split(",")):
+        budget = json.loads(Path(f).read_text())["budget"]
+        cuts.append((f"{budget['target']:g}x map", budget["ratios"]))
+    for n, (label, ratios), spec, ridge in itertools.product(counts, cuts, a.variants.split(";"), ridges):
+        if shot is None or len(shot.calib) != n:
+            shot = OneShot(model, calibration_set(data, a.imgsz, n))
         imp, steps = spec.split(":")
-        done = shot.cut(
-            uniform_ratios(model, ratio, "block", method="structured"),
-            importance=imp,
-            steps=parse_steps(steps),
-            ridge=ridge,
-        )
+        done = shot.cut(ratios, importance=imp, steps=parse_steps(steps), ridge=ridge)
         rows.append(
             {
-                "ratio": ratio,
+                "ratio": label,
+                "calib_images": n,
                 "ridge": ridge,
                 "importance": imp,
                 "steps": list(done.recovery.steps),
@@ -80,13 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         print(json.dumps({"unpruned": base, "rows": rows}))
         return 0
-    print(f"unpruned mAP50-95 {base:.4f}; {a.calib_images} calibration images (train), no fine-tune\n")
-    print("| ratio | importance | recovery | ridge | GFLOPs | params | mAP50-95 | seconds (cut; steps) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"unpruned mAP50-95 {base:.4f}; calibration images from train, no fine-tune\n")
+    print(
+        "| ratio | calib images | importance | recovery | ridge | GFLOPs | params | mAP50-95 | seconds (cut; steps) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         secs = "; ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items())
         print(
-            f"| {r['ratio']:g} | {r['importance']} | {' + '.join(r['steps']) or 'none'} | {r['ridge']:g} | "
+            f"| {r['ratio']} | {r['calib_images']} | {r['importance']} | {' + '.join(r['steps']) or 'none'} | "
+            f"{r['ridge']:g} | "
             f"{r['gflops_x']:.3f}x | "
             f"{r['params']:,} | {r['map50_95']:.4f} | {secs} |"
         )

@@ -46,7 +46,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="structured with --data: comma list of compensate, reconstruct, recalibrate, or none "
         "(default compensate,reconstruct)",
     )
-    p.add_argument("--calib-images", type=int, default=32, metavar="N", help="train images for recovery (default 32)")
+    p.add_argument(
+        "--calib-images",
+        type=int,
+        default=128,
+        metavar="N",
+        help="train images that rank channels and fit the recovery (default 128, or all the split has)",
+    )
     p.add_argument("--imgsz", type=int, default=320, help="calibration / scan image size (default 320)")
     p.add_argument(
         "--scan-from",

@@ -276,7 +276,7 @@ def reconstruct(
     kept: Mapping[str, KeptChannels],
     calib: CalibrationSet,
     *,
-    images: int = 32,
+    images: int | None = None,
     positions: int = 1024,
     alpha: float = RIDGE,
     seed: int = 0,
@@ -286,13 +286,15 @@ def reconstruct(
     Row by row (each row's inputs cached for both models, so the cost is a few forward passes), each
     conv whose input differs from the unpruned model's (cut channels, or drift from upstream) gets a
     ridge regression on ``positions`` output positions per image (``alpha`` times the mean input energy,
-    pulling towards the current weights). A quarter of the ``images`` is held out; a refit that does not
-    lower the error there is discarded.
+    pulling towards the current weights). ``images``: the first so many calibration images (default all of
+    them: 128 instead of 32 lifts the 0.7x budget map from 0.166 to 0.183, docs/pruning.md). A quarter
+    is held out; a refit that does not lower the error there is discarded.
     """
+    images = len(calib) if images is None else min(images, len(calib))
     if images < 2:
         raise PruningError(f"reconstruction needs at least 2 calibration images, got {images}")
     dev = _device(pruned)
-    xs = calib.images[: min(images, len(calib))].to(dev).float() / 255
+    xs = calib.images[:images].to(dev).float() / 255
     n_fit = max(1, (len(xs) * 3) // 4)
     parts = [xs[:n_fit], xs[n_fit:]] if n_fit < len(xs) else [xs]
     before, after = conv_layers(original), conv_layers(pruned)
