@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch.nn as nn
 
@@ -16,16 +16,21 @@ from .activation_importance import OutputErrorImportance
 from .apply import PruneReport, apply_ratios
 from .calibration import CalibrationSet
 from .recovery import RIDGE, ChannelStats, RecoveryReport, input_stats, recover
+from .structured import KeptChannels
 
 
 @dataclass(frozen=True)
 class Recovered:
-    """The pruned (and recovered) copy, what the cut did, what recovery did, and the seconds of each."""
+    """The pruned (and recovered) copy, what the cut did, what recovery did, and the seconds of each.
+
+    ``kept``: per conv, which of the unpruned model's channels it still has (to line the two models up).
+    """
 
     model: nn.Module
     prune: PruneReport
     recovery: RecoveryReport
     cut_seconds: float
+    kept: Mapping[str, KeptChannels] = field(default_factory=dict)
 
 
 class OneShot:
@@ -70,4 +75,4 @@ class OneShot:
         cut_s = time.perf_counter() - t0
         needs_stats = "compensate" in steps
         rec = recover(m, self.model, kept, self.calib, steps, stats=self.stats if needs_stats else None, ridge=ridge)
-        return Recovered(m, report, rec, cut_s)
+        return Recovered(m, report, rec, cut_s, kept)
