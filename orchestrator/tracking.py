@@ -35,11 +35,11 @@ from .plots import front_plots, hypervolume_plot
 from .search import (
     ATTR_BASELINE,
     ATTR_DEVICE,
-    ATTR_FAILURE,
     ATTR_HISTORY,
     ATTR_METRICS,
     ATTR_WALL,
     ATTR_WORKER,
+    failure_reason,
     hypervolume_history,
     origin,
     pareto_front,
@@ -240,7 +240,8 @@ class Tracker:
     def log_trial(self, trial, files: Path | None, keep_files: bool, failure: str = "") -> bool:
         """Log one finished Optuna trial into its nested run (created or reused); False if already logged.
 
-        ``failure``: the reason when the trial does not carry it (:func:`.search.failure_reason`)."""
+        ``failure``: :func:`.search.failure_reason` with the study's attributes (a trial left RUNNING by a dead
+        driver carries no reason of its own); without it, the trial's own."""
         n = trial.number
         if self.is_logged(n):
             return False
@@ -276,7 +277,7 @@ class Tracker:
             metrics["wall_s"] = float(ua[ATTR_WALL])
         history = ua.get(ATTR_HISTORY, [])
         tags = {"state": trial.state.name, "device": ua.get(ATTR_DEVICE, ""), "worker": ua.get(ATTR_WORKER, "")}
-        failure = failure or ua.get(ATTR_FAILURE, "")
+        failure = failure or failure_reason(trial)
         if failure:
             tags["failure_reason"] = failure[:5000]
         if ua.get(ATTR_BASELINE) is not None:
