@@ -8,7 +8,7 @@ plain magnitude cut without recovery.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -49,6 +49,7 @@ def cut_to_budget(
     previous: Mapping[str, Any] | None = None,
     groups: Sequence[str] | None = None,
     round_to: int | None = None,
+    on_point: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Scan every structured group, allocate ratios meeting ``target`` x GFLOPs; a JSON-able summary.
 
@@ -56,6 +57,7 @@ def cut_to_budget(
     scan is the expensive part and does not depend on the target). ``groups``: only these are cut (a study's
     search space, ``exclude`` applied); default every structured group. ``round_to``: kept channel counts are
     rounded as the final cut rounds them, so the GFLOPs the allocation meets are the ones the model has.
+    ``on_point(done, total)``: the scan's progress.
     """
     imgsz = imgsz or int(shot.calib.images.shape[-1])
     groups = list(groups or prunable_groups(shot.model, granularity, method="structured"))  # the searched ones
@@ -80,7 +82,7 @@ def cut_to_budget(
         )
         return validate(m, val_set(), device=torch.device("cpu")).map50_95, count_gflops(deployable(m), imgsz)
 
-    sens = _reuse(previous, groups, gflops_of({})) if previous else scan(groups, scan_ratios, evaluate)
+    sens = _reuse(previous, groups, gflops_of({})) if previous else scan(groups, scan_ratios, evaluate, on_point)
     alloc = allocate(sens, target, gflops_of)
     return {
         "target": target,

@@ -164,25 +164,29 @@ def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) ->
     steps = parse_steps(args.recover)
     data = load_data_config(resolve_data(args.data))  # names resolve as in every command ($ORCHESTRATOR_ASSETS)
     importance = args.importance or "output_error"
+    scan_ratios = _scan_ratios(args.scan_ratios) if args.target_gflops is not None else []
+    previous = _previous_scan(args.scan_from) if args.scan_from and args.target_gflops is not None else None
     shot = OneShot(model, calibration_set(data, args.imgsz, args.calib_images))
     budget = None
-    if args.target_gflops is not None:
-        budget = cut_to_budget(
-            shot, data, args.target_gflops, _scan_ratios(args.scan_ratios), args.granularity, importance, steps,
-            previous=_previous_scan(args.scan_from) if args.scan_from else None, round_to=args.round_to,
-        )  # fmt: skip
-        ratios = budget["ratios"]
-    elif args.ratios:
-        ratios = read_ratio_file(args.ratios)
-    else:
-        r = check_ratio("--ratio", args.ratio)
-        ratios = {k: r for k in prunable_groups(model, args.granularity, args.exclude, method="structured")}
-    try:
-        done = shot.cut(
-            ratios, granularity=args.granularity, importance=importance, round_to=args.round_to, steps=steps
-        )
-    except PruningError as e:
-        raise PruningError(f"{args.ratios}: {e}" if args.ratios else str(e)) from None
+    with _Stages() as stages:
+        if args.target_gflops is not None:
+            budget = cut_to_budget(
+                shot, data, args.target_gflops, scan_ratios, args.granularity, importance, steps,
+                previous=previous, round_to=args.round_to, on_point=stages.scan_point,
+            )  # fmt: skip
+            ratios = budget["ratios"]
+        elif args.ratios:
+            ratios = read_ratio_file(args.ratios)
+        else:
+            r = check_ratio("--ratio", args.ratio)
+            ratios = {k: r for k in prunable_groups(model, args.granularity, args.exclude, method="structured")}
+        stages.recovery(len(shot.calib), steps)
+        try:
+            done = shot.cut(
+                ratios, granularity=args.granularity, importance=importance, round_to=args.round_to, steps=steps
+            )
+        except PruningError as e:
+            raise PruningError(f"{args.ratios}: {e}" if args.ratios else str(e)) from None
     meta = {
         "pruning": done.prune.to_dict(),
         "recovery": {"steps": list(done.recovery.steps), "seconds": done.recovery.seconds},
@@ -201,6 +205,38 @@ def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) ->
         return 0
     _print(done.prune, out, done.recovery.seconds, budget)
     return 0
+
+
+class _Stages:
+    """Progress on stderr while the scan (minutes) and the recovery (seconds) run; only on a terminal, so
+    pipes, logs and one-line errors stay clean."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, disable=not console.is_terminal, transient=True,
+        )  # fmt: skip
+        self.scan_task: int | None = None
+
+    def __enter__(self) -> _Stages:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def scan_point(self, done: int, total: int) -> None:
+        if self.scan_task is None:
+            self.scan_task = self.progress.add_task("sensitivity scan (cut, compensate, val)", total=total)
+        self.progress.update(self.scan_task, completed=done)
+
+    def recovery(self, images: int, steps) -> None:
+        what = " + ".join(steps) if steps else "no recovery"
+        self.progress.add_task(f"cut + {what} on {images} train images", total=None)
 
 
 def _previous_scan(path: str) -> dict:

@@ -78,3 +78,24 @@ def test_scan_from_a_file_without_a_scan_is_one_line(capsys, yolov5n_pt, coco128
         "--out", str(tmp_path / "o.pt"),
     )  # fmt: skip
     assert rc == 2 and "--scan-from" in err and "has no 'budget'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_budget_run_reports_its_progress_and_keeps_stderr_clean_off_a_terminal(
+    capsys, monkeypatch, yolov5n_pt, coco128_yaml, tmp_path
+):
+    """The scan takes minutes: a terminal sees it advance point by point; a pipe or log sees nothing."""
+    import orchestrator.commands.prune as prune_cmd
+
+    seen: list[tuple] = []
+    scan_point, recovery = prune_cmd._Stages.scan_point, prune_cmd._Stages.recovery
+    monkeypatch.setattr(prune_cmd._Stages, "scan_point", lambda s, d, t: (seen.append((d, t)), scan_point(s, d, t)))
+    monkeypatch.setattr(prune_cmd._Stages, "recovery", lambda s, n, st: (seen.append((n, st)), recovery(s, n, st)))
+    rc, out, err = _run(
+        capsys, "prune", "--weights", str(yolov5n_pt), "--method", "structured", "--granularity", "stage",
+        "--target-gflops", "0.9", "--data", str(coco128_yaml), "--imgsz", "64", "--calib-images", "4",
+        "--recover", "compensate", "--out", str(tmp_path / "b.pt"), "--json",
+    )  # fmt: skip
+    assert rc == 0 and err == ""  # captured stderr is no terminal: no bars in it
+    total = 1 + 6 * 2  # the unpruned model, then 6 stage groups x 2 scan ratios
+    assert seen == [*((d, total) for d in range(1, total + 1)), (4, ("compensate",))]
+    assert json.loads(out)["budget"]["gflops_fraction"] <= 0.9
