@@ -177,6 +177,7 @@ def prune_structured(
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         raise PruningError("structured pruning needs the unfused model (BatchNorm layers present); prune before fuse()")
     imp = _importance(importance)
+    frozen = {n for n, q in model.named_parameters() if not q.requires_grad}  # cut tensors come back trainable
     dg = _dependency_graph(model, example_imgsz)
     plan = []
     for root, members in _groups(model, dg):
@@ -210,4 +211,7 @@ def prune_structured(
                     _record_cut(cut, dg, names, kept)
                 cut.prune()
             cuts.append(ChannelCut(members, key, ratio, n, root.out_channels))
+    for n, q in model.named_parameters():
+        if n in frozen:
+            q.requires_grad_(False)
     return cuts

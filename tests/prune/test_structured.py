@@ -98,6 +98,7 @@ def test_cut_happens_without_autograd(yolov5n, how):
         with torch.no_grad():
             apply_ratios(m, {"model.8": 0.5}, method="structured", granularity="block")
     assert m.model[8].cv1.conv.out_channels == 64 and m.model[9].cv1.conv.in_channels == 128
+    assert all(p.requires_grad == (how != "frozen parameters") for p in m.parameters())  # as the caller left them
     _consistent(m)
     assert m(torch.zeros(1, 3, 64, 64))[0].shape[-1] == 85
 
