@@ -28,18 +28,10 @@ sys.path.insert(0, str(REPO))
 
 
 def val_calibration(data, imgsz: int):
-    """The val images, letterboxed as calibration images are (diagnostic rows only)."""
-    import numpy as np
-    import torch
+    """The val images as a calibration set (diagnostic rows only: the product never calibrates on val)."""
+    from orchestrator.prune.calibration import CalibrationSet, letterboxed
 
-    from orchestrator.prune.calibration import CalibrationSet
-    from orchestrator.yolo.data import letterbox, load_image
-
-    files = list(data.val)
-    out = np.empty((len(files), 3, imgsz, imgsz), dtype=np.uint8)
-    for j, f in enumerate(files):
-        out[j] = letterbox(load_image(f, imgsz)[0], imgsz, auto=False, scaleup=False)[0].transpose(2, 0, 1)[::-1]
-    return CalibrationSet(tuple(files), torch.from_numpy(out))
+    return CalibrationSet(tuple(data.val), letterboxed(list(data.val), imgsz))
 
 
 def feature_distill(student, teacher, kept, images, imgsz: int, epochs: int, lr: float, batch: int, val_set):

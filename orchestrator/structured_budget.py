@@ -27,14 +27,22 @@ SCAN_STEPS = ("compensate",)
 SCAN_RATIOS = (0.25, 0.5)  # each group cut alone at these (prune --scan-ratios' default)
 
 
+def cut_gflops(
+    model: torch.nn.Module, ratios: Mapping[str, float], granularity: str, imgsz: int, round_to: int | None = None
+) -> float:
+    """GFLOPs of a plain structured cut of a copy by ``ratios`` (kept channels rounded as the final cut rounds
+    them); ``{}``: the model's own."""
+    m = copy_model(model) if ratios else model
+    if ratios:
+        apply_ratios(m, ratios, method="structured", granularity=granularity, round_to=round_to)
+    return count_gflops(deployable(m), imgsz)
+
+
 def gflops_fraction(
     model: torch.nn.Module, ratios: Mapping[str, float], granularity: str, imgsz: int, round_to: int | None = None
 ) -> float:
-    """GFLOPs of a plain structured cut by ``ratios`` (kept channels rounded as the trial rounds them) as a
-    fraction of the unpruned model's."""
-    m = copy_model(model)
-    apply_ratios(m, ratios, method="structured", granularity=granularity, round_to=round_to)
-    return count_gflops(deployable(m), imgsz) / count_gflops(deployable(model), imgsz)
+    """:func:`cut_gflops` as a fraction of the unpruned model's."""
+    return cut_gflops(model, ratios, granularity, imgsz, round_to) / cut_gflops(model, {}, granularity, imgsz)
 
 
 def cut_to_budget(
@@ -69,10 +77,7 @@ def cut_to_budget(
     scan_steps = tuple(s for s in SCAN_STEPS if s in steps)
 
     def gflops_of(ratios: Mapping[str, float]) -> float:
-        m = copy_model(shot.model)
-        if ratios:
-            apply_ratios(m, ratios, method="structured", granularity=granularity, round_to=round_to)
-        return count_gflops(deployable(m), imgsz)
+        return cut_gflops(shot.model, ratios, granularity, imgsz, round_to)
 
     def evaluate(ratios: Mapping[str, float]) -> tuple[float, float]:
         m = (

@@ -54,6 +54,11 @@ def calibration_files(data: DataConfig, n: int = DEFAULT_IMAGES, seed: int = 0) 
 def calibration_set(data: DataConfig, imgsz: int, n: int = DEFAULT_IMAGES, seed: int = 0) -> CalibrationSet:
     """Decode and letterbox (to ``imgsz`` square, gray padding, as val pads) the calibration images once."""
     files = calibration_files(data, n, seed)
+    return CalibrationSet(tuple(files), letterboxed(files, imgsz))
+
+
+def letterboxed(files: list[Path], imgsz: int) -> torch.Tensor:
+    """(N, 3, imgsz, imgsz) uint8 RGB: ``files`` decoded and letterboxed square, as calibration takes them."""
     out = np.empty((len(files), 3, imgsz, imgsz), dtype=np.uint8)
 
     def fill(j: int) -> None:
@@ -63,4 +68,4 @@ def calibration_set(data: DataConfig, imgsz: int, n: int = DEFAULT_IMAGES, seed:
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(fill, range(len(files))))
-    return CalibrationSet(tuple(files), torch.from_numpy(out))
+    return torch.from_numpy(out)
