@@ -5,7 +5,7 @@
 
 Variants: the unpruned model and uniform structured cuts (L1, no fine-tuning), each run as (a) the BN-fused
 eager PyTorch model, (b) its float ONNX in ONNX Runtime (CPU provider) and (c) its int8 QDQ ONNX
-(orchestrator.quantize defaults). For each thread count every runtime of every variant is timed in one
+(orchestrator.deploy.quantize defaults). For each thread count every runtime of every variant is timed in one
 round-robin loop, batch 1, the order rotating each round, so load from other processes hits all alike;
 ratios are medians of per-round ratios against the eager unpruned model. mAP50-95 on the data's val split:
 eager through ``validate``, ONNX files through ``validate_forward`` (same letterbox, NMS, pycocotools).
@@ -57,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from orchestrator.export import onnx_bytes
-    from orchestrator.measure import deployable
-    from orchestrator.onnx_val import validate_onnx_bytes
-    from orchestrator.ort_runtime import open_session
+    from orchestrator.deploy.export import onnx_bytes
+    from orchestrator.deploy.measure import deployable
+    from orchestrator.deploy.onnx_val import validate_onnx_bytes
+    from orchestrator.deploy.ort_runtime import open_session
+    from orchestrator.deploy.quantize import Int8Options, calibration_images, quantize_int8
     from orchestrator.prune import apply_ratios, uniform_ratios
-    from orchestrator.quantize import Int8Options, calibration_images, quantize_int8
     from orchestrator.yolo.checkpoint import load_model
     from orchestrator.yolo.data import load_data_config
     from orchestrator.yolo.val import ValSet, validate

@@ -36,7 +36,7 @@ def main_() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
-    import orchestrator.study_check
+    import orchestrator.study.checks
     import orchestrator.yolo.data  # noqa: F401 (imports are not what is measured)
 
     with tempfile.TemporaryDirectory() as tmp:

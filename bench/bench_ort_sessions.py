@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
 
-    from orchestrator.export import onnx_bytes
-    from orchestrator.ort_runtime import onnxruntime, time_sessions
+    from orchestrator.deploy.export import onnx_bytes
+    from orchestrator.deploy.ort_runtime import onnxruntime, time_sessions
     from orchestrator.yolo.checkpoint import load_checkpoint
 
     ort = onnxruntime()

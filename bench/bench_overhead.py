@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import optuna
 
-    from orchestrator.driver import run_study
-    from orchestrator.study_file import load_study_spec
+    from orchestrator.study.file import load_study_spec
+    from orchestrator.sweep.driver import run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:

@@ -4,7 +4,7 @@
         [--ratio 0.3] [--runs 50] [--threads 2] [--no-val] [--json]
 
 Every variant is timed against the unpruned model in this process, interleaved run by run, so
-load from other processes hits both alike (see orchestrator.measure). Prints a markdown table.
+load from other processes hits both alike (see orchestrator.deploy.measure). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from orchestrator.measure import measure
+    from orchestrator.deploy.measure import measure
     from orchestrator.prune import apply_ratios, uniform_ratios
     from orchestrator.yolo.checkpoint import load_model
 

@@ -104,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from orchestrator.measure import count_gflops, deployable
     from orchestrator.prune.calibration import calibration_set
     from orchestrator.prune.oneshot import OneShot
+    from orchestrator.prune.unstructured import deployable
     from orchestrator.yolo.checkpoint import load_model
     from orchestrator.yolo.data import load_data_config
+    from orchestrator.yolo.flops import count_gflops
     from orchestrator.yolo.train import VAL_BATCH, TrainImages, finetune
     from orchestrator.yolo.val import ValSet, validate
 

@@ -81,7 +81,7 @@ class Proxy:
     def __init__(self, spec, weights: str, data: str, imgsz: int, cache_file: str | None):
         import torch
 
-        from orchestrator.measure import count_nonzero
+        from orchestrator.deploy.measure import count_nonzero
         from orchestrator.prune import apply_ratios, prunable_groups
         from orchestrator.yolo.checkpoint import load_checkpoint
         from orchestrator.yolo.data import load_data_config
@@ -131,8 +131,8 @@ def run_one(name: str, seed: int, spec, space, proxy: Proxy, warm: list[dict[str
     import optuna
     import torch
 
-    from orchestrator.dimensions import RATIO_PREFIX, trial_ratios
-    from orchestrator.search import ATTR_BASELINE, ATTR_WARM_START
+    from orchestrator.search.study import ATTR_BASELINE, ATTR_WARM_START
+    from orchestrator.study.dimensions import RATIO_PREFIX, trial_ratios
 
     torch.manual_seed(seed)
     dists = {k: v for k, v in space.distributions().items() if k.startswith(RATIO_PREFIX)}
@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from orchestrator.prune import magnitude_allocation
-    from orchestrator.search import build_space, hypervolume, versus_uniform
-    from orchestrator.study_file import load_study_spec
+    from orchestrator.search.study import build_space, hypervolume, versus_uniform
+    from orchestrator.study.file import load_study_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(a.threads)

@@ -1,28 +1,21 @@
-"""The import graph of ``orchestrator/`` (read with ast, lazy imports included) has no cycle and no upward arrow.
+"""The import graph of ``orchestrator/`` (read with ast, lazy imports included): no cycle, no upward arrow.
 
-Layers (../shared/DESIGN.md): commands -> driver -> {search, dispatch, tracking} -> trial -> {prune, measure,
-export, yolo}. The model code never imports study code, and the study driver never imports tensor code.
+Each sub-package's ``__init__`` docstring states its rule (``May import:`` and ``Never imports:`` lines); this
+file reads those lines and holds every module of the package to them. Layers (docs/architecture.md):
+commands -> sweep -> {search, tracking} -> trial -> {prune, deploy} -> yolo, with ``study`` readable from above
+and the root's leaves from anywhere.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "orchestrator"
-STUDY_SIDE = (
-    "driver",
-    "dispatch",
-    "search",
-    "tracking",
-    "spec",
-    "study_file",
-    "study_check",
-    "commands",
-    "cli",
-    "plots",
-)
-TENSOR_SIDE = ("yolo", "prune", "measure", "export", "torch", "torchvision", "onnx", "onnxruntime")
+LEAVES = ("errors", "urls", "bounded_yaml", "vocabulary", "faults")
+ROOT_MODULES = {"__init__", "__main__", "cli", *LEAVES}
+TENSOR_LIBS = ("torch", "torchvision", "onnx", "onnxruntime")
 
 
 def _module_name(path: Path) -> str:
@@ -92,37 +85,54 @@ def test_no_import_cycles():
     assert _cycles(internal) == []
 
 
-def test_model_code_imports_no_study_code():
+def _packages() -> list[str]:
+    return sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+
+
+def _rule(package: str, label: str) -> tuple[str, ...]:
+    doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text())) or ""
+    m = re.search(rf"^{label}: (.+)$", doc, re.M)
+    return tuple(w.strip() for w in m.group(1).split(",")) if m else ()
+
+
+def test_every_package_states_its_rule():
+    assert {p: _rule(p, "May import") for p in _packages() if not _rule(p, "May import")} == {}
+
+
+def test_the_root_holds_only_the_cli_errors_and_leaves():
+    assert {p.stem for p in PACKAGE.glob("*.py")} <= ROOT_MODULES
+    assert len(list(PACKAGE.glob("*.py"))) <= 8
+
+
+def test_leaves_import_only_leaves():
     bad = {
-        m: sorted(d for d in deps if d.startswith("orchestrator") and _in(d, (*STUDY_SIDE, "trial", "fake_trial")))
+        m: sorted(d for d in deps if d.startswith("orchestrator.") and not _in(d, LEAVES))
         for m, deps in _graph().items()
-        if _in(m, ("yolo", "prune", "measure", "export"))
+        if _in(m, LEAVES)
     }
     assert {m: d for m, d in bad.items() if d} == {}
 
 
-def test_yolo_imports_only_itself_and_leaf_modules():
-    # errors and bounded_yaml (a YAML reader with limits) import nothing of the project themselves
-    bad = {
-        m: sorted(d for d in deps if d.startswith("orchestrator") and not _in(d, ("yolo", "errors", "bounded_yaml")))
-        for m, deps in _graph().items()
-        if _in(m, ("yolo",))
-    }
-    assert {m: d for m, d in bad.items() if d} == {}
-
-
-def test_study_driver_touches_no_tensor_code():
-    bad = {
-        m: sorted(d for d in deps if _in(d, TENSOR_SIDE) or d.split(".")[0] in TENSOR_SIDE)
-        for m, deps in _graph().items()
-        if _in(m, ("driver", "search", "tracking", "plots", "trial_data"))
-    }
-    assert {m: d for m, d in bad.items() if d} == {}
-    # the study file's reader may name model vocabularies (yolo.hyp's presets: plain dataclasses) but no tensors
-    spec = _graph()["orchestrator.spec"]
-    assert not {d for d in spec if d.split(".")[0] in TENSOR_SIDE}
+def test_each_package_imports_only_what_its_rule_allows():
+    graph = _graph()
+    bad = {}
+    for package in _packages():
+        allowed = _rule(package, "May import")
+        if allowed[0].startswith("anything"):
+            continue
+        allowed = tuple(a for a in allowed if a != "leaves") + (LEAVES if "leaves" in allowed else ())
+        never = _rule(package, "Never imports")
+        for m, deps in graph.items():
+            if not _in(m, (package,)):
+                continue
+            wrong = [d for d in deps if d.startswith("orchestrator.") and not _in(d, allowed)]
+            wrong += [d for d in deps if d.split(".")[0] in never]
+            if wrong:
+                bad[m] = sorted(wrong)
+    assert bad == {}
 
 
 def test_the_real_and_the_fake_trial_do_not_import_each_other():
     graph = _graph()
-    assert "orchestrator.trial" not in graph["orchestrator.fake_trial"]
+    assert "orchestrator.trial.real" not in graph["orchestrator.trial.fake"]
+    assert "orchestrator.trial.fake" not in graph["orchestrator.trial.real"]

@@ -20,9 +20,9 @@ from study_files import fake_study, trial_runs
 
 from orchestrator.cli import main
 from orchestrator.errors import OrchestratorError
-from orchestrator.search import ATTR_FAILURE, create_or_load, open_storage
-from orchestrator.study_file import load_study_spec
-from orchestrator.tracking import Tracker
+from orchestrator.search.study import ATTR_FAILURE, create_or_load, open_storage
+from orchestrator.study.file import load_study_spec
+from orchestrator.tracking.tracker import Tracker
 from orchestrator.urls import mask_url
 
 MARK = "Zq9"  # at both ends of every password: a mask that stops early or starts late still shows it

@@ -2,6 +2,8 @@
 
 Downloads (official names, URLs, a data yaml's ``download:``) go to a temporary file, are checked, and
 only then move into the cache, so a partial or corrupt file never sits under its final name.
+
+May import: assets, yolo, leaves
 """
 
 from .datasets import locate_data, resolve_data

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import OrchestratorError
-from ..spec import MAX_IMGSZ
+from ..study.spec import MAX_IMGSZ
 
 
 def check_imgsz(imgsz: int, flag: str = "--imgsz") -> None:

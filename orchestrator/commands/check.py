@@ -20,10 +20,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..dimensions import DIMENSIONS
-    from ..search import baseline_values
-    from ..study_check import check_inputs
-    from ..study_file import load_study_spec
+    from ..search.study import baseline_values
+    from ..study.checks import check_inputs
+    from ..study.dimensions import DIMENSIONS
+    from ..study.file import load_study_spec
     from ..urls import mask_url
 
     spec = load_study_spec(args.study)

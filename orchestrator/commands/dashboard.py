@@ -24,8 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import OrchestratorError
-    from ..search import open_storage
-    from ..study_file import load_study_spec
+    from ..search.study import open_storage
+    from ..study.file import load_study_spec
     from ..urls import mask_url
     from .ui import _loopback, _url_host
 

@@ -46,8 +46,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..assets import resolve_weights
+    from ..deploy.export import export_onnx
     from ..errors import OrchestratorError
-    from ..export import export_onnx
     from ..yolo.checkpoint import load_model
 
     if args.batch < 1:
@@ -89,9 +89,9 @@ def _out(args: argparse.Namespace, weights: Path, suffix: str) -> Path:
 def _run_int8(args: argparse.Namespace) -> int:
     """Quantize: export float ONNX in memory, calibrate on train images, write the int8 QDQ file."""
     from ..assets import resolve_data, resolve_weights
+    from ..deploy.export import onnx_bytes
+    from ..deploy.quantize import Int8Options, calibration_images, quantize_int8
     from ..errors import OrchestratorError
-    from ..export import onnx_bytes
-    from ..quantize import Int8Options, calibration_images, quantize_int8
     from ..yolo.checkpoint import load_model
     from ..yolo.data import load_data_config
 

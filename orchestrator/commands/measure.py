@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.warmup is not None and args.warmup < 0:
         raise OrchestratorError(f"--warmup: expected >= 0, got {args.warmup}")
     check_imgsz(args.imgsz)
-    from ..measure import measure
+    from ..deploy.measure import measure
     from ..yolo.checkpoint import load_model
 
     weights = resolve_weights(args.weights)
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_onnx(args: argparse.Namespace, weights: Path) -> int:
     """An ONNX file: its bytes and ONNX Runtime latency (against the baseline's ONNX)."""
     from ..assets import resolve_weights
-    from ..measure import measure_onnx
+    from ..deploy.measure import measure_onnx
 
     if args.half or args.batch != 1:
         raise OrchestratorError(f"{weights.name}: an ONNX file is timed at batch 1 as exported: drop --half/--batch")
@@ -85,7 +85,7 @@ def _run_onnx(args: argparse.Namespace, weights: Path) -> int:
     if args.baseline:
         baseline = resolve_weights(args.baseline)
         if baseline.suffix.lower() != ".onnx":
-            from ..export import onnx_bytes
+            from ..deploy.export import onnx_bytes
             from ..yolo.checkpoint import load_model
 
             baseline = onnx_bytes(load_model(baseline), imgsz=args.imgsz)

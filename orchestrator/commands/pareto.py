@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..dimensions import parameter_names
+from ..study.dimensions import parameter_names
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,9 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from ..holdout import revealed
-    from ..search import ATTR_BASELINE, load_existing, pareto_front, trial_summary
-    from ..study_file import load_study_spec
+    from ..search.holdout import revealed
+    from ..search.study import ATTR_BASELINE, load_existing, pareto_front, trial_summary
+    from ..study.file import load_study_spec
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a table follows, not progress bars
     spec = load_study_spec(args.study)
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     front = sorted(pareto_front(trials, spec.directions), key=lambda t: t.number)
     test = revealed(trials, spec.directions)  # sealed by the trials: the front's and the baselines' only
     if args.test:
-        from ..front_test import log_test, validate_on_test
+        from ..trial.heldout import log_test, validate_on_test
 
         on_front = {t.number for t in front}
         done = [t for t in trials if t.state.name == "COMPLETE" and t.number not in on_front]
@@ -156,7 +156,7 @@ def _export(spec, number: int, out: Path, *, onnx: bool) -> list[Path]:
 
 def _onnx(checkpoint: Path, imgsz: int) -> Path:
     """The project's ONNX export (BN-fused, ``output0`` as the official export), checked with onnxruntime."""
-    from ..export import export_onnx
+    from ..deploy.export import export_onnx
     from ..yolo.checkpoint import load_model
 
     return export_onnx(load_model(checkpoint).float().eval(), checkpoint.with_suffix(".onnx"), imgsz=imgsz).path

@@ -153,11 +153,11 @@ def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) ->
     """Structured cut (by ratios or to a GFLOPs budget) with one-shot recovery on train images."""
     from ..assets import resolve_data
     from ..prune import prunable_groups
+    from ..prune.budget_cut import cut_to_budget
     from ..prune.calibration import calibration_set
     from ..prune.layers import check_ratio
     from ..prune.oneshot import OneShot
     from ..prune.recovery import parse_steps
-    from ..structured_budget import cut_to_budget
     from ..yolo.checkpoint import save_checkpoint
     from ..yolo.data import load_data_config
 

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the study; Ctrl-C or SIGTERM at any stage exits 130 with the resume hint, before the first trial too."""
     import signal
 
-    from ..driver import _signals_as_interrupt
+    from ..sweep.driver import _signals_as_interrupt
 
     previous = _signals_as_interrupt()  # the driver installs them again once Ray has started (ray.init replaces them)
     try:
@@ -55,16 +55,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..driver import run_study
     from ..errors import OrchestratorError
-    from ..study_file import load_study_spec
+    from ..study.file import load_study_spec
+    from ..sweep.driver import run_study
 
     if args.trials is not None and args.trials < 1:
         raise OrchestratorError(f"--trials: expected >= 1, got {args.trials}")
     spec = load_study_spec(args.study)
     if spec.trial == "real":  # bad weights or data stop here, before a study, a run or a file is created
         from ..assets import local_ref, resolve_data, resolve_weights
-        from ..study_check import check_inputs
+        from ..study.checks import check_inputs
 
         check_inputs(spec, groups=False)
         # Fetch what is not local yet now, so that offline fails in one line before Ray, a study or a run exists;

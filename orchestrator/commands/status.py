@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..dimensions import parameter_names
+from ..study.dimensions import parameter_names
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,9 +20,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..holdout import revealed
-    from ..search import STUDY_BASELINE, hypervolume, load_existing, pareto_front, trial_summary, versus_uniform
-    from ..study_file import load_study_spec
+    from ..search.holdout import revealed
+    from ..search.study import STUDY_BASELINE, hypervolume, load_existing, pareto_front, trial_summary, versus_uniform
+    from ..study.file import load_study_spec
     from ..urls import mask_url
 
     spec = load_study_spec(args.study)

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..errors import OrchestratorError
-    from ..study_file import load_study_spec
+    from ..study.file import load_study_spec
     from ..urls import mask_url
 
     spec = load_study_spec(args.study)
@@ -96,7 +96,7 @@ def _study_links(spec, base: str) -> list[str]:
     """``label: url`` lines for the study's trial runs and its Pareto page (none before the study has run)."""
     from mlflow.tracking import MlflowClient
 
-    from ..mlflow_links import SHARED_VIEW_TAG, pareto_view, share_key, trial_runs_view
+    from ..tracking.links import SHARED_VIEW_TAG, pareto_view, share_key, trial_runs_view
 
     client = MlflowClient(tracking_uri=spec.tracking.uri)
     try:

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if weights.suffix.lower() == ".onnx":
         if args.half:
             raise OrchestratorError("--half: an ONNX file runs at the precision it was exported in (drop --half)")
-        from ..onnx_val import validate_onnx_file
+        from ..deploy.onnx_val import validate_onnx_file
 
         v = validate_onnx_file(
             weights, cfg, imgsz=args.imgsz, batch=args.batch, device=device, per_class=args.per_class

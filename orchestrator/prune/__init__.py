@@ -2,6 +2,8 @@
 
 Front door for the sweep: :func:`prunable_groups` names the search space, :func:`apply_ratios` turns a
 ratio map into a pruned model and a :class:`PruneReport`.
+
+May import: prune, yolo, leaves
 """
 
 from .allocation import magnitude_allocation

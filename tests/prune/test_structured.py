@@ -9,10 +9,11 @@ import torch
 import torch.nn as nn
 
 from orchestrator.errors import PruningError
-from orchestrator.measure import count_gflops, deployable
 from orchestrator.prune import apply_ratios, conv_layers, prunable_groups, uniform_ratios
 from orchestrator.prune.structured import channels_to_keep
+from orchestrator.prune.unstructured import deployable
 from orchestrator.yolo.checkpoint import load_model, save_checkpoint
+from orchestrator.yolo.flops import count_gflops
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,197 @@
+"""Checks of a study's inputs that need no run: weights and data can be found, groups exist.
+
+Nothing here downloads, writes a file, starts Ray or opens a storage: ``orchestrator check`` must leave
+no trace (the label scan's cache lives in the user cache folder, which the workers read back). Problems are
+reported together as one ConfigError with their key paths, so ``orchestrator run`` stops before it creates a
+study, a run or a file. A local weights file must open as a checkpoint; a local dataset must resolve and its
+labels must fit the data yaml's classes: a class id outside 0..nc-1 stops the study (the yaml does not describe
+these labels), other unusable images are listed as warnings, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..assets.locations import local_ref
+from ..errors import ConfigError, OrchestratorError
+from ..urls import mask_url
+from .spec import StudySpec
+
+if TYPE_CHECKING:
+    from ..yolo.data import DataConfig
+
+
+def find_weights(ref: str) -> tuple[Path | None, str]:
+    """(local file or None, how it will be obtained) without downloading: the resolver's own lookup."""
+    from ..assets import locate_weights
+    from ..assets.locations import OFFICIAL_WEIGHTS, is_url
+
+    try:
+        found, _ = locate_weights(ref)
+    except OrchestratorError as e:
+        raise ValueError(_reason(e)) from None
+    if found is not None:
+        return found, str(found)
+    if not is_url(ref) and Path(ref).name in OFFICIAL_WEIGHTS:
+        return None, f"official {Path(ref).name}, downloaded at the first run"
+    return None, f"downloaded from {mask_url(ref)} at the first run"
+
+
+def find_data(ref: str) -> str:
+    """The data yaml a study will use (a shipped one is named as such), without downloading."""
+    from ..assets import locate_data
+
+    try:
+        found, shipped = locate_data(ref)
+    except OrchestratorError as e:
+        raise ValueError(_reason(e)) from None
+    if shipped is not None:
+        return f"shipped {shipped.name} (its dataset is downloaded at the first run if missing)"
+    return str(found)
+
+
+def _reason(e: OrchestratorError) -> str:
+    """The resolver's message without its leading ``<ref>: `` (the caller names the key and the value)."""
+    return str(e).partition(": ")[2] or str(e)
+
+
+def check_stores(spec: StudySpec) -> None:
+    """Refuse a local SQLite store that is damaged or read-only, before Ray, a study or a run exists (reads only)."""
+    from .stores import check_writable_store
+
+    problems = []
+    for key, url in (("storage", spec.storage), ("tracking.uri", spec.tracking.uri)):
+        try:
+            check_writable_store(url)
+        except OrchestratorError as e:
+            problems.append((key, str(e)))
+    if problems:
+        raise ConfigError(str(spec.path), problems)
+
+
+def check_inputs(spec: StudySpec, *, groups: bool = True) -> dict[str, Any]:
+    """Validate stores, weights, data and per-group bounds; return what was found (for ``orchestrator check``)."""
+    check_stores(spec)
+    base = spec.path.resolve().parent
+    problems: list[tuple[str, str]] = []
+    found: dict[str, Any] = {"storage": mask_url(spec.storage), "tracking": mask_url(spec.tracking.uri)}
+    weights = None
+    if spec.trial == "real":
+        try:
+            weights, found["model"] = find_weights(local_ref(spec.model, base))
+        except ValueError as e:
+            problems.append(("model", f"{mask_url(spec.model)}: {mask_url(str(e), spec.model)}"))
+        try:
+            found["data"] = find_data(local_ref(spec.data, base))
+        except ValueError as e:
+            problems.append(("data", f"{mask_url(spec.data)}: {mask_url(str(e), spec.data)}"))
+        if spec.test_data:
+            try:
+                found["test_data"] = find_data(local_ref(spec.test_data, base))
+            except ValueError as e:
+                problems.append(("test_data", f"{mask_url(spec.test_data)}: {mask_url(str(e), spec.test_data)}"))
+    if problems:
+        raise ConfigError(str(spec.path), problems)
+    if spec.trial == "real":
+        data = Path(found["data"])
+        try:  # the data yaml first (bounded, milliseconds): a hostile one is refused before the weights are opened
+            cfg = read_dataset(data) if data.is_file() else None
+        except OrchestratorError as e:
+            raise ConfigError(str(spec.path), [("data", str(e))]) from None
+        nc = None
+        if weights is not None:
+            try:
+                nc = checkpoint_classes(weights)
+            except OrchestratorError as e:
+                problems.append(("model", str(e)))
+        if cfg is not None:
+            try:
+                found["warnings"] = scan_dataset(cfg, nc)
+            except OrchestratorError as e:
+                problems.append(("data", str(e)))
+    if problems:
+        raise ConfigError(str(spec.path), problems)
+    if groups and weights is not None:
+        names = model_groups(weights, spec)
+        found["groups"] = len(names)
+        for gb in spec.pruning.groups:
+            if not any(fnmatch.fnmatchcase(g, gb.pattern) for g in names):
+                problems.append(
+                    (f"pruning.groups.{gb.pattern}", f"matches no group; the groups are: {', '.join(names)}")
+                )
+        if problems:
+            raise ConfigError(str(spec.path), problems)
+    return found
+
+
+def model_groups(weights: Path, spec: StudySpec) -> list[str]:
+    """Group names of the checkpoint at the study's granularity (CPU only; nothing is written)."""
+    from ..prune.layers import prunable_groups
+    from ..yolo.checkpoint import load_model
+
+    model = load_model(weights)
+    method = "structured" if spec.pruning.method == "structured" else "unstructured"
+    try:
+        return list(prunable_groups(model, spec.pruning.granularity, spec.pruning.exclude, method=method))
+    except OrchestratorError as e:
+        raise ConfigError(str(spec.path), [("pruning.exclude", str(e))]) from None
+
+
+def checkpoint_classes(weights: Path) -> int:
+    """Open the weights as the trials will (the allow-listed loader) and return the classes it predicts."""
+    from ..yolo.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(weights).model.nc)
+
+
+def read_dataset(data_yaml: Path) -> DataConfig | None:
+    """The resolved data yaml (DataError if unusable); None for a dataset still to download (the first trial
+    fetches it: nothing to scan yet)."""
+    from ..assets.datasets import dataset_root
+    from ..bounded_yaml import YamlRefused, read_yaml
+    from ..errors import DataError
+    from ..yolo.data import load_data_config
+
+    try:
+        cfg = load_data_config(data_yaml)
+    except DataError as e:
+        try:
+            doc = read_yaml(data_yaml)
+        except YamlRefused:
+            raise e from None  # load_data_config's message says where the YAML breaks
+        if isinstance(doc, dict) and doc.get("download") and not dataset_root(data_yaml, doc).is_dir():
+            return None
+        raise
+    return cfg
+
+
+def scan_dataset(cfg: DataConfig, nc: int | None) -> list[str]:
+    """Raise DataError if the labels do not fit the model's ``nc`` classes; warnings for images to be skipped."""
+    from ..errors import DataError
+    from ..yolo.data import scan_labels
+
+    if nc is not None and nc != cfg.nc:
+        raise DataError(f"{cfg.file}: nc: the model predicts {nc} classes but the data yaml has {cfg.nc}")
+    warnings = []
+    for split, images in (("val", cfg.val), ("train", cfg.train)):
+        found = scan_labels(images, cfg.nc)
+        wrong_class = [p for p in found.problems if " is not an integer in 0.." in p]
+        if wrong_class:
+            raise DataError(
+                f"{cfg.file}: {split}: {len(wrong_class)} label lines have a class id outside 0..{cfg.nc - 1} "
+                f"(nc={cfg.nc}), first: {wrong_class[0]}; fix the labels or names/nc"
+            )
+        if not found.files:
+            raise DataError(
+                f"{cfg.file}: {split}: no usable images ({len(found.problems)} problems, first: "
+                f"{found.problems[0] if found.problems else 'none'})"
+            )
+        skipped = len(images) - len(found.files)
+        if found.problems:
+            warnings.append(
+                f"{cfg.file}: {split}: {len(found.problems)} data problems, {skipped} of {len(images)} images "
+                f"skipped; first: {found.problems[0]}"
+            )
+    return warnings

@@ -1,0 +1,301 @@
+"""The search dimensions, each declared once: study-file syntax and checks, Optuna distribution, baseline value.
+
+A dimension's name is everything else at once: the Optuna parameter, the MLflow param, the key of
+``TrialSpec.values`` the trial reads, the ``status`` column and the ``baselines.<name>`` override. Adding one is
+a declaration here (or :func:`register` from a plugin or a test) plus its use inside the trial; the spec loader,
+the search space, the driver, MLflow, ``check`` and ``status`` all loop over :data:`DIMENSIONS`.
+
+The per-group pruning ratios are the one family of dimensions (one parameter per group the model has, known
+only once the baseline is loaded): :data:`RATIO_PREFIX` and :func:`ratio_distributions` declare it.
+
+No Optuna import at module level: the study file is checked (``orchestrator check``) without it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .keys import KeyReader, is_number, show, to_float, unusable
+
+RATIO_PREFIX = "ratio."
+
+
+@dataclass(frozen=True)
+class Range:
+    """A closed interval searched by the sampler; ``low == high`` fixes the value."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @property
+    def fixed(self) -> bool:
+        return self.low == self.high
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Categorical options; one option fixes the value."""
+
+    options: tuple[str, ...]
+
+    @property
+    def fixed(self) -> bool:
+        return len(self.options) == 1
+
+
+class Dimension:
+    """One searched value. Subclasses give the syntax; ``section``/``key`` say where it lives in the study file."""
+
+    name: str
+    section: str  # study-file section ("" = top level)
+    key: str  # key inside the section
+
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.key}" if self.section else self.key
+
+    def read(self, r: KeyReader, raw: Any, path: str, context: dict[str, Any]) -> Any:
+        """The domain the file gives (``raw`` is None when absent); problems go to ``r`` with ``path``."""
+        raise NotImplementedError
+
+    def read_value(self, r: KeyReader, raw: Any, path: str) -> Any:
+        """One value (``baselines.<name>``); None and a problem on ``r`` when unusable."""
+        raise NotImplementedError
+
+    def distribution(self, domain: Any) -> Any:
+        raise NotImplementedError
+
+    def is_param(self, domain: Any) -> bool:
+        """An Optuna parameter (sampled, and recorded even when fixed); False: the trial gets :meth:`value_of`."""
+        return True
+
+    def value_of(self, domain: Any) -> Any:
+        """The value when the dimension is not a parameter of the study."""
+        raise NotImplementedError
+
+    def baseline(self, domain: Any) -> Any:
+        """The value enqueued trials (uniform baselines, warm starts) take unless ``baselines.<name>`` says."""
+        raise NotImplementedError
+
+    def describe(self, domain: Any) -> Any:
+        """JSON-ready form of the domain (``orchestrator check --json``)."""
+        raise NotImplementedError
+
+
+class IntRange(Dimension):
+    """An integer, or ``{min, max}``, at least ``minimum``; baselines take the largest."""
+
+    def __init__(self, name: str, section: str, default: tuple[int, int], *, key: str = "", minimum: int = 0):
+        self.name, self.section, self.key = name, section, key or name
+        self.default, self.minimum = Range(*default), minimum
+
+    def read(self, r: KeyReader, raw: Any, path: str, context: dict[str, Any]) -> Range:
+        if raw is None:
+            return self.default
+        if isinstance(raw, bool) or not isinstance(raw, int | dict):
+            r.bad(path, f"must be an integer or {{min, max}}, got {show(raw)}")
+            return self.default
+        if isinstance(raw, int):
+            v = self.read_value(r, raw, path)
+            return self.default if v is None else Range(v, v)
+        d, rule = dict(raw), f">= {self.minimum}"
+        lo = r.take(d, "min", int, self.minimum, check=lambda v: v >= self.minimum, rule=rule, at=path)
+        hi = r.take(d, "max", int, None, required=True, check=lambda v: v >= self.minimum, rule=rule, at=path)
+        r.done(d, path)
+        if lo is None or hi is None:
+            return self.default
+        if lo > hi:
+            r.bad(path, f"min <= max must hold, got min={lo} max={hi}")
+            return self.default
+        return Range(lo, hi)
+
+    def read_value(self, r: KeyReader, raw: Any, path: str) -> int | None:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            r.bad(path, f"must be an integer, got {show(raw)}")
+        elif raw < self.minimum:
+            r.bad(path, f"must be >= {self.minimum}, got {raw}")
+        else:
+            return raw
+        return None
+
+    def distribution(self, domain: Range) -> Any:
+        import optuna.distributions as d
+
+        return d.IntDistribution(int(domain.low), int(domain.high))
+
+    def value_of(self, domain: Range) -> int:
+        return int(domain.low)
+
+    def baseline(self, domain: Range) -> int:
+        return int(domain.high)  # the most a searched trial can get: baselines are never short-changed
+
+    def describe(self, domain: Range) -> list[int]:
+        return [int(domain.low), int(domain.high)]
+
+
+class PositiveFloat(Dimension):
+    """A number > 0, or ``{min, max, log}`` (log scale by default); baselines take the geometric middle."""
+
+    def __init__(self, name: str, section: str, default: Callable[[dict[str, Any]], float], *, key: str = ""):
+        self.name, self.section, self.key = name, section, key or name
+        self.default = default  # context (the section's values read so far) -> the value when not given
+
+    def read(self, r: KeyReader, raw: Any, path: str, context: dict[str, Any]) -> Range:
+        v0 = self.default(context)
+        fallback = Range(v0, v0)
+        if raw is None:
+            return fallback
+        if is_number(raw):
+            v = self.read_value(r, raw, path)
+            return fallback if v is None else Range(v, v)
+        if not isinstance(raw, dict):
+            r.bad(path, f"must be a number or {{min, max}}, got {show(raw)}")
+            return fallback
+        d = dict(raw)
+        lo = r.take(d, "min", float, None, required=True, check=lambda v: v > 0, rule="> 0", at=path)
+        hi = r.take(d, "max", float, None, required=True, check=lambda v: v > 0, rule="> 0", at=path)
+        log = r.take(d, "log", bool, True, at=path)
+        r.done(d, path)
+        if lo is None or hi is None:
+            return fallback
+        if lo > hi:
+            r.bad(path, f"min <= max must hold, got min={lo:g} max={hi:g}")
+            return fallback
+        return Range(lo, hi, bool(log))
+
+    def read_value(self, r: KeyReader, raw: Any, path: str) -> float | None:
+        if not is_number(raw):
+            r.bad(path, f"must be a number, got {show(raw)}")
+        elif (why := unusable(to_float(raw))) is not None:
+            r.bad(path, why)
+        elif not raw > 0:
+            r.bad(path, f"must be > 0, got {show(raw)}")
+        else:
+            return to_float(raw)
+        return None
+
+    def distribution(self, domain: Range) -> Any:
+        import optuna.distributions as d
+
+        return d.FloatDistribution(domain.low, domain.high, log=domain.log and domain.low < domain.high)
+
+    def value_of(self, domain: Range) -> float:
+        return domain.low
+
+    def baseline(self, domain: Range) -> float:
+        return math.sqrt(domain.low * domain.high)
+
+    def describe(self, domain: Range) -> list[float]:
+        return [domain.low, domain.high]
+
+
+class Categorical(Dimension):
+    """A list of options (or one); a parameter only when the file asks for more than the default."""
+
+    def __init__(self, name: str, section: str, options: tuple[str, ...], default: tuple[str, ...], *, key: str = ""):
+        self.name, self.section, self.key = name, section, key or name
+        self.options, self.default = options, Choices(default)
+
+    def read(self, r: KeyReader, raw: Any, path: str, context: dict[str, Any]) -> Choices:
+        if raw is None:
+            return self.default
+        listed = raw if isinstance(raw, list) else [raw]
+        among = ", ".join(self.options)
+        bad = [c for c in listed if c not in self.options]
+        for c in bad:
+            r.bad(path, f"must list choices among {among}, got {show(c)}")
+        if not listed:
+            r.bad(path, f"must list at least one of {among}")
+        elif len(set(map(str, listed))) != len(listed):
+            r.bad(path, f"lists a choice twice: {listed}")
+        elif not bad:
+            return Choices(tuple(listed))
+        return self.default
+
+    def read_value(self, r: KeyReader, raw: Any, path: str) -> str | None:
+        if raw in self.options:
+            return raw
+        r.bad(path, f"must be one of {', '.join(self.options)}, got {show(raw)}")
+        return None
+
+    def distribution(self, domain: Choices) -> Any:
+        import optuna.distributions as d
+
+        return d.CategoricalDistribution(domain.options)
+
+    def is_param(self, domain: Choices) -> bool:
+        return domain != self.default
+
+    def value_of(self, domain: Choices) -> str:
+        return domain.options[-1]
+
+    def baseline(self, domain: Choices) -> str:
+        return domain.options[-1]  # the last choice listed is the one the study is after (e.g. int8)
+
+    def describe(self, domain: Choices) -> list[str]:
+        return list(domain.options)
+
+
+def _preset_lr0(context: dict[str, Any]) -> float:
+    from ..yolo.hyp import PRESETS  # plain dataclasses: no torch
+
+    return PRESETS[context.get("hyp") or "finetune"].lr0  # not given: the preset's own (tuned) lr0
+
+
+QUANTIZE_CHOICES = ("none", "int8")  # none: the fp16 .pt is deployed; int8: an ONNX Runtime int8 QDQ file
+
+# declaration order is parameter order (Optuna, MLflow, status columns)
+DIMENSIONS: dict[str, Dimension] = {}
+
+
+def register(dim: Dimension) -> Dimension:
+    """Declare a dimension (a plugin's, or a test's); its name must be new."""
+    if dim.name in DIMENSIONS or dim.name.startswith(RATIO_PREFIX):
+        raise ValueError(f"dimension {dim.name!r} is already declared")
+    DIMENSIONS[dim.name] = dim
+    return dim
+
+
+def unregister(name: str) -> None:
+    DIMENSIONS.pop(name, None)
+
+
+register(IntRange("epochs", "finetune", (0, 3)))  # fine-tune epochs; 0 = none
+register(PositiveFloat("lr0", "finetune", _preset_lr0))
+register(Categorical("quantize", "quantize", QUANTIZE_CHOICES, ("none",), key="choices"))
+
+
+def ratio_distributions(bounds: dict[str, tuple[float, float]], step: float | None) -> dict[str, Any]:
+    """The ratio family: one ``ratio.<group>`` parameter per group, on the ``step`` grid when it fits."""
+    import optuna.distributions as d
+
+    out: dict[str, Any] = {}
+    for group, (lo, hi) in bounds.items():
+        if step and hi - lo >= step:
+            hi = lo + math.floor((hi - lo) / step + 1e-9) * step
+            out[RATIO_PREFIX + group] = d.FloatDistribution(lo, round(hi, 10), step=step)
+        else:
+            out[RATIO_PREFIX + group] = d.FloatDistribution(lo, hi)
+    return out
+
+
+def ratio_params(ratios: dict[str, float]) -> dict[str, float]:
+    return {RATIO_PREFIX + g: float(r) for g, r in ratios.items()}
+
+
+def trial_ratios(params: dict[str, Any]) -> dict[str, float]:
+    return {k[len(RATIO_PREFIX) :]: float(v) for k, v in params.items() if k.startswith(RATIO_PREFIX)}
+
+
+def trial_values(params: dict[str, Any], space: dict[str, Any]) -> dict[str, Any]:
+    """Every declared dimension's value for one trial: its parameter, else the study's fixed value."""
+    return {name: params[name] if name in params else dim.value_of(space[name]) for name, dim in DIMENSIONS.items()}
+
+
+def parameter_names(space: dict[str, Any]) -> list[str]:
+    """The dimensions that are Optuna parameters of a study (its ``status`` columns, its CSV columns)."""
+    return [name for name, dim in DIMENSIONS.items() if dim.is_param(space[name])]
