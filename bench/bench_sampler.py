@@ -131,7 +131,7 @@ def run_one(name: str, seed: int, spec, space, proxy: Proxy, warm: list[dict[str
     import optuna
     import torch
 
-    from orchestrator.search.study import ATTR_BASELINE, ATTR_WARM_START
+    from orchestrator.search import ATTR_BASELINE, ATTR_WARM_START
     from orchestrator.study.dimensions import RATIO_PREFIX, trial_ratios
 
     torch.manual_seed(seed)
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from orchestrator.prune import magnitude_allocation
-    from orchestrator.search.study import build_space, hypervolume, versus_uniform
+    from orchestrator.search import build_space, hypervolume, versus_uniform
     from orchestrator.study.file import load_study_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

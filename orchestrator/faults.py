@@ -1,6 +1,6 @@
 """Storage and resource faults met while working (disk full, read-only, a damaged database) as one line.
 
-What can be known before the work starts is refused then (``study_check.check_stores``, the commands' own
+What can be known before the work starts is refused then (``study.checks.check_stores``, the commands' own
 argument checks). A disk that fills up or a database that breaks mid-study cannot be: the CLI turns those
 exceptions into one line and exit code 1 instead of a traceback. The Optuna storage keeps what was told
 before the fault, so the same command resumes once the cause is fixed.

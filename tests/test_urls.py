@@ -20,7 +20,7 @@ from study_files import fake_study, trial_runs
 
 from orchestrator.cli import main
 from orchestrator.errors import OrchestratorError
-from orchestrator.search.study import ATTR_FAILURE, create_or_load, open_storage
+from orchestrator.search import ATTR_FAILURE, create_or_load, open_storage
 from orchestrator.study.file import load_study_spec
 from orchestrator.tracking.tracker import Tracker
 from orchestrator.urls import mask_url

@@ -20,7 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..search.study import baseline_values
+    from ..search import baseline_values
     from ..study.checks import check_inputs
     from ..study.dimensions import DIMENSIONS
     from ..study.file import load_study_spec

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import OrchestratorError
-    from ..search.study import open_storage
+    from ..search import open_storage
     from ..study.file import load_study_spec
     from ..urls import mask_url
     from .ui import _loopback, _url_host

@@ -32,8 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from ..search.holdout import revealed
-    from ..search.study import ATTR_BASELINE, load_existing, pareto_front, trial_summary
+    from ..search import ATTR_BASELINE, load_existing, pareto_front, revealed, trial_summary
     from ..study.file import load_study_spec
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a table follows, not progress bars

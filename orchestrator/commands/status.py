@@ -20,8 +20,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..search.holdout import revealed
-    from ..search.study import STUDY_BASELINE, hypervolume, load_existing, pareto_front, trial_summary, versus_uniform
+    from ..search import (
+        STUDY_BASELINE,
+        hypervolume,
+        load_existing,
+        pareto_front,
+        revealed,
+        trial_summary,
+        versus_uniform,
+    )
     from ..study.file import load_study_spec
     from ..urls import mask_url
 

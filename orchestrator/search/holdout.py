@@ -2,8 +2,8 @@
 
 The sweep picks its Pareto front on the val split, so the front's val mAP is optimistic (the best of many
 tries on the same images). A data yaml's ``test:`` split gives an honest figure: each trial's fine-tuned
-model is validated on it once, inside the trial (``trial.py``: the model exists only there), and the result is kept
-in the Optuna storage under :data:`ATTR_TEST`, never in the metrics the sampler, the front, the
+model is validated on it once, inside the trial (the model exists only there), and the result is kept in the
+Optuna storage under ``record.ATTR_TEST``, never in the metrics the sampler, the front, the
 constraints or the MLflow trial view read. Once a front is chosen, :func:`revealed` hands out the test
 figures of its trials and of the uniform baselines; the driver logs them to their MLflow runs at the end of
 the study, and ``status``/``pareto`` show them beside the val figures.
@@ -11,10 +11,8 @@ the study, and ``status``/``pareto`` show them beside the val figures.
 
 from __future__ import annotations
 
-from .study import ATTR_BASELINE, ATTR_METRICS, pareto_front
-
-ATTR_TEST = "test_metrics"  # Optuna user attr: {"test_map50_95": .., "test_map50": .., "test_images": ..}
-TEST_METRICS = ("test_map50_95", "test_map50")
+from .front import pareto_front
+from .record import is_uniform, metrics_of, sealed_test
 
 
 def revealed(trials: list, directions: list[str]) -> dict[int, dict[str, float]]:
@@ -22,8 +20,8 @@ def revealed(trials: list, directions: list[str]) -> dict[int, dict[str, float]]
     front = {t.number for t in pareto_front(trials, directions)}
     out: dict[int, dict[str, float]] = {}
     for t in trials:
-        test = t.user_attrs.get(ATTR_TEST)
-        if test and t.state.name == "COMPLETE" and (t.number in front or t.user_attrs.get(ATTR_BASELINE) is not None):
+        test = sealed_test(t)
+        if test and t.state.name == "COMPLETE" and (t.number in front or is_uniform(t)):
             out[t.number] = {k: float(v) for k, v in test.items()}
     return out
 
@@ -33,7 +31,7 @@ def held_out_points(trials: list, directions: list[str], metric: str) -> list[tu
     shown = revealed(trials, directions)
     points = []
     for t in trials:
-        x = t.user_attrs.get(ATTR_METRICS, {}).get(metric)
+        x = metrics_of(t).get(metric)
         if t.number in shown and x is not None and "test_map50_95" in shown[t.number]:
             points.append((float(x), shown[t.number]["test_map50_95"]))
     return points

@@ -20,9 +20,9 @@ from ..vocabulary import DATA_IMPORTANCES, RECOVERY_STEPS
 from ..yolo.hyp import Hyp
 from .dimensions import DIMENSIONS, Range
 from .keys import KeyReader, close_match, is_number, known_keys, ordered, read_fields, show, to_float, unusable
+from .metrics import OBJECTIVES
 from .spec import (
     MAX_GRID,
-    METRICS,
     BaselinesSpec,
     BudgetSpec,
     Constraint,
@@ -256,12 +256,12 @@ def _objectives(r: KeyReader, top: dict) -> tuple[Objective, ...]:
             r.bad(key, f"must be {{metric, direction}}, got {show(item)}")
             continue
         d = dict(item)
-        metric = r.take(d, "metric", str, None, required=True, choices=tuple(METRICS), at=key)
+        metric = r.take(d, "metric", str, None, required=True, choices=tuple(OBJECTIVES), at=key)
         direction = r.take(d, "direction", str, None, choices=("maximize", "minimize"), at=key)
         r.done(d, key)
         if metric is None:
             continue
-        natural = METRICS[metric]
+        natural = OBJECTIVES[metric]
         if direction is not None and direction != natural:
             r.bad(
                 f"{key}.direction",
@@ -287,8 +287,8 @@ def _constraints(r: KeyReader, top: dict) -> tuple[Constraint, ...]:
         if m is None:
             r.bad(key, f"must read '<metric> >= <number>[ * baseline]' (or <=), got {show(text)}")
             continue
-        if m["metric"] not in METRICS:
-            r.bad(key, f"unknown metric {m['metric']!r}, expected one of: {', '.join(METRICS)}")
+        if m["metric"] not in OBJECTIVES:
+            r.bad(key, f"unknown metric {m['metric']!r}, expected one of: {', '.join(OBJECTIVES)}")
             continue
         relative = bool(m["mul"] or m["base"])
         value = 1.0 if m["base"] else float(m["num"])

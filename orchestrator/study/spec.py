@@ -26,20 +26,6 @@ from .keys import (
     setting,
 )
 
-# metric -> the direction in which it gets better; the objectives a study may name
-METRICS: dict[str, str] = {
-    "map50_95": "maximize",
-    "map50": "maximize",
-    "params": "minimize",
-    "nonzero_params": "minimize",
-    "size_mb": "minimize",
-    "size_zip_mb": "minimize",
-    "gflops": "minimize",
-    "latency_ms": "minimize",
-    "speedup": "maximize",
-    "ort_latency_ms": "minimize",  # ONNX Runtime (the deployed runtime); latency_ms/speedup are eager PyTorch
-    "ort_speedup": "maximize",
-}
 SAMPLERS = ("gp", "tpe", "nsga2", "random")
 # global_magnitude (unstructured): one L1 threshold over all groups; sensitivity (structured): a per-group
 # sensitivity scan, then the ratios with the least predicted loss at the uniform cut's GFLOPs

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OrchestratorError
-from ..search.holdout import ATTR_TEST, revealed
-from ..search.study import (
+from ..search import (
+    ATTR_ATTEMPT,
     ATTR_BASELINE,
     ATTR_DEVICE,
     ATTR_FAILURE,
@@ -29,20 +29,25 @@ from ..search.study import (
     ATTR_INTENDED,
     ATTR_METRICS,
     ATTR_RETRY_OF,
+    ATTR_TEST,
     ATTR_WALL,
     ATTR_WARM_START,
     ATTR_WORKER,
     STUDY_BASELINE,
+    STUDY_LEASE,
     STUDY_ORPHAN_FAILURES,
+    STUDY_WARM_START_ENQUEUED,
     build_space,
     create_or_load,
     enqueue_baselines,
     enqueue_warm_start,
     failure_reason,
     hypervolume,
+    intended_params,
     objective_values,
     open_storage,
     pareto_front,
+    revealed,
     study_identity,
     trial_summary,
 )
@@ -55,7 +60,7 @@ from ..urls import mask_url
 from .dispatch import Cluster, WorkerPool, connect, disconnect
 from .progress import ProgressView, StudyProgress
 
-LEASE = "driver"
+LEASE = STUDY_LEASE
 LEASE_STALE_S = 90.0  # a driver on another host that has not beaten for this long is presumed dead
 HEARTBEAT_S = 10.0
 TRACKER_RETRY_S = 30.0
@@ -302,7 +307,7 @@ class _Loop:
         trial.set_user_attr(ATTR_WORKER, r.worker)
         trial.set_user_attr(ATTR_WALL, round(r.wall_s, 3))
         if r.attempt:
-            trial.set_user_attr("attempt", r.attempt)  # retried once after its worker died
+            trial.set_user_attr(ATTR_ATTEMPT, r.attempt)  # retried once after its worker died
         ok, failure = r.ok, r.failure
         if ok:
             try:
@@ -418,7 +423,7 @@ class _Loop:
 
     def _warm_start(self, pool: WorkerPool) -> None:
         spec = self.spec
-        if spec.sampler.warm_start == "none" or self.study.user_attrs.get("warm_start_enqueued"):
+        if spec.sampler.warm_start == "none" or self.study.user_attrs.get(STUDY_WARM_START_ENQUEUED):
             return
         self.view.event(f"computing the {spec.sampler.warm_start} warm start ...")
         groups = {g: list(self.baseline["groups"][g]) for g in self.space.ratios}
@@ -485,7 +490,7 @@ def _fail_and_requeue(study, number: int, reason: str, *, requeue: bool = True, 
 def _intended_params(t) -> dict:
     """The parameters a trial was meant to run: an enqueued trial's own (recorded when it was enqueued, complete
     even if the driver died before asking all of them) completed by whatever was suggested."""
-    return {**(t.user_attrs.get(ATTR_INTENDED) or {}), **t.params}
+    return intended_params(t)
 
 
 def _recover_orphans(study, view: ProgressView) -> None:

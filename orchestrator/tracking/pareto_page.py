@@ -16,15 +16,13 @@ import math
 from itertools import combinations
 from pathlib import Path
 
-from ..search.holdout import revealed
-from ..search.study import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START, trial_summary
+from ..search import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START, revealed, trial_summary
+from ..study.metrics import HELD_OUT, QUALITY
 from ..study.spec import StudySpec
 
-QUALITY = "map50_95"
 W, H = 460, 360  # one panel
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 48
 FRONT, OTHER, UNIFORM, WARM, TEST = "#d62728", "#9e9e9e", "#1f77b4", "#2ca02c", "#9467bd"
-HELD_OUT = ("map50_95", "map50")  # metrics with a held-out twin, test_<metric> (holdout.TEST_METRICS)
 
 
 def pareto_page(

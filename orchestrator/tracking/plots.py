@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..search.holdout import held_out_points
-from ..search.study import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START
+from ..search import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START, held_out_points
+from ..study.metrics import QUALITY
 from ..study.spec import StudySpec
-
-QUALITY = "map50_95"
 
 
 def _figure():

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OrchestratorError
-from ..search.holdout import ATTR_TEST, TEST_METRICS
-from ..search.study import (
+from ..search import (
     ATTR_BASELINE,
     ATTR_DEVICE,
     ATTR_HISTORY,
     ATTR_METRICS,
+    ATTR_TEST,
     ATTR_WALL,
     ATTR_WORKER,
     failure_reason,
@@ -34,6 +34,7 @@ from ..search.study import (
     trial_summary,
 )
 from ..study.dimensions import parameter_names
+from ..study.metrics import SUMMARY_METRICS, TEST_METRICS
 from ..study.spec import StudySpec
 from ..urls import mask_url
 from .links import (
@@ -51,7 +52,6 @@ from .plots import front_plots, hypervolume_plot
 _PARENT_PARENT_TAG = "mlflow.parentRunId"
 TAG_UID = "optuna_study_uid"  # which Optuna study the runs belong to (search.study_identity)
 TAG_CREATED = "optuna_study_created"
-SUMMARY_METRICS = ("map50_95", "params", "gflops")  # shown beside the objectives (CSV, runs view)
 
 
 def preflight(spec: StudySpec) -> None:

@@ -1,6 +1,6 @@
 """The trial's contract as plain, picklable data: what goes to a worker and what comes back.
 
-The real trial (trial.py) and the fake one (fake_trial.py) both speak it; neither imports the other's code.
+The real trial (real.py) and the fake one (fake.py) both speak it; neither imports the other's code.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The trial contract: a :class:`TrialRunner` runs a study's baseline, its trials and its warm-start allocations.
 
-Two implementations, picked by the workload's ``kind``: the real one (``trial.RealTrial``: tensors) and the fake
-one (``fake_trial.FakeTrial``: numbers shaped like pruning, for the study loop's tests and benchmarks). Neither
+Two implementations, picked by the workload's ``kind``: the real one (``trial.real.RealTrial``: tensors) and the fake
+one (``trial.fake.FakeTrial``: numbers shaped like pruning, for the study loop's tests and benchmarks). Neither
 imports the other; both return the same metric keys and artifact names (:data:`ARTIFACTS`), which
 tests/trial/test_runner_contract.py holds them to. Workers call :func:`execute` and friends, never a runner directly.
 """
@@ -18,22 +18,6 @@ from typing import Protocol
 from ..errors import OrchestratorError
 from .contract import AllocationRequest, BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
 
-# what every trial returns, real or fake
-TRIAL_METRICS = (
-    "map50_95",
-    "map50",
-    "params",
-    "nonzero_params",
-    "size_mb",
-    "size_zip_mb",
-    "gflops",
-    "latency_ms",
-    "speedup",
-    "ort_latency_ms",
-    "ort_speedup",
-    "sparsity",
-)
-EPOCH_KEYS = ("box", "obj", "cls", "lr", "map50_95", "map50")  # each fine-tune epoch's record, at least these
 ARTIFACTS = {"checkpoint": "pruned.pt", "ratios": "ratios.json", "int8": "pruned.int8.onnx"}
 
 # workload kind -> "module:class" (imported when a worker first needs it: the fake never loads torch)

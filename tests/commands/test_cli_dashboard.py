@@ -16,7 +16,7 @@ from study_files import fake_study
 from test_cli_ui import free_port, listening, stop
 
 from orchestrator.cli import main
-from orchestrator.search.study import create_or_load
+from orchestrator.search import create_or_load
 from orchestrator.study.file import load_study_spec
 
 VALUES = [[0.3, 1.0], [0.2, 0.8], [0.1, 0.6]]

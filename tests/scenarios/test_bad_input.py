@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.study.spec import METRICS
+from orchestrator.study.metrics import OBJECTIVES as METRICS
 
 OBJECTIVES = ", ".join(METRICS)
 NAN, INF = float("nan"), float("inf")
@@ -607,7 +607,7 @@ def test_impossible_argument_is_refused_before_the_work(folder: Path, yolov5n_pt
 
 def test_the_highest_seed_check_accepts_survives_a_resume(tmp_path: Path):
     """``run`` offsets the seed by the trials already there: 2^32 - 1 plus 5 must still be a seed."""
-    from orchestrator.search.study import make_sampler
+    from orchestrator.search import make_sampler
     from orchestrator.study.file import parse_study
 
     for name in ("gp", "nsga2", "tpe", "random"):

@@ -157,7 +157,7 @@ def _keep(shot: Path, name: str) -> None:
 def test_trial_runs_listed_with_objectives_and_pareto_page_drawn(chromium, finished, ui, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.search.study import load_existing, pareto_front
+    from orchestrator.search import load_existing, pareto_front
     from orchestrator.study.file import load_study_spec
 
     base, links = ui

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from orchestrator.search.hypervolume import hypervolume
+from orchestrator.search.exact_volume import hypervolume
 
 
 def test_known_volumes():

@@ -7,7 +7,7 @@ import pytest
 from study_files import fake_study
 
 from orchestrator.errors import ConfigError, OrchestratorError
-from orchestrator.search.study import (
+from orchestrator.search import (
     build_space,
     create_or_load,
     enqueue_baselines,
@@ -119,7 +119,7 @@ def test_hypervolume_in_fractions_of_the_baseline(tmp_path):
 
 
 def test_versus_uniform(tmp_path):
-    from orchestrator.search.study import versus_uniform
+    from orchestrator.search import versus_uniform
 
     spec = _spec(tmp_path)
     study = optuna.create_study(directions=["maximize", "minimize"])

@@ -10,7 +10,7 @@ from study_files import fake_study, trial_runs
 
 from orchestrator.cli import main
 from orchestrator.errors import ConfigError
-from orchestrator.search.study import load_existing
+from orchestrator.search import load_existing
 from orchestrator.study.dimensions import DIMENSIONS, IntRange, register, unregister
 from orchestrator.study.file import load_study_spec
 from orchestrator.sweep.driver import run_study

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.study.file import load_study_spec
-from orchestrator.study.spec import METRICS
+from orchestrator.study.metrics import OBJECTIVES as METRICS
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = """

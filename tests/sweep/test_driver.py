@@ -11,7 +11,7 @@ import pytest
 from study_files import fake_study, trial_runs
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.search.study import feasible, load_existing, make_sampler
+from orchestrator.search import feasible, load_existing, make_sampler
 from orchestrator.study.dimensions import trial_ratios
 from orchestrator.study.file import load_study_spec
 from orchestrator.sweep.driver import run_study
@@ -164,7 +164,7 @@ def test_a_second_driver_on_the_same_study_is_refused(tmp_path):
     spec = load_study_spec(fake_study(tmp_path))
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        from orchestrator.search.study import create_or_load, open_storage
+        from orchestrator.search import create_or_load, open_storage
 
         study = create_or_load(spec, open_storage(spec.storage))
         study.set_user_attr("driver", {"host": os.uname().nodename, "pid": other.pid, "token": "x", "beat": 0})
@@ -207,7 +207,7 @@ def test_status_pareto_and_ui_commands(tmp_path, capsys):
     assert main(["status", str(path), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["counts"]["COMPLETE"] == 5 and status["counts"]["FAIL"] == 1
-    assert status["trials"][3]["failure"].startswith("RuntimeError: fake failure injected in trial 3 (fake_trial.py:")
+    assert status["trials"][3]["failure"].startswith("RuntimeError: fake failure injected in trial 3 (fake.py:")
     assert status["driver"] is None  # released at the end
     assert main(["pareto", str(path), "--json", "--export", str(tmp_path / "front"), "--no-onnx"]) == 0
     front = json.loads(capsys.readouterr().out)["front"]

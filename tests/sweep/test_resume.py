@@ -16,7 +16,7 @@ import time
 import pytest
 from study_files import fake_study, trial_runs
 
-from orchestrator.search.study import failure_reason
+from orchestrator.search import failure_reason
 from orchestrator.study.file import load_study_spec
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import time
 import pytest
 from study_files import fake_study, trial_runs
 
-from orchestrator.search.study import load_existing
+from orchestrator.search import load_existing
 from orchestrator.study.file import load_study_spec
 from orchestrator.sweep.driver import run_study
 

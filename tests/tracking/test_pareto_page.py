@@ -11,7 +11,7 @@ import optuna
 import pytest
 from study_files import fake_study
 
-from orchestrator.search.study import pareto_front
+from orchestrator.search import pareto_front
 from orchestrator.study.file import load_study_spec
 from orchestrator.tracking.pareto_page import pareto_page
 

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from study_files import fake_study, trial_runs
 
 from orchestrator.cli import main
-from orchestrator.search.study import pareto_front
+from orchestrator.search import pareto_front
 from orchestrator.study.file import load_study_spec
 from orchestrator.tracking.tracker import TAG_UID
 

@@ -12,8 +12,7 @@ from study_files import fake_study, trial_runs
 
 from orchestrator import cli
 from orchestrator.errors import OrchestratorError
-from orchestrator.search.holdout import ATTR_TEST, held_out_points, revealed
-from orchestrator.search.study import ATTR_BASELINE, ATTR_METRICS
+from orchestrator.search import ATTR_BASELINE, ATTR_METRICS, ATTR_TEST, held_out_points, revealed
 from orchestrator.study.file import load_study_spec
 from orchestrator.sweep.driver import workload_for
 from orchestrator.trial.contract import TrialSpec, WorkerCache
@@ -46,7 +45,7 @@ def test_only_the_front_and_the_uniform_baselines_are_revealed():
 
 
 def test_pareto_plot_draws_the_held_out_points(tmp_path):
-    from orchestrator.search.study import pareto_front
+    from orchestrator.search import pareto_front
     from orchestrator.tracking.plots import front_plots
 
     spec = load_study_spec(fake_study(tmp_path))  # objectives: map50_95 (max), gflops (min)
@@ -134,7 +133,7 @@ def test_pareto_csv_puts_test_beside_val(tmp_path):
     import csv
     import io
 
-    from orchestrator.search.study import pareto_front
+    from orchestrator.search import pareto_front
     from orchestrator.tracking.tracker import pareto_csv
 
     spec = load_study_spec(fake_study(tmp_path))

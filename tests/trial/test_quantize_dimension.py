@@ -8,7 +8,7 @@ from test_cli_val import _small_dataset
 
 from orchestrator.cli import main
 from orchestrator.errors import ConfigError
-from orchestrator.search.study import baseline_values, build_space, load_existing
+from orchestrator.search import baseline_values, build_space, load_existing
 from orchestrator.study.dimensions import Choices
 from orchestrator.study.file import load_study_spec
 from orchestrator.study.spec import QuantizeSpec

@@ -9,12 +9,11 @@ import pytest
 from study_files import fake_study
 
 from orchestrator.study.file import load_study_spec
+from orchestrator.study.metrics import EPOCH_KEYS, TRIAL_METRICS
 from orchestrator.sweep.driver import workload_for
 from orchestrator.trial.contract import AllocationRequest, TrialSpec, WorkerCache
 from orchestrator.trial.runner import (
     ARTIFACTS,
-    EPOCH_KEYS,
-    TRIAL_METRICS,
     TrialRunner,
     execute,
     execute_allocations,

@@ -1,0 +1,102 @@
+"""The study record: every key the driver writes into the Optuna storage, and every reader of it.
+
+The storage is the source of truth for everything a trial produced (metrics, history, failure reason, where
+it came from, its sealed held-out figures), so the storage alone rebuilds the MLflow view of a study after a
+crash. Keys live here and nowhere else: a writer or a reader elsewhere names a constant of this module.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..study.dimensions import DIMENSIONS, trial_ratios
+
+# trial user attributes (the storage is the source of truth for everything a trial produced)
+ATTR_METRICS = "metrics"
+ATTR_HISTORY = "history"
+ATTR_FAILURE = "failure"
+ATTR_DEVICE = "device"
+ATTR_WORKER = "worker"
+ATTR_WALL = "wall_s"
+ATTR_BASELINE = "uniform_ratio"  # set on enqueued uniform baselines
+ATTR_WARM_START = "warm_start"  # set on enqueued warm-start allocations: the target sparsity
+ATTR_RETRY_OF = "retry_of"
+ATTR_INTENDED = "intended"  # set on enqueued trials: their parameters, complete even before they are asked
+# study user attributes
+STUDY_BASELINE = "baseline"  # the unpruned model's groups + metrics
+STUDY_SPEC = "study_file"
+STUDY_IDENTITY = "identity"  # {"uid", "created"}: set once at creation; MLflow's parent run records it
+STUDY_ORPHAN_FAILURES = "orphan_failures"  # {trial number: reason} for trials failed after their driver died
+
+
+ATTR_ATTEMPT = "attempt"  # set when a trial ran again after its worker died
+ATTR_TEST = "test_metrics"  # sealed held-out figures {"test_map50_95": .., "test_map50": .., "test_images": ..}
+STUDY_OBJECTIVES = "objectives"  # the objectives' metric names, checked on resume
+STUDY_BASELINES_ENQUEUED = "baselines_enqueued"
+STUDY_WARM_START_ENQUEUED = "warm_start_enqueued"
+STUDY_LEASE = "driver"  # the running driver's lease (sweep/lease.py)
+
+
+def origin(t) -> str:
+    """Who proposed a trial: ``uniform 0.3`` (a baseline), ``warm 0.3`` (the warm start) or ``sampler``."""
+    if t.user_attrs.get(ATTR_BASELINE) is not None:
+        return f"uniform {t.user_attrs[ATTR_BASELINE]:g}"
+    if t.user_attrs.get(ATTR_WARM_START) is not None:
+        return f"warm {t.user_attrs[ATTR_WARM_START]:g}"
+    return "sampler"
+
+
+def is_uniform(t) -> bool:
+    """A uniform baseline (one ratio everywhere), enqueued by the driver."""
+    return t.user_attrs.get(ATTR_BASELINE) is not None
+
+
+def is_warm_start(t) -> bool:
+    return t.user_attrs.get(ATTR_WARM_START) is not None
+
+
+def metrics_of(t) -> dict[str, float]:
+    """What a finished trial measured (empty for a failed one)."""
+    return t.user_attrs.get(ATTR_METRICS) or {}
+
+
+def sealed_test(t) -> dict[str, float]:
+    """A trial's held-out figures as sealed; only :func:`orchestrator.search.holdout.revealed` should hand them out."""
+    return t.user_attrs.get(ATTR_TEST) or {}
+
+
+def intended_params(t) -> dict[str, Any]:
+    """An enqueued trial's full parameters (stored before it is asked), overlaid with what Optuna recorded."""
+    return {**(t.user_attrs.get(ATTR_INTENDED) or {}), **t.params}
+
+
+def failure_reason(t, study_attrs: dict[str, Any] | None = None) -> str:
+    """Why a trial failed: its own attribute, or for a trial left RUNNING by a dead driver the study's record
+    (Optuna has no public way to write to a trial another process asked; ``Study.tell`` takes a number)."""
+    own = t.user_attrs.get(ATTR_FAILURE)
+    if own:
+        return own
+    return ((study_attrs or {}).get(STUDY_ORPHAN_FAILURES) or {}).get(str(t.number), "")
+
+
+def trial_summary(t, study_attrs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON-ready record of one trial (status/pareto commands and the CSV); ``study_attrs`` for failure reasons."""
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "values": list(t.values) if t.values else None,
+        "metrics": metrics_of(t),
+        "uniform_ratio": t.user_attrs.get(ATTR_BASELINE),
+        "warm_start": t.user_attrs.get(ATTR_WARM_START),
+        "origin": origin(t),
+        "dimensions": {name: t.params.get(name) for name in DIMENSIONS},  # None: not a parameter of the study
+        "ratios": trial_ratios(t.params),
+        "failure": failure_reason(t, study_attrs),
+        "device": t.user_attrs.get(ATTR_DEVICE, ""),
+        "wall_s": t.user_attrs.get(ATTR_WALL),
+    }
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
