@@ -13,35 +13,31 @@ from collections.abc import Sequence
 
 from .errors import OrchestratorError
 
-# name -> module under orchestrator.commands (in the order ``--help`` lists them)
-COMMANDS = {
-    "run": "run",
-    "check": "check",
-    "status": "status",
-    "pareto": "pareto",
-    "ui": "ui",
-    "dashboard": "dashboard",
-    "val": "val",
-    "finetune": "finetune",
-    "prune": "prune",
-    "measure": "measure",
-    "layers": "layers",
-    "export": "export",
-}
+# modules under orchestrator.commands, each named for its verb, in the order ``--help`` lists them
+COMMANDS = (
+    "run",
+    "check",
+    "status",
+    "pareto",
+    "ui",
+    "dashboard",
+    "val",
+    "finetune",
+    "prune",
+    "measure",
+    "layers",
+    "export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every command's parser; a command module that fails to import is an error, never a missing verb."""
     parser = argparse.ArgumentParser(
         prog="orchestrator", description="YOLOv5 pruning sweeps: Optuna search, Ray dispatch, MLflow tracking."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS.values():
-        try:
-            mod = importlib.import_module(f"orchestrator.commands.{module}")
-        except ModuleNotFoundError as e:
-            if e.name == f"orchestrator.commands.{module}":
-                continue  # command not built yet
-            raise
+    for name in COMMANDS:
+        mod = importlib.import_module(f"orchestrator.commands.{name}")
         p = mod.add_parser(sub)
         p.set_defaults(_run=mod.run)
     return parser
