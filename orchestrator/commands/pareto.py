@@ -41,14 +41,15 @@ def run(args: argparse.Namespace) -> int:
     front = sorted(pareto_front(trials, spec.directions), key=lambda t: t.number)
     test = revealed(trials, spec.directions)  # sealed by the trials: the front's and the baselines' only
     if args.test:
-        from ..trial.heldout import log_test, validate_on_test
+        from ..tracking.runs import log_held_out_figures
+        from ..trial.heldout import validate_on_test
 
         on_front = {t.number for t in front}
         done = [t for t in trials if t.state.name == "COMPLETE" and t.number not in on_front]
         uniform = [t for t in done if t.user_attrs.get(ATTR_BASELINE) is not None]
         missing = [t.number for t in front + uniform if t.number not in test]
         test.update(validate_on_test(spec, missing, lambda n, d: _export(spec, n, d, onnx=False)))
-        log_test(spec, test)
+        log_held_out_figures(spec, test)
     else:
         uniform = []
     records = [dict(trial_summary(t), test=test.get(t.number)) for t in front]
@@ -117,36 +118,9 @@ def _export_front(spec, numbers: list[int], out: Path, *, onnx: bool) -> dict[in
 
 def _export(spec, number: int, out: Path, *, onnx: bool) -> list[Path]:
     """Download the trial's ``model/`` artifacts from MLflow; add an ONNX file next to a real checkpoint."""
-    from mlflow.tracking import MlflowClient
+    from ..tracking.runs import download_model
 
-    from ..errors import OrchestratorError
-    from ..urls import mask_url
-
-    c = MlflowClient(spec.tracking.uri)
-    exp = c.get_experiment_by_name(spec.experiment)
-    runs = (
-        c.search_runs(
-            [exp.experiment_id],
-            f"tags.role = 'trial' and tags.study = '{spec.name}' and tags.trial_number = '{number}'",
-        )
-        if exp
-        else []
-    )
-    if not runs:
-        raise OrchestratorError(
-            f"trial {number} has no run in MLflow at {mask_url(spec.tracking.uri)}: "
-            f"run `orchestrator run {spec.path}` once to catch the tracker up"
-        )
-    target = out / f"trial-{number:04d}"
-    target.mkdir(parents=True, exist_ok=True)
-    names = [a.path for a in c.list_artifacts(runs[0].info.run_id, "model")]
-    if not names:
-        raise OrchestratorError(
-            f"trial {number} has no saved checkpoint (tracking.artifacts is "
-            f"{spec.tracking.artifacts!r}; use 'pareto' or 'all')"
-        )
-    files = [Path(c.download_artifacts(runs[0].info.run_id, n, str(target))) for n in names]
-    files = [target / Path(f).name if not f.parent == target else f for f in files]
+    files = download_model(spec, number, out / f"trial-{number:04d}")
     pt = next((f for f in files if f.name == "pruned.pt"), None)
     if onnx and pt is not None and not any(f.suffix == ".onnx" for f in files):  # an int8 trial shipped its own
         files.append(_onnx(pt, spec.imgsz))

@@ -94,24 +94,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _study_links(spec, base: str) -> list[str]:
     """``label: url`` lines for the study's trial runs and its Pareto page (none before the study has run)."""
-    from mlflow.tracking import MlflowClient
-
     from ..tracking.links import SHARED_VIEW_TAG, pareto_view, share_key, trial_runs_view
+    from ..tracking.runs import find_study
 
-    client = MlflowClient(tracking_uri=spec.tracking.uri)
     try:
-        exp = client.get_experiment_by_name(spec.experiment)
-        flt = f"tags.role = 'study' and tags.study = '{spec.name}'"
-        parents = client.search_runs([exp.experiment_id], filter_string=flt, max_results=1) if exp else []
+        found = find_study(spec)
     except Exception as e:  # a busy or unreachable store: the links are a convenience, the UI still starts
         print(f"(no direct links: {type(e).__name__})", flush=True)
         return []
-    if exp is None:
+    if found is None:
         return []
-    shared = SHARED_VIEW_TAG + share_key(spec.name) in exp.tags  # the saved view, once a trial finished
-    lines = [f"trial runs: {base}/{trial_runs_view(exp.experiment_id, spec.name, shared=shared)}"]
-    if parents:
-        lines.append(f"Pareto page: {base}/{pareto_view(exp.experiment_id, parents[0].info.run_id)}")
+    shared = SHARED_VIEW_TAG + share_key(spec.name) in found.experiment_tags  # the saved view, once a trial finished
+    lines = [f"trial runs: {base}/{trial_runs_view(found.experiment_id, spec.name, shared=shared)}"]
+    if found.parent_id:
+        lines.append(f"Pareto page: {base}/{pareto_view(found.experiment_id, found.parent_id)}")
     return lines
 
 

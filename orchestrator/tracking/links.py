@@ -10,6 +10,8 @@ import json
 from itertools import combinations
 from urllib.parse import quote, urlencode
 
+from .runs import trials_filter
+
 # MLflow's experiment-kind tag: "custom_model_development" makes the UI open an experiment on its runs
 # (the "Machine learning" kind) instead of the GenAI overview of traces it picks for an untagged experiment.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -29,7 +31,7 @@ PARETO_PAGE = "pareto/pareto.html"
 def _trials_filter(study: str) -> dict[str, str]:
     # filtered to trial runs, the parent does not match: the trials show flat, not folded under a parent row
     return {
-        "searchFilter": f"tags.role = 'trial' and tags.study = '{study}'",
+        "searchFilter": trials_filter(study),
         "orderByKey": "tags.`mlflow.runName`",  # how the UI itself spells a sort by run name: trial-NNNN order
         "orderByAsc": "true",
     }

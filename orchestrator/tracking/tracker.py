@@ -10,15 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..errors import OrchestratorError
 from ..search import (
     ATTR_BASELINE,
     ATTR_DEVICE,
@@ -37,6 +34,7 @@ from ..study.dimensions import parameter_names
 from ..study.metrics import SUMMARY_METRICS, TEST_METRICS
 from ..study.spec import StudySpec
 from ..urls import mask_url
+from .batch import RunWriter
 from .links import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -48,118 +46,48 @@ from .links import (
 )
 from .pareto_page import pareto_page
 from .plots import front_plots, hypervolume_plot
+from .runs import (
+    TAG_CREATED,
+    TAG_UID,
+    archive_runs,
+    check_identity,
+    client,
+    log_held_out,
+    open_experiment,
+    parent_filter,
+    search_all,
+    study_tags,
+    trial_tags,
+    trials_filter,
+)
+from .store import artifacts_left, drop_staged, preflight, staging_dir, trial_marker
+
+# the driver's door into tracking: the tracker and the checks it runs around it
+__all__ = [
+    "TAG_CREATED",
+    "TAG_UID",
+    "Tracker",
+    "archive_runs",
+    "check_identity",
+    "drop_staged",
+    "pareto_csv",
+    "preflight",
+    "staging_dir",
+]
 
 _PARENT_PARENT_TAG = "mlflow.parentRunId"
-TAG_UID = "optuna_study_uid"  # which Optuna study the runs belong to (search.study_identity)
-TAG_CREATED = "optuna_study_created"
-
-
-def preflight(spec: StudySpec) -> None:
-    """Fail in one line before any trial if the tracker or the artifact folder cannot be used."""
-    uri = spec.tracking.uri
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as r:
-                r.read()
-        except Exception as e:
-            raise OrchestratorError(
-                f"the MLflow tracking server {mask_url(uri)} does not answer ({mask_url(str(e), uri)[:120]}): "
-                "start it or fix tracking.uri"
-            ) from None
-    elif uri.startswith("sqlite:///"):
-        _writable(Path(uri[len("sqlite:///") :]).parent, "tracking.uri")
-    if _local_artifacts(spec):
-        _writable(Path(spec.tracking.artifact_location), "tracking.artifact_location")
-
-
-def _writable(folder: Path, key: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise OrchestratorError(f"{key}: cannot write to {folder} ({e.strerror or e}): fix its permissions") from None
-
-
-def _local_artifacts(spec: StudySpec) -> bool:
-    loc = spec.tracking.artifact_location
-    return not spec.tracking.uri.startswith(("http://", "https://", "databricks")) and "://" not in loc
-
-
-def staging_dir(spec: StudySpec) -> Path:
-    """Where trial files wait until they are logged (kept while the tracker is unreachable)."""
-    return Path(spec.tracking.artifact_location).parent / "staging" / spec.name
-
-
-def check_identity(spec: StudySpec, identity: dict[str, str], stored: int) -> None:
-    """Stop in one line when MLflow's runs of this study belong to another Optuna study (read-only).
-
-    Trial runs are found again by study name and trial number: after the Optuna storage is lost or replaced,
-    the new study's trial 0 would land in the old trial 0's run. ``stored``: trials in the storage's study.
-    """
-    from mlflow.tracking import MlflowClient
-
-    c = MlflowClient(tracking_uri=spec.tracking.uri)
-    exp = c.get_experiment_by_name(spec.experiment)
-    if exp is None:
-        return
-    parents = c.search_runs([exp.experiment_id], f"tags.role = 'study' and tags.study = '{spec.name}'", max_results=1)
-    if not parents:
-        return
-    tags = parents[0].data.tags
-    known = tags.get(TAG_UID)
-    if known == identity.get("uid"):
-        return
-    if known is None:  # runs logged before identities: the storage must at least hold every trial MLflow has
-        flt = f"tags.role = 'trial' and tags.study = '{spec.name}'"
-        numbers = [int(r.data.tags.get("trial_number", -1)) for r in c.search_runs([exp.experiment_id], flt)]
-        if not numbers or max(numbers) < stored:
-            return
-        what = f"has trial runs up to {max(numbers)} but the Optuna storage's study has {stored} trials"
-    else:
-        now = f"created {identity.get('created', '?')} (uid {identity.get('uid', '?')[:8]})"
-        what = (
-            f"belongs to the Optuna study created {tags.get(TAG_CREATED, '?')} (uid {known[:8]}), but the storage "
-            f"{mask_url(spec.storage)} holds one {now}"
-        )
-    raise OrchestratorError(
-        f"MLflow experiment {spec.experiment!r} of study {spec.name!r} {what}: the storage was replaced or lost, "
-        f"and runs are never reused across studies. Restore the storage, set a new tracking.experiment, or run "
-        f"`orchestrator run {spec.path} --reset-tracking` to archive the old runs"
-    )
-
-
-def archive_runs(spec: StudySpec) -> int:
-    """Detach the study's MLflow runs (parent and trials) from its name, kept and marked archived; how many."""
-    import datetime
-
-    from mlflow.tracking import MlflowClient
-
-    c = MlflowClient(tracking_uri=spec.tracking.uri)
-    exp = c.get_experiment_by_name(spec.experiment)
-    if exp is None:
-        return 0
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    runs = c.search_runs([exp.experiment_id], f"tags.study = '{spec.name}'", max_results=50000)
-    for r in runs:
-        old = r.data.tags.get("mlflow.runName") or r.info.run_name or ""
-        c.set_tag(r.info.run_id, "study", f"{spec.name}~archived-{stamp}")
-        c.set_tag(r.info.run_id, "archived", f"--reset-tracking at {stamp}")
-        c.set_tag(r.info.run_id, "mlflow.runName", f"{old} (archived {stamp})")
-    return len(runs)
 
 
 class Tracker:
     """The study's MLflow experiment; every call is safe to repeat."""
 
     def __init__(self, spec: StudySpec, storage_url: str):
-        from mlflow.tracking import MlflowClient
-
         self.spec = spec
         self.storage_url = storage_url
         # URLs whose passwords may reach a param, a tag or the logged study file in any spelling
         self._urls = (storage_url, spec.storage, spec.tracking.uri, spec.model, spec.data)
-        self.client = MlflowClient(tracking_uri=spec.tracking.uri)
+        self.client = client(spec)
+        self._write = RunWriter(self.client, self._urls)
         self.experiment_id = ""
         self.parent_id = ""
         self.runs: dict[int, Any] = {}  # trial number -> RunInfo of its nested run
@@ -177,20 +105,10 @@ class Tracker:
         c, spec = self.client, self.spec
         self.identity = dict(identity or {})
         id_tags = {TAG_UID: self.identity["uid"], TAG_CREATED: self.identity["created"]} if self.identity else {}
-        exp = c.get_experiment_by_name(spec.experiment)
-        if exp is None:
-            location = None
-            if _local_artifacts(spec):
-                location = (Path(spec.tracking.artifact_location).resolve() / spec.experiment).as_uri()
-            self.experiment_id = c.create_experiment(spec.experiment, artifact_location=location)
-        else:
-            if exp.lifecycle_stage == "deleted":
-                c.restore_experiment(exp.experiment_id)
-            self.experiment_id = exp.experiment_id
+        self.experiment_id = open_experiment(c, spec)
         # a model-training experiment: the UI opens on its runs, not on the GenAI overview (no traces here)
         c.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-        parents = self._search("tags.role = 'study'")
-        mine = [r for r in parents if r.data.tags.get("study") == spec.name]
+        mine = self._search(parent_filter(spec.name))
         if mine:
             self.parent_id = mine[0].info.run_id
             c.update_run(self.parent_id, status="RUNNING")
@@ -202,18 +120,17 @@ class Tracker:
                 self.experiment_id,
                 run_name=spec.name,
                 tags={
-                    "role": "study",
-                    "study": spec.name,
+                    **study_tags(spec.name),
                     "git_commit": _git_commit(),
                     "storage": mask_url(self.storage_url, *self._urls),
                     **id_tags,
                 },
             )
             self.parent_id = run.info.run_id
-            self._log_params(self.parent_id, _flatten(_study_dict(spec)))
+            self._write.params(self.parent_id, _flatten(_study_dict(spec)))
         c.set_tag(self.parent_id, NOTE_TAG, study_note(self.experiment_id, self.parent_id, spec.name))
-        self._log_text(self.parent_id, mask_url(spec.text, *self._urls), "study.yaml")
-        for r in self._search(f"tags.role = 'trial' and tags.study = '{spec.name}'"):
+        self._write.text(self.parent_id, mask_url(spec.text, *self._urls), "study.yaml")
+        for r in self._search(trials_filter(spec.name)):
             if r.data.tags.get(TAG_UID, self.identity.get("uid")) != self.identity.get("uid"):
                 continue  # another study's run under this name: never reused
             n = int(r.data.tags.get("trial_number", -1))
@@ -222,7 +139,7 @@ class Tracker:
 
     def log_baseline(self, metrics: dict[str, float], device: str) -> None:
         ts = int(time.time() * 1000)
-        self._log_batch(
+        self._write.batch(
             self.parent_id,
             metrics={f"baseline_{k}": v for k, v in metrics.items()},
             ts=ts,
@@ -249,8 +166,7 @@ class Tracker:
         info = self.runs.get(n)
         if info is None:
             # A signal can land after create_run committed but before we kept its id: look before creating.
-            flt = f"tags.role = 'trial' and tags.study = '{self.spec.name}' and tags.trial_number = '{n}'"
-            found = self._search(flt)
+            found = self._search(trials_filter(self.spec.name, n))
             if found:
                 info = self.runs[n] = found[0].info
                 if self.is_logged(n):
@@ -262,9 +178,7 @@ class Tracker:
                 start_time=_ms(trial.datetime_start),
                 tags={
                     _PARENT_PARENT_TAG: self.parent_id,
-                    "role": "trial",
-                    "study": self.spec.name,
-                    "trial_number": str(n),
+                    **trial_tags(self.spec.name, n),
                     **({TAG_UID: self.identity["uid"]} if self.identity else {}),
                 },
             )
@@ -283,16 +197,17 @@ class Tracker:
         if ua.get(ATTR_BASELINE) is not None:
             tags["uniform_ratio"] = str(ua[ATTR_BASELINE])
         tags["origin"] = origin(trial)
-        self._log_params(info.run_id, {k: v for k, v in trial.params.items()})
-        self._log_batch(info.run_id, metrics=metrics, ts=ts, tags=tags, history=history)
+        self._write.params(info.run_id, {k: v for k, v in trial.params.items()})
+        self._write.batch(info.run_id, metrics=metrics, ts=ts, tags=tags, history=history)
         if keep_files and (files is None or not files.is_dir() or not any(files.iterdir())):
-            files = self._artifacts_left(n) if trial.state.name == "COMPLETE" else None
+            uid = self.identity.get("uid", "")
+            files = artifacts_left(self.spec, uid, n) if trial.state.name == "COMPLETE" else None
             if files is None and trial.state.name == "COMPLETE":
                 self.lost.append(n)
         if keep_files and files is not None:
             c.log_artifacts(info.run_id, str(files), artifact_path="model")
-            if self.identity:  # lets a rebuilt MLflow store find this checkpoint again (_artifacts_left)
-                self._log_text(info.run_id, json.dumps({"uid": self.identity["uid"], "trial": n}), "trial.json")
+            if self.identity:  # lets a rebuilt MLflow store find this checkpoint again (store.artifacts_left)
+                self._write.text(info.run_id, trial_marker(self.identity["uid"], n), "trial.json")
         status = "FINISHED" if trial.state.name == "COMPLETE" else "FAILED"
         c.set_terminated(info.run_id, status=status, end_time=ts)
         self.runs[n] = c.get_run(info.run_id).info
@@ -300,11 +215,7 @@ class Tracker:
 
     def log_test(self, figures: dict[int, dict[str, float]]) -> None:
         """Held-out figures (holdout.revealed: the front and the uniform baselines) on their trial runs."""
-        ts = int(time.time() * 1000)
-        for n, metrics in sorted(figures.items()):
-            info = self.runs.get(n)
-            if info is not None:  # not logged yet (tracker outage): the next run's end logs it
-                self._log_batch(info.run_id, metrics=metrics, ts=ts)
+        log_held_out(self.client, {n: [info.run_id] for n, info in self.runs.items()}, figures)
 
     def refresh_front(self, trials: list, baseline: dict[str, float], force: bool = False) -> bool:
         """Re-log the parent's pareto.csv, plots and hypervolume (at most once per ``tracking.refresh_s``)."""
@@ -325,7 +236,7 @@ class Tracker:
         self._store_trials_view(trials)
         if hv:
             n_done = sum(1 for t in trials if t.state.is_finished())
-            self._log_batch(
+            self._write.batch(
                 self.parent_id,
                 metrics={"hypervolume": hv[-1][1], "pareto_size": len(front)},
                 ts=int(time.time() * 1000),
@@ -341,64 +252,9 @@ class Tracker:
         state = trials_view_state(self.spec.name, objectives, [m for m in SUMMARY_METRICS if m in metrics], params)
         self.client.set_experiment_tag(self.experiment_id, SHARED_VIEW_TAG + share_key(self.spec.name), state)
 
-    def _artifacts_left(self, number: int) -> Path | None:
-        """The ``model/`` folder an earlier run of this trial left in the local artifact store, if any.
-
-        After ``mlflow.db`` is lost the runs are rebuilt from the Optuna storage with new run ids; their
-        checkpoints are still on disk under the old ids, each run marked by its ``trial.json``.
-        """
-        if not _local_artifacts(self.spec) or not self.identity:
-            return None
-        root = Path(self.spec.tracking.artifact_location) / self.spec.experiment
-        want = {"uid": self.identity["uid"], "trial": number}
-        for marker in root.glob("*/artifacts/trial.json"):
-            try:
-                found = json.loads(marker.read_text()) == want
-            except (OSError, ValueError):
-                continue
-            model = marker.parent / "model"
-            if found and model.is_dir() and any(model.iterdir()):
-                return model
-        return None
-
     # ---------------------------------------------------------------- plumbing
     def _search(self, flt: str) -> list:
-        out, token = [], None
-        while True:
-            page = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=1000, page_token=token)
-            out.extend(page)
-            token = page.token
-            if not token:
-                return out
-
-    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, mask_url(str(v), *self._urls)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i : i + 100])
-
-    def _log_batch(
-        self,
-        run_id: str,
-        *,
-        metrics: dict[str, float],
-        ts: int,
-        tags: dict[str, str] | None = None,
-        history: list[dict[str, float]] = (),
-        step: int = 0,
-    ) -> None:
-        from mlflow.entities import Metric, RunTag
-
-        ms = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
-        for epoch, rec in enumerate(history):
-            ms.extend(Metric(f"epoch_{k}", float(v), ts, epoch) for k, v in rec.items() if _is_num(v))
-        tg = [RunTag(k, mask_url(str(v), *self._urls)) for k, v in (tags or {}).items()]
-        for i in range(0, max(len(ms), 1), 1000):
-            self.client.log_batch(run_id, metrics=ms[i : i + 1000], tags=tg if i == 0 else [])
-
-    def _log_text(self, run_id: str, text: str, name: str) -> None:
-        self.client.log_text(run_id, text, name)
+        return search_all(self.client, self.experiment_id, flt)
 
 
 def pareto_csv(front: list, spec: StudySpec) -> str:
@@ -423,10 +279,6 @@ def pareto_csv(front: list, spec: StudySpec) -> str:
             ]
         )
     return buf.getvalue()
-
-
-def drop_staged(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _study_dict(spec: StudySpec) -> dict[str, Any]:
@@ -462,7 +314,3 @@ def _git_commit() -> str:
 
 def _ms(dt) -> int | None:
     return int(dt.timestamp() * 1000) if dt is not None else None
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)

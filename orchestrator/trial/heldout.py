@@ -1,8 +1,9 @@
-"""``pareto --test``: the front and the uniform baselines on the held-out split, on demand.
+"""The held-out test split: which images it is, and the chosen trials validated on it after the study.
 
-Figures a trial sealed while it ran (holdout.py) are used as they are. A chosen trial without them (the
-study ran before its data had a ``test:`` split) is validated now, once, from the checkpoint its MLflow run
-keeps. Either way the figures are written to the trial's MLflow run as ``test_map50_95``/``test_map50``.
+Figures a trial sealed while it ran (search/holdout.py) are used as they are. A chosen trial without them (the
+study ran before its data had a ``test:`` split) is validated here, once, from the checkpoint its MLflow run
+keeps (``pareto --test``); writing the figures to MLflow is tracking's job (tracking/runs.py), not this one's.
+The split is picked by :func:`held_out_files` alone, so a trial and ``pareto --test`` never disagree on it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,29 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import OrchestratorError
 from ..study.spec import StudySpec
+
+if TYPE_CHECKING:
+    from ..yolo.data import DataConfig
+
+
+def held_out_files(
+    data: DataConfig, test_data: str | None, base_dir: Path, *, progress: bool = True
+) -> tuple[Path, ...]:
+    """The held-out images of a loaded data config ``data``: the study's ``test_data`` yaml (its test:, else
+    its val: split, with ``data``'s classes), else ``data``'s own test: (empty when it has none)."""
+    if not test_data:
+        return data.test
+    from ..assets import local_ref, resolve_data
+    from ..yolo.data import load_data_config
+
+    cfg = load_data_config(resolve_data(local_ref(test_data, base_dir), progress=progress), need=())
+    if cfg.names != data.names:
+        raise OrchestratorError(f"{cfg.file}: test_data's classes differ from {data.file}'s")
+    return cfg.test or cfg.val
 
 
 def validate_on_test(spec: StudySpec, numbers: list[int], fetch: Callable[[int, Path], list[Path]]) -> dict:
@@ -25,11 +46,12 @@ def validate_on_test(spec: StudySpec, numbers: list[int], fetch: Callable[[int, 
     from ..yolo.train import VAL_BATCH
     from ..yolo.val import ValSet, validate
 
-    ref = spec.test_data or spec.data  # test_data: its test:, else its val: split; data: its test: split
-    data = load_data_config(resolve_data(local_ref(ref, spec.path.resolve().parent)), need=())
-    files = (data.test or data.val) if spec.test_data else data.test
+    base = spec.path.resolve().parent
+    data = load_data_config(resolve_data(local_ref(spec.data, base)), need=())
+    files = held_out_files(data, spec.test_data, base)
     if not files:
-        raise OrchestratorError(f"{data.file}: no test split: add `test:` (images no selection has seen) for --test")
+        where = spec.test_data or data.file
+        raise OrchestratorError(f"{where}: no test split: add `test:` (images no selection has seen) for --test")
     images = scan_labels(files, data.nc)
     out: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="front-test-") as tmp:
@@ -42,21 +64,3 @@ def validate_on_test(spec: StudySpec, numbers: list[int], fetch: Callable[[int, 
             r = validate(model, vs, device="cpu")
             out[n] = {"test_map50_95": float(r.map50_95), "test_map50": float(r.map50), "test_images": float(r.images)}
     return out
-
-
-def log_test(spec: StudySpec, figures: dict[int, dict[str, float]]) -> None:
-    """Write the figures to each trial's MLflow run (found by its study and trial-number tags)."""
-    import time
-
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
-    c = MlflowClient(spec.tracking.uri)
-    exp = c.get_experiment_by_name(spec.experiment)
-    if exp is None:
-        return
-    ts = int(time.time() * 1000)
-    for n, metrics in sorted(figures.items()):
-        flt = f"tags.role = 'trial' and tags.study = '{spec.name}' and tags.trial_number = '{n}'"
-        for run in c.search_runs([exp.experiment_id], flt):
-            c.log_batch(run.info.run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()])
