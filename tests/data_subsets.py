@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import yaml
 
-from orchestrator.yolo.data import load_data_config
+from orchestrator.yolo.data import label_path, load_data_config
 
 
 def subset_yaml(coco128_yaml: Path, folder: Path, **splits: slice) -> Path:
@@ -19,3 +20,17 @@ def subset_yaml(coco128_yaml: Path, folder: Path, **splits: slice) -> Path:
         doc[split] = f"{split}.txt"
     (folder / "subset.yaml").write_text(yaml.safe_dump(doc))
     return folder / "subset.yaml"
+
+
+def small_dataset(assets: Path, root: Path, n: int = 6) -> Path:
+    """``root/small.yaml`` over the first ``n`` coco128 val images copied under ``root`` (train and val alike)."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for f in sorted((assets / "coco128" / "images" / "val2017").glob("*.jpg"))[:n]:
+        shutil.copy(f, root / "images" / f.name)
+        if label_path(f).is_file():
+            shutil.copy(label_path(f), root / "labels" / label_path(f).name)
+    names = (assets / "coco128.yaml").read_text().split("names:", 1)[1]
+    y = root / "small.yaml"
+    y.write_text(f"path: .\ntrain: images\nval: images\nnames:{names}")
+    return y

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+from servers import free_port, listening, stop
 from study_files import fake_study
-from test_cli_ui import free_port, listening, stop
 
 from orchestrator.cli import main
 from orchestrator.search import create_or_load

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from data_subsets import small_dataset
 
 from orchestrator.cli import main
 from orchestrator.yolo.data import label_path
@@ -29,19 +28,6 @@ def _val_json(capsys, *argv: str) -> tuple[dict, str]:
     r = json.loads(cap.out)
     assert KEYS <= set(r) and set(r["speed_ms"]) >= {"preprocess", "inference", "nms"}
     return r, cap.err
-
-
-def _small_dataset(assets: Path, root: Path, n: int = 6) -> Path:
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    for f in sorted((assets / "coco128" / "images" / "val2017").glob("*.jpg"))[:n]:
-        shutil.copy(f, root / "images" / f.name)
-        if label_path(f).is_file():
-            shutil.copy(label_path(f), root / "labels" / label_path(f).name)
-    names = (assets / "coco128.yaml").read_text().split("names:", 1)[1]
-    y = root / "small.yaml"
-    y.write_text(f"path: .\ntrain: images\nval: images\nnames:{names}")
-    return y
 
 
 def test_val_320_matches_official(capsys, yolov5n_pt, coco128_yaml):
@@ -65,14 +51,14 @@ def test_val_640_matches_official(capsys, yolov5n_pt, coco128_yaml):
 
 
 def test_table_and_per_class(capsys, yolov5n_pt, assets, tmp_path):
-    y = _small_dataset(assets, tmp_path / "ds")
+    y = small_dataset(assets, tmp_path / "ds")
     assert main(["val", "--weights", str(yolov5n_pt), "--data", str(y), "--imgsz", "160", "--per-class"]) == 0
     out = capsys.readouterr().out
     assert "mAP50-95" in out and "per class" in out and "person" in out and "ms inference" in out
 
 
 def test_bad_data_is_warned_once_naming_files(capsys, yolov5n_pt, assets, tmp_path):
-    y = _small_dataset(assets, tmp_path / "ds")
+    y = small_dataset(assets, tmp_path / "ds")
     images = sorted((tmp_path / "ds" / "images").glob("*.jpg"))
     label_path(images[0]).write_text("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2\n")
     images[1].write_bytes(b"\x00not an image")
@@ -114,7 +100,7 @@ def test_data_yaml_pointing_nowhere(capsys, yolov5n_pt, tmp_path):
 
 
 def test_class_count_mismatch_and_bad_options(capsys, yolov5n_pt, tmp_path, assets):
-    y = _small_dataset(assets, tmp_path / "ds", n=2)
+    y = small_dataset(assets, tmp_path / "ds", n=2)
     y2 = y.with_name("two.yaml")
     y2.write_text("path: .\nval: images\nnames: [a, b]\n")
     msg = _error(capsys, "--weights", str(yolov5n_pt), "--data", str(y2))

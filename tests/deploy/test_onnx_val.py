@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from data_subsets import small_dataset
 from onnx import TensorProto, helper
-from test_cli_val import _small_dataset
 
 from orchestrator.cli import main
 from orchestrator.deploy.export import export_onnx
@@ -25,7 +25,7 @@ def _private_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def small_yaml(assets: Path, tmp_path_factory) -> Path:
     """Eight val images of coco128 (with their labels) as a dataset of their own."""
-    return _small_dataset(assets, tmp_path_factory.mktemp("small"), 8)
+    return small_dataset(assets, tmp_path_factory.mktemp("small"), 8)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 
 import onnx
 import pytest
-from test_cli_val import _small_dataset
+from data_subsets import small_dataset
 
 from orchestrator.cli import main
 from orchestrator.deploy.export import onnx_bytes
@@ -23,7 +23,7 @@ def float_onnx(yolov5n) -> bytes:
 
 @pytest.fixture(scope="module")
 def small_yaml(assets, tmp_path_factory):
-    return _small_dataset(assets, tmp_path_factory.mktemp("small"), 8)
+    return small_dataset(assets, tmp_path_factory.mktemp("small"), 8)
 
 
 def test_only_the_detect_decode_stays_float(float_onnx):

@@ -19,8 +19,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from servers import free_port, stop
 from study_files import fake_study
-from test_cli_ui import free_port, stop
 
 CHROMIUM_FLAGS = [
     "--headless",

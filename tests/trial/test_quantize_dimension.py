@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from data_subsets import small_dataset
 from study_files import fake_study, trial_runs
-from test_cli_val import _small_dataset
 
 from orchestrator.cli import main
 from orchestrator.errors import ConfigError
@@ -92,7 +92,7 @@ def test_real_int8_trial_validates_and_ships_the_int8_file(tmp_path, assets):
         device="cpu",
         pruning={"method": "unstructured", "granularity": "stage"},
         quantize={"choices": ["none", "int8"], "calib_images": 4},
-        test_data=str(_small_dataset(assets, tmp_path / "held_out", 6)),
+        test_data=str(small_dataset(assets, tmp_path / "held_out", 6)),
     )
     w = workload_for(load_study_spec(path))
     cache = WorkerCache()
