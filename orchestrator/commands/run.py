@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -37,24 +38,21 @@ def run(args: argparse.Namespace) -> int:
     """Run the study; Ctrl-C or SIGTERM at any stage exits 130 with the resume hint, before the first trial too."""
     import signal
 
-    from ..sweep.driver import _signals_as_interrupt
+    from ..sweep.resume import stop_on_signals
 
-    previous = _signals_as_interrupt()  # the driver installs them again once Ray has started (ray.init replaces them)
     try:
-        return _run(args)
+        with stop_on_signals() as stop:
+            return _run(args, stop)
     except KeyboardInterrupt:
         pass
     except SystemExit as e:  # Ray's own SIGTERM handler, in place while ray.init runs, exits with the signal number
         if e.code != signal.SIGTERM:
             raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     print(f"stopped (Ctrl-C or SIGTERM). Resume with: orchestrator run {args.study}", file=sys.stderr)
     return 130
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, stop: threading.Event) -> int:
     from ..errors import OrchestratorError
     from ..study.file import load_study_spec
     from ..sweep.driver import run_study
@@ -62,18 +60,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.trials is not None and args.trials < 1:
         raise OrchestratorError(f"--trials: expected >= 1, got {args.trials}")
     spec = load_study_spec(args.study)
-    if spec.trial == "real":  # bad weights or data stop here, before a study, a run or a file is created
-        from ..assets import local_ref, resolve_data, resolve_weights
-        from ..study.checks import check_inputs
-
-        check_inputs(spec, groups=False)
-        # Fetch what is not local yet now, so that offline fails in one line before Ray, a study or a run exists;
-        # then check again, now that the labels can be scanned.
-        base = spec.path.resolve().parent
-        resolve_weights(local_ref(spec.model, base))
-        resolve_data(local_ref(spec.data, base), allow_large=args.yes)
-        for warning in check_inputs(spec, groups=False).get("warnings", ()):
-            print(f"warning: {warning}", file=sys.stderr)
     import logging
     import os
 
@@ -96,6 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         address=args.address,
         live=False if args.no_live else None,
         reset_tracking=args.reset_tracking,
+        allow_large=args.yes,  # the inputs are checked (and fetched) once, in run_study, before anything exists
+        stop=stop,
     )
     if args.json:
         print(

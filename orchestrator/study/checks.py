@@ -1,11 +1,12 @@
 """Checks of a study's inputs that need no run: weights and data can be found, groups exist.
 
-Nothing here downloads, writes a file, starts Ray or opens a storage: ``orchestrator check`` must leave
-no trace (the label scan's cache lives in the user cache folder, which the workers read back). Problems are
-reported together as one ConfigError with their key paths, so ``orchestrator run`` stops before it creates a
-study, a run or a file. A local weights file must open as a checkpoint; a local dataset must resolve and its
-labels must fit the data yaml's classes: a class id outside 0..nc-1 stops the study (the yaml does not describe
-these labels), other unusable images are listed as warnings, never skipped silently.
+Nothing here writes a file, starts Ray or opens a storage, and only :func:`check_for_run` (the run's one check)
+downloads: ``orchestrator check`` must leave no trace (the label scan's cache lives in the user cache folder,
+which the workers read back). Problems are reported together as one ConfigError with their key paths, so
+``orchestrator run`` stops before it creates a study, a run or a file. A local weights file must open as a
+checkpoint; a local dataset must resolve and its labels must fit the data yaml's classes: a class id outside
+0..nc-1 stops the study (the yaml does not describe these labels), other unusable images are listed as warnings,
+never skipped silently.
 """
 
 from __future__ import annotations
@@ -74,6 +75,32 @@ def check_stores(spec: StudySpec) -> None:
 def check_inputs(spec: StudySpec, *, groups: bool = True) -> dict[str, Any]:
     """Validate stores, weights, data and per-group bounds; return what was found (for ``orchestrator check``)."""
     check_stores(spec)
+    found, weights = _locate(spec)
+    return _scan(spec, found, weights, groups)
+
+
+def check_for_run(spec: StudySpec, *, allow_large: bool = False) -> list[str]:
+    """Check a study's inputs once before ``orchestrator run`` creates anything; returns warnings to show.
+
+    Every lookup problem is reported before anything downloads; then what is not local yet is fetched (offline
+    fails here in one line, before Ray, a study or a run exists) and the labels are scanned, a dataset fetched
+    just now included. A fake trial needs only its stores.
+    """
+    check_stores(spec)
+    if spec.trial != "real":
+        return []
+    from ..assets import resolve_data, resolve_weights
+
+    _locate(spec)
+    base = spec.path.resolve().parent
+    resolve_weights(local_ref(spec.model, base))
+    resolve_data(local_ref(spec.data, base), allow_large=allow_large)
+    found, weights = _locate(spec)  # what was just fetched is local now: its path, not "downloaded at ..."
+    return list(_scan(spec, found, weights, groups=False).get("warnings", ()))
+
+
+def _locate(spec: StudySpec) -> tuple[dict[str, Any], Path | None]:
+    """Where the weights and data are (nothing downloaded); every lookup problem raised at once."""
     base = spec.path.resolve().parent
     problems: list[tuple[str, str]] = []
     found: dict[str, Any] = {"storage": mask_url(spec.storage), "tracking": mask_url(spec.tracking.uri)}
@@ -94,6 +121,12 @@ def check_inputs(spec: StudySpec, *, groups: bool = True) -> dict[str, Any]:
                 problems.append(("test_data", f"{mask_url(spec.test_data)}: {mask_url(str(e), spec.test_data)}"))
     if problems:
         raise ConfigError(str(spec.path), problems)
+    return found, weights
+
+
+def _scan(spec: StudySpec, found: dict[str, Any], weights: Path | None, groups: bool) -> dict[str, Any]:
+    """Open what :func:`_locate` found: the data yaml, the checkpoint's classes, the labels, the groups."""
+    problems: list[tuple[str, str]] = []
     if spec.trial == "real":
         data = Path(found["data"])
         try:  # the data yaml first (bounded, milliseconds): a hostile one is refused before the weights are opened

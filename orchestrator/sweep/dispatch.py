@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,13 +69,14 @@ def connect(
         where = mask_url(address)
         _check_reachable(address, where)
         try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            with _keep_sigterm():
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
         except Exception as e:  # ConnectionError, TimeoutError, RuntimeError depending on the path
             msg = mask_url(str(e), address).splitlines()[0] if str(e) else type(e).__name__
             raise OrchestratorError(f"cannot join the Ray cluster at {where}: {msg}") from None
     else:
         where = "local"
-        with _loopback_only():
+        with _loopback_only(), _keep_sigterm():
             ray.init(
                 num_cpus=num_cpus or os.cpu_count(),
                 include_dashboard=False,
@@ -104,6 +107,22 @@ def connect(
     slots = math.floor(gpus / gpus_per_trial + 1e-9) if gpus_per_trial > 0 else math.floor(cpus / cpus_per_trial)
     slots = max(1, min(slots, max_concurrent or slots))
     return Cluster(where, started, cpus, gpus, slots, cpus_per_trial, gpus_per_trial)
+
+
+@contextmanager
+def _keep_sigterm() -> Iterator[None]:
+    """Put back the SIGTERM handler ``ray.init`` replaces (its own exits at once), once Ray has started.
+
+    ``orchestrator run`` installs its handlers once (:func:`.resume.stop_on_signals`) so that SIGTERM stops like
+    Ctrl-C; while ``ray.init`` runs, Ray's handler is in place and the command reads its SystemExit instead.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if callable(previous):  # a handler someone installed; the default (or none from Python) stays Ray's
+            signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

@@ -155,7 +155,7 @@ def test_a_half_asked_trial_is_not_retried_but_a_half_asked_baseline_is():
     """
     import optuna
 
-    from orchestrator.sweep.driver import _recover_orphans
+    from orchestrator.sweep.resume import recover_orphans
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"])
@@ -170,7 +170,7 @@ def test_a_half_asked_trial_is_not_retried_but_a_half_asked_baseline_is():
     sampled = study.ask()
     sampled.suggest_float("ratio.a", 0.0, 1.0)  # killed after one of three suggests
     events = []
-    _recover_orphans(study, type("View", (), {"event": lambda self, e: events.append(e)})())
+    recover_orphans(study, type("View", (), {"event": lambda self, e: events.append(e)})())
 
     trials = study.get_trials(deepcopy=False)
     assert trials[baseline.number].state.name == "FAIL" and trials[sampled.number].state.name == "FAIL"

@@ -1,0 +1,73 @@
+"""One finished trial written into the Optuna storage, the source of truth every reader (status, MLflow, resume)
+goes back to; the keys are :mod:`orchestrator.search.record`'s, so no reader has to know how they were written."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ..search import (
+    ATTR_ATTEMPT,
+    ATTR_DEVICE,
+    ATTR_FAILURE,
+    ATTR_HISTORY,
+    ATTR_METRICS,
+    ATTR_TEST,
+    ATTR_WALL,
+    ATTR_WORKER,
+    objective_values,
+)
+from ..study.spec import StudySpec
+from ..tracking.tracker import staging_dir
+from ..trial.contract import TrialResult
+
+
+def record_run(trial: Any, r: TrialResult) -> None:
+    """Where and how long the trial ran, kept for failed trials too (a slow or dying worker shows in status)."""
+    trial.set_user_attr(ATTR_DEVICE, r.device)
+    trial.set_user_attr(ATTR_WORKER, r.worker)
+    trial.set_user_attr(ATTR_WALL, round(r.wall_s, 3))
+    if r.attempt:
+        trial.set_user_attr(ATTR_ATTEMPT, r.attempt)  # retried once after its worker died
+
+
+def checked_values(spec: StudySpec, r: TrialResult) -> tuple[list[float] | None, str]:
+    """The objective values of a result the worker called good, or None and why it is not: a missing or
+    non-finite objective would poison the sampler and the front."""
+    if not r.ok:
+        return None, r.failure
+    try:
+        values = objective_values(spec, r.metrics)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"non-finite objective values {values}")
+    except (KeyError, ValueError) as e:
+        return None, f"bad result: {e}"
+    return values, ""
+
+
+def record_success(trial: Any, r: TrialResult, spec: StudySpec, baseline: dict[str, float]) -> None:
+    """A good result's metrics, history, sealed test figures and constraint violations (before ``study.tell``)."""
+    trial.set_user_attr(ATTR_METRICS, r.metrics)
+    trial.set_user_attr(ATTR_HISTORY, r.history)
+    if r.test:
+        trial.set_user_attr(ATTR_TEST, r.test)  # sealed: no selection reads it (holdout.py)
+    violations = [c.violation(r.metrics, baseline) for c in spec.constraints]  # all of them, or none is set
+    for c, v in zip(spec.constraints, violations):
+        trial.set_constraint(c.text, v)  # read by the samplers and by search.feasible
+
+
+def record_failure(trial: Any, reason: str) -> None:
+    """Why the trial failed, for status and MLflow (before ``study.tell`` with FAIL)."""
+    trial.set_user_attr(ATTR_FAILURE, reason)
+
+
+def stage_files(spec: StudySpec, r: TrialResult) -> Path | None:
+    """Keep a result's files on disk until MLflow has them: the tracker may be down when the trial ends."""
+    if not r.files:
+        return None
+    folder = staging_dir(spec) / f"trial-{r.number:04d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in r.files.items():
+        (folder / name).write_bytes(data)
+    return folder
