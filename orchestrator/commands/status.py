@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from ..study.dimensions import parameter_names
 
@@ -20,60 +21,71 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..search import load_existing
+    from ..study.file import load_study_spec
+
+    spec = load_study_spec(args.study)
+    snap = _snapshot(spec, load_existing(spec))
+    if args.json:
+        print(json.dumps(snap, default=str))
+        return 0
+    from .console import stdout_console
+
+    stdout_console().print(_table(spec, snap))
+    if snap["versus_uniform"]["hypervolume_uniform"] > 0:
+        stdout_console().print(_versus_uniform_line(snap["versus_uniform"], snap["trials"]))
+    if snap["driver"]:
+        stdout_console().print(f"driver running: pid {snap['driver'].get('pid')} on {snap['driver'].get('host')}")
+    return 0
+
+
+def _snapshot(spec, study) -> dict[str, Any]:
+    """Everything ``status`` shows, as the one JSON object ``--json`` prints (the table reads the same)."""
     from ..search import (
         STUDY_BASELINE,
+        STUDY_LEASE,
         hypervolume,
-        load_existing,
         pareto_front,
         revealed,
         trial_summary,
         versus_uniform,
     )
-    from ..study.file import load_study_spec
     from ..urls import mask_url
 
-    spec = load_study_spec(args.study)
-    study = load_existing(spec)
     trials = study.get_trials(deepcopy=False)
     front = {t.number for t in pareto_front(trials, spec.directions)}
     baseline = (study.user_attrs.get(STUDY_BASELINE) or {}).get("metrics", {})
-    hv = hypervolume(trials, spec, baseline) if baseline else 0.0
-    vs = versus_uniform(trials, spec, baseline)
     test = revealed(trials, spec.directions)  # held-out figures: the front and the uniform baselines only
-    attrs = study.user_attrs
-    records = [dict(trial_summary(t, attrs), pareto=t.number in front, test=test.get(t.number)) for t in trials]
+    records = [
+        dict(trial_summary(t, study.user_attrs), pareto=t.number in front, test=test.get(t.number)) for t in trials
+    ]
     for r in records:  # a reason may quote a storage or tracking URL: never show its password
         r["failure"] = mask_url(r["failure"])
-    counts = {s: sum(r["state"] == s for r in records) for s in ("COMPLETE", "FAIL", "RUNNING", "WAITING")}
-    lease = study.user_attrs.get("driver")
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "study": spec.name,
-                    "target": spec.budget.n_trials,
-                    "counts": counts,
-                    "hypervolume": hv,
-                    "versus_uniform": vs,
-                    "baseline": baseline,
-                    "driver": lease,
-                    "trials": records,
-                },
-                default=str,
-            )
-        )
-        return 0
+    return {
+        "study": spec.name,
+        "target": spec.budget.n_trials,
+        "counts": {s: sum(r["state"] == s for r in records) for s in ("COMPLETE", "FAIL", "RUNNING", "WAITING")},
+        "hypervolume": hypervolume(trials, spec, baseline) if baseline else 0.0,
+        "versus_uniform": versus_uniform(trials, spec, baseline),
+        "baseline": baseline,
+        "driver": study.user_attrs.get(STUDY_LEASE),
+        "trials": records,
+    }
+
+
+def _table(spec, snap: dict[str, Any]):
     from rich.table import Table
 
-    from .console import stdout_console
+    from ..study.metrics import TEST_METRICS
 
+    counts, baseline, records = snap["counts"], snap["baseline"], snap["trials"]
     metrics = [o.metric for o in spec.objectives]
     t = Table(
         title=f"{spec.name}: {counts['COMPLETE']}/{spec.budget.n_trials or '-'} complete, {counts['FAIL']} failed, "
-        f"{counts['RUNNING']} running, {counts['WAITING']} waiting · hypervolume {hv:.4f}",
+        f"{counts['RUNNING']} running, {counts['WAITING']} waiting · hypervolume {snap['hypervolume']:.4f}",
         title_justify="left",
     )
-    tests = ["test_map50_95", "test_map50"] if test else []
+    tests = list(TEST_METRICS) if any(r["test"] for r in records) else []
     dims = parameter_names(spec.space)
     for col in ["#", "state", "front", "origin", *metrics, *tests, *dims, "mean ratio", "failure"]:
         t.add_column(col, justify="left" if col in ("state", "failure") else "right", overflow="fold")
@@ -94,12 +106,7 @@ def run(args: argparse.Namespace) -> int:
             _fmt(sum(ratios) / len(ratios)) if ratios else "",
             r["failure"][:200],
         )
-    stdout_console().print(t)
-    if vs["hypervolume_uniform"] > 0:
-        stdout_console().print(_versus_uniform_line(vs, records))
-    if lease:
-        stdout_console().print(f"driver running: pid {lease.get('pid')} on {lease.get('host')}")
-    return 0
+    return t
 
 
 def _versus_uniform_line(vs: dict, records: list[dict]) -> str:
