@@ -3,7 +3,7 @@
 The driver sees only specs and results, never a tensor. It is the only writer of the Optuna storage
 and of MLflow. Running the same command again resumes: trials a dead driver left RUNNING are told
 FAIL and their parameters enqueued again (:mod:`.resume`), finished trials missing from MLflow are logged
-(:mod:`.publish`), and the loop goes on until ``n_trials`` trials are COMPLETE. A lease in the study's
+(``tracking.publish``), and the loop goes on until ``n_trials`` trials are COMPLETE. A lease in the study's
 attributes keeps a second driver off the same study (:mod:`.lease`).
 """
 
@@ -32,12 +32,12 @@ from ..search import (
 from ..study.checks import check_for_run
 from ..study.dimensions import trial_ratios, trial_values
 from ..study.spec import StudySpec
+from ..tracking.publish import TrackerSync
 from ..tracking.tracker import Tracker, archive_runs, check_identity, preflight
 from ..trial.contract import AllocationRequest, TrialResult, TrialSpec, Workload
 from .dispatch import Cluster, WorkerPool, connect, disconnect
 from .lease import Lease
 from .progress import ProgressView, StudyProgress
-from .publish import TrackerSync
 from .results import checked_values, record_failure, record_run, record_success, stage_files
 from .resume import fail_and_requeue, recover_orphans
 
@@ -153,7 +153,7 @@ class Sweep:
         self.p = view.p
         self.p.slots = cluster.slots
         self.workload = workload_for(spec)
-        self.sync = TrackerSync(spec, study, tracker, view)
+        self.sync = TrackerSync(spec, study, tracker, view.event)
         self.asked: dict[int, object] = {}  # trial number -> optuna Trial
         self.ready: list[TrialSpec] = []  # asked ahead, waiting for a free slot
         self.baseline_metrics: dict[str, float] = {}

@@ -7,14 +7,13 @@ when the tracker answers again, or by the next ``orchestrator run`` (it logs eve
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..search import failure_reason
 from ..study.spec import StudySpec
-from ..tracking.tracker import Tracker, drop_staged, staging_dir
 from ..urls import mask_url
-from .progress import ProgressView
+from .tracker import Tracker, drop_staged, staging_dir
 
 TRACKER_RETRY_S = 30.0
 
@@ -22,8 +21,8 @@ TRACKER_RETRY_S = 30.0
 class TrackerSync:
     """Which finished trials MLflow still lacks, and whether it is down (then tried every ``TRACKER_RETRY_S``)."""
 
-    def __init__(self, spec: StudySpec, study: Any, tracker: Tracker, view: ProgressView):
-        self.spec, self.study, self.tracker, self.view = spec, study, tracker, view
+    def __init__(self, spec: StudySpec, study: Any, tracker: Tracker, say: Callable[[str], None]):
+        self.spec, self.study, self.tracker, self.say = spec, study, tracker, say  # say: one line to the user
         self.pending: set[int] = set()  # finished trials MLflow has not taken yet
         self.down_since: float | None = None
 
@@ -40,7 +39,7 @@ class TrackerSync:
             self._log_pending(trials, front)
             self.tracker.refresh_front(trials, baseline, force=force)
             if self.down_since is not None:
-                self.view.event("MLflow answers again: caught up")
+                self.say("MLflow answers again: caught up")
             self.down_since = None
         except Exception as e:
             self.failed(e)
@@ -60,9 +59,7 @@ class TrackerSync:
             drop_staged(folder)
             self.pending.discard(n)
         for n in self.tracker.lost:
-            self.view.event(
-                f"trial {n}: its checkpoint is gone (not staged, not in the artifact folder): logged without"
-            )
+            self.say(f"trial {n}: its checkpoint is gone (not staged, not in the artifact folder): logged without")
         self.tracker.lost.clear()
 
     def failed(self, e: Exception) -> None:
@@ -72,7 +69,7 @@ class TrackerSync:
         if first:
             spec = self.spec
             why = mask_url(str(e), spec.tracking.uri, spec.storage).splitlines()[0][:120] if str(e) else ""
-            self.view.event(
+            self.say(
                 f"MLflow at {mask_url(spec.tracking.uri)} failed ({type(e).__name__}: "
                 f"{why}); results are safe in the Optuna "
                 f"storage and are logged when it answers again, or by the next `orchestrator run {spec.path}`"
