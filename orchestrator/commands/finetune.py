@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from ..yolo.data import load_data_config
     from ..yolo.masks import attach_masks, conv_sparsity
     from ..yolo.train import finetune
+    from ..yolo.val import val_stride
     from .device_arg import parse_device
 
     device = parse_device(args.device)
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             raise OrchestratorError(f"--distill: the teacher predicts {teacher.nc} classes, the model {model.nc}")
     if model.nc != cfg.nc:
         raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {cfg.file} has nc={cfg.nc}")
-    stride = max(32, int(model.stride.max()))
+    stride = val_stride(model)
     if args.imgsz % stride:
         raise OrchestratorError(f"--imgsz: must be a multiple of the model stride {stride}, got {args.imgsz}")
 

@@ -145,26 +145,23 @@ def _context(w: Workload, cache: WorkerCache) -> dict[str, Any]:
     from dataclasses import replace as _replace
     from pathlib import Path
 
-    import torch
-
     from ..assets import local_ref, resolve_data, resolve_weights
-    from ..deploy.measure import resolve_device
     from ..yolo.checkpoint import load_checkpoint
     from ..yolo.data import load_data_config
+    from ..yolo.device import resolve_device
     from ..yolo.hyp import get_hyp
     from ..yolo.train import VAL_BATCH
-    from ..yolo.val import ValSet
+    from ..yolo.val import ValSet, val_stride
 
     base = Path(w.base_dir)
-    device = "cuda" if w.device == "auto" and torch.cuda.is_available() else w.device
-    device = resolve_device("cpu" if device == "auto" else device)
+    device = resolve_device(w.device)
     weights = resolve_weights(local_ref(w.model, base), progress=False)
     data = load_data_config(resolve_data(local_ref(w.data, base), progress=False))
     ck = load_checkpoint(weights)
     model = ck.model.eval()
     if model.nc != data.nc:
         raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {data.file} has nc={data.nc}")
-    stride = max(32, int(model.stride.max()))
+    stride = val_stride(model)
     hyp = get_hyp(w.hyp)
     if w.overrides:
         hyp = _replace(hyp, **dict(w.overrides))
@@ -231,9 +228,9 @@ def _test_metrics(model, ctx: dict[str, Any], w: Workload, onnx: bytes | None = 
     if "test_set" not in ctx:  # built once per worker and workload
         from ..yolo.data import scan_labels
         from ..yolo.train import VAL_BATCH
-        from ..yolo.val import ValSet
+        from ..yolo.val import ValSet, val_stride
 
-        data, stride = ctx["data"], max(32, int(model.stride.max()))
+        data, stride = ctx["data"], val_stride(model)
         files = _test_files(w, data)
         ctx["test_set"] = None
         if files:

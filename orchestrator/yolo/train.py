@@ -34,7 +34,7 @@ from .hyp import Hyp, get_hyp
 from .loss import YoloLoss
 from .masks import conv_sparsity as conv_sparsity  # one implementation; callers import it from here too
 from .model import copy_model
-from .val import ValResult, ValSet, validate
+from .val import ValResult, ValSet, val_stride, validate
 
 VAL_BATCH = 32  # validation batch (rect batches): what `orchestrator val` and the official val.py use
 
@@ -199,7 +199,7 @@ def finetune(
         raise ValueError(f"epochs must be >= 0 and batch >= 1 (got epochs={epochs}, batch={batch})")
     device = torch.device(device)
     if val_set is None:
-        val_set = ValSet(data, imgsz, VAL_BATCH, stride=max(32, int(model.stride.max())))
+        val_set = ValSet(data, imgsz, VAL_BATCH, stride=val_stride(model))
     if epochs == 0:
         model = model.to(device).eval()
         res = validate(model, val_set, device=device)
