@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from ..yolo.checkpoint import load_checkpoint, save_checkpoint
     from ..yolo.data import load_data_config
     from ..yolo.masks import attach_masks, conv_sparsity
-    from ..yolo.train import finetune
+    from ..yolo.train import TrainSettings, finetune
     from ..yolo.val import val_stride
     from .device_arg import parse_device
 
@@ -91,11 +91,13 @@ def run(args: argparse.Namespace) -> int:
         raise OrchestratorError(f"--imgsz: must be a multiple of the model stride {stride}, got {args.imgsz}")
 
     with _EpochBars(args.epochs) as bars:
-        result = finetune(
-            model, cfg, args.epochs, imgsz=args.imgsz, batch=args.batch, hyp=args.preset, lr0=args.lr0,
-            device=device, seed=args.seed, workers=args.workers, progress=bars.epoch_done, on_batch=bars.batch,
-            teacher=teacher, distill=args.distill_weight,
+        settings = TrainSettings(
+            imgsz=args.imgsz, batch=args.batch, hyp=args.preset, lr0=args.lr0, device=device, seed=args.seed,
+            workers=args.workers, distill=args.distill_weight,
         )  # fmt: skip
+        result = finetune(
+            model, cfg, args.epochs, settings, teacher=teacher, progress=bars.epoch_done, on_batch=bars.batch
+        )
     meta = {
         "finetune": {
             "data": str(cfg.file), "epochs": args.epochs, "best_epoch": result.best_epoch, "imgsz": args.imgsz,
