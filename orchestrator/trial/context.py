@@ -84,6 +84,11 @@ class WorkerContext:
         val_set = ValSet(data, w.imgsz, VAL_BATCH, stride=stride)
         return cls(w, model, data, device, hyp, val_set, ck.masks)
 
+    def built(self) -> set[str]:
+        """The lazy fields built so far (``oneshot``, ``ort_baseline``, ...): what this worker has paid for."""
+        names = ("oneshot", "ort_baseline", "calibration", "train_images", "test_set")
+        return {n for n in names if getattr(self, f"_{n}") is not _UNSET}
+
     def oneshot(self) -> OneShot:
         """The unpruned model with its calibration images (train split) and channel statistics."""
         if self._oneshot is _UNSET:

@@ -107,8 +107,10 @@ def test_real_int8_trial_validates_and_ships_the_int8_file(tmp_path, assets):
     assert inspect_onnx(tmp_path / "q.onnx").int8 and "pruned.pt" in r.files
     assert r.metrics["size_mb"] == pytest.approx(len(q) / 1e6)  # the deployable file's bytes
     assert r.metrics["size_mb"] < 0.75 * base.metrics["size_mb"]  # int8 vs the fp16 official .pt
+    ctx = cache.items["context"]
+    assert {"calibration", "test_set"} <= ctx.built()  # the worker keeps both for its next trials
     # the mAP reported is the int8 file's own, through ONNX Runtime
-    assert r.metrics["map50_95"] == pytest.approx(validate_onnx_bytes(q, cache.items["context"].val_set).map50_95)
-    assert r.metrics["ort_latency_ms"] > 0 and len(cache.items["context"]._calibration) == 4
+    assert r.metrics["map50_95"] == pytest.approx(validate_onnx_bytes(q, ctx.val_set).map50_95)
+    assert r.metrics["ort_latency_ms"] > 0 and len(ctx.calibration(4)) == 4
     # the held-out figures are the int8 file's too
-    assert r.test["test_map50_95"] == pytest.approx(validate_onnx_bytes(q, cache.items["context"]._test_set).map50_95)
+    assert r.test["test_map50_95"] == pytest.approx(validate_onnx_bytes(q, ctx.test_set(32, tuple)).map50_95)

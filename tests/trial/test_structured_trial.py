@@ -34,7 +34,7 @@ def _workload(folder, assets, **pruning):
 def test_recovery_keeps_what_a_plain_cut_loses(tmp_path, assets):
     plain = _workload(tmp_path / "plain", assets)
     recovered = _workload(tmp_path / "rec", assets, importance="output_error", recover=["compensate", "reconstruct"])
-    assert recovered.recover == ("compensate", "reconstruct") and recovered.distill == 1.0
+    assert recovered.pruning.recover == ("compensate", "reconstruct") and recovered.finetune.distill == 1.0
     ratios = {g: 0.1 for g in ("backbone.P1", "backbone.P2", "backbone.P3", "backbone.P4", "backbone.P5", "neck")}
     cut = execute(TrialSpec(0, plain, ratios, VALUES), WorkerCache())
     cache = WorkerCache()
@@ -48,7 +48,8 @@ def test_recovery_keeps_what_a_plain_cut_loses(tmp_path, assets):
     )
     tuned = execute(TrialSpec(1, recovered, ratios, {**VALUES, "epochs": 1}), cache)  # distilled from the baseline
     assert tuned.ok, tuned.failure
-    assert len(tuned.history) == 1 and "oneshot" in cache.items  # calibration images cached across trials
+    # calibration images cached across trials
+    assert len(tuned.history) == 1 and "oneshot" in cache.items["context"].built()
 
 
 def test_sensitivity_warm_start_meets_the_uniform_cuts_gflops(tmp_path, assets):
