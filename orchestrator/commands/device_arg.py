@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from ..errors import OrchestratorError
+from typing import TYPE_CHECKING
 
-
-def parse_device(name: str, half: bool = False):
-    """A ``torch.device`` for ``cpu`` or ``cuda[:N]``; CUDA must be there, and ``half`` needs CUDA."""
+if TYPE_CHECKING:
     import torch
 
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise OrchestratorError(f"--device: expected cpu or cuda[:N], got {name!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise OrchestratorError(f"--device: expected cpu or cuda[:N], got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise OrchestratorError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    if half and device.type != "cuda":
-        raise OrchestratorError("--half: float16 inference needs a CUDA device (on CPU it is slower and less exact)")
-    return device
+
+def parse_device(name: str, half: bool = False) -> torch.device:
+    """The command's ``--device`` (see :func:`orchestrator.yolo.device.resolve_device`); ``half`` needs CUDA."""
+    from ..yolo.device import resolve_device  # torch: imported when a command runs, not to build the parser
+
+    return resolve_device(name, half=half, flag="--device")

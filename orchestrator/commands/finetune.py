@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ..yolo.checkpoint import load_checkpoint, save_checkpoint
     from ..yolo.data import load_data_config
     from ..yolo.masks import attach_masks, conv_sparsity
-    from ..yolo.train import finetune
+    from ..yolo.train import TrainSettings, finetune
+    from ..yolo.val import val_stride
     from .device_arg import parse_device
 
     device = parse_device(args.device)
@@ -85,16 +86,18 @@ def run(args: argparse.Namespace) -> int:
             raise OrchestratorError(f"--distill: the teacher predicts {teacher.nc} classes, the model {model.nc}")
     if model.nc != cfg.nc:
         raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {cfg.file} has nc={cfg.nc}")
-    stride = max(32, int(model.stride.max()))
+    stride = val_stride(model)
     if args.imgsz % stride:
         raise OrchestratorError(f"--imgsz: must be a multiple of the model stride {stride}, got {args.imgsz}")
 
     with _EpochBars(args.epochs) as bars:
-        result = finetune(
-            model, cfg, args.epochs, imgsz=args.imgsz, batch=args.batch, hyp=args.preset, lr0=args.lr0,
-            device=device, seed=args.seed, workers=args.workers, progress=bars.epoch_done, on_batch=bars.batch,
-            teacher=teacher, distill=args.distill_weight,
+        settings = TrainSettings(
+            imgsz=args.imgsz, batch=args.batch, hyp=args.preset, lr0=args.lr0, device=device, seed=args.seed,
+            workers=args.workers, distill=args.distill_weight,
         )  # fmt: skip
+        result = finetune(
+            model, cfg, args.epochs, settings, teacher=teacher, progress=bars.epoch_done, on_batch=bars.batch
+        )
     meta = {
         "finetune": {
             "data": str(cfg.file), "epochs": args.epochs, "best_epoch": result.best_epoch, "imgsz": args.imgsz,

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import DataError
     from ..yolo.checkpoint import load_model
     from ..yolo.data import load_data_config
-    from ..yolo.val import ValSet, validate
+    from ..yolo.val import ValSet, val_stride, validate
     from .device_arg import parse_device
 
     device = parse_device(args.device, args.half)
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(weights)
     if model.nc != cfg.nc:
         raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {cfg.file} has nc={cfg.nc}")
-    stride = max(32, int(model.stride.max()))
+    stride = val_stride(model)
     if args.imgsz % stride:
         raise OrchestratorError(f"--imgsz: must be a multiple of the model stride {stride}, got {args.imgsz}")
     t = time.perf_counter()

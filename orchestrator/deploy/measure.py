@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from ..errors import OrchestratorError
 from ..prune.unstructured import deployable, without_masks
+from ..yolo.device import resolve_device as resolve_device  # one resolver; callers import it from here too
 from ..yolo.flops import count_gflops
 from .timing import Timing, time_interleaved
 
@@ -65,25 +66,6 @@ class Measurements:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:1`` or a bare index ``0``; a CUDA device that is not there is an error."""
-    d = str(device).strip().lower()
-    if d.isdigit():
-        d = f"cuda:{d}"
-    try:
-        dev = torch.device(d)
-    except RuntimeError:
-        raise OrchestratorError(f"device: expected cpu, cuda, cuda:N or N, got {device!r}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise OrchestratorError(f"device {device!r}: CUDA is not available on this machine (use --device cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise OrchestratorError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif dev.type != "cpu":
-        raise OrchestratorError(f"device: expected cpu, cuda, cuda:N or N, got {device!r}")
-    return dev
 
 
 def count_nonzero(model: nn.Module) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from ..errors import PruningError
 from ..yolo.data import DataConfig
 from ..yolo.flops import count_gflops
 from ..yolo.model import copy_model
-from ..yolo.val import ValSet, validate
+from ..yolo.val import ValSet, val_stride, validate
 from .apply import apply_ratios
 from .budget import ScanPoint, Sensitivity, allocate, scan
 from .layers import prunable_groups
@@ -73,7 +73,7 @@ def cut_to_budget(
 
     @functools.cache
     def val_set() -> ValSet:  # decoded at the first scan point: a reused scan never reads the val images
-        return ValSet(data, imgsz, 32, stride=max(32, int(shot.model.stride.max())))
+        return ValSet(data, imgsz, 32, stride=val_stride(shot.model))
 
     scan_steps = tuple(s for s in SCAN_STEPS if s in steps)
 

@@ -53,35 +53,6 @@ class StudyOutcome:
     tracker_pending: int  # finished trials not yet in MLflow (tracker unreachable)
 
 
-def workload_for(spec: StudySpec) -> Workload:
-    return Workload(
-        study=spec.name,
-        kind=spec.trial,
-        model=spec.model,
-        data=spec.data,
-        base_dir=str(spec.path.resolve().parent),
-        imgsz=spec.imgsz,
-        batch=spec.batch,
-        device=spec.device,
-        seed=spec.seed,
-        method=spec.pruning.method,
-        granularity=spec.pruning.granularity,
-        importance=spec.pruning.importance,
-        round_to=spec.pruning.round_to,
-        exclude=spec.pruning.exclude,
-        hyp=spec.finetune.hyp,
-        overrides=tuple(sorted(spec.finetune.overrides.items())),
-        save_checkpoint=spec.tracking.artifacts != "none",
-        threads=spec.resources.cpus_per_trial,
-        fake=spec.fake if spec.trial == "fake" else None,
-        test_data=spec.test_data or "",
-        calibration=(spec.quantize.calibration, spec.quantize.calib_images),
-        recover=spec.pruning.recover,
-        calib_images=spec.pruning.calib_images,
-        distill=spec.finetune.distill,
-    )
-
-
 def run_study(
     spec: StudySpec,
     *,
@@ -152,7 +123,7 @@ class Sweep:
         self.lease, self.stop = lease, stop
         self.p = view.p
         self.p.slots = cluster.slots
-        self.workload = workload_for(spec)
+        self.workload = Workload.from_spec(spec)
         self.sync = TrackerSync(spec, study, tracker, view.event)
         self.asked: dict[int, object] = {}  # trial number -> optuna Trial
         self.ready: list[TrialSpec] = []  # asked ahead, waiting for a free slot

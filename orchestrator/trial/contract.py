@@ -6,12 +6,19 @@ The real trial (real.py) and the fake one (fake.py) both speak it; neither impor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..study.spec import FakeTrialSpec, FinetuneSpec, PruningSpec, QuantizeSpec, StudySpec
 
 
 @dataclass(frozen=True)
 class Workload:
-    """What every trial of a study shares; also the key of the worker's cache."""
+    """What every trial of a study shares; also the key of the worker's cache.
+
+    It carries the study's frozen sub-specs as they are, so a setting added to one reaches the trial without
+    an edit here. Picklable (Ray sends it to every worker); not hashable (``finetune.overrides`` is a dict).
+    """
 
     study: str
     kind: str  # "real" | "fake"
@@ -22,21 +29,35 @@ class Workload:
     batch: int
     device: str  # auto | cpu | cuda | cuda:N
     seed: int
-    method: str
-    granularity: str
-    importance: str
-    round_to: int
-    exclude: tuple[str, ...]
-    hyp: str
-    overrides: tuple[tuple[str, float], ...]
+    pruning: PruningSpec  # method, granularity, importance, round_to, exclude, recover, calib_images
+    finetune: FinetuneSpec  # hyp preset, its overrides, distill
+    quantize: QuantizeSpec  # int8 calibration method and images
     save_checkpoint: bool  # return the pruned checkpoint's bytes
     threads: int  # torch threads in the worker
-    fake: Any = None  # FakeTrialSpec for kind == "fake"
+    fake: FakeTrialSpec | None = None  # for kind == "fake"
     test_data: str = ""  # data yaml of the held-out split when not the data's own test: (holdout.py)
-    calibration: tuple[str, int] = ("minmax", 128)  # int8: ORT calibration method, train images
-    recover: tuple[str, ...] = ()  # structured: one-shot recovery steps after the cut
-    calib_images: int = 32  # train images that calibrate recovery and output_error importance
-    distill: float = 0.0  # weight of distillation from the unpruned model in the fine-tune (0 = off)
+
+    @classmethod
+    def from_spec(cls, spec: StudySpec) -> Workload:
+        """The workload of a validated study file."""
+        return cls(
+            study=spec.name,
+            kind=spec.trial,
+            model=spec.model,
+            data=spec.data,
+            base_dir=str(spec.path.resolve().parent),
+            imgsz=spec.imgsz,
+            batch=spec.batch,
+            device=spec.device,
+            seed=spec.seed,
+            pruning=spec.pruning,
+            finetune=spec.finetune,
+            quantize=spec.quantize,
+            save_checkpoint=spec.tracking.artifacts != "none",
+            threads=spec.resources.cpus_per_trial,
+            fake=spec.fake if spec.trial == "fake" else None,
+            test_data=spec.test_data or "",
+        )
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def fake_baseline(workload: Workload, cache: WorkerCache) -> BaselineResult:
     metrics = dict(_BASE)
     metrics.update(nonzero_params=_BASE["params"], size_mb=7.5, size_zip_mb=6.9, speedup=1.0)
     metrics.update(ort_latency_ms=_BASE["latency_ms"] / 2, ort_speedup=1.0)
-    return BaselineResult(fake_groups(workload.granularity), metrics, "cpu (fake)", 0.0)
+    return BaselineResult(fake_groups(workload.pruning.granularity), metrics, "cpu (fake)", 0.0)
 
 
 def fake_allocations(request: AllocationRequest) -> list[dict[str, float]]:
@@ -65,7 +65,7 @@ def run_fake_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     time.sleep(fake.sleep_s)
     if spec.number in fake.fail_on:
         raise RuntimeError(f"fake failure injected in trial {spec.number}")
-    groups = fake_groups(spec.workload.granularity)
+    groups = fake_groups(spec.workload.pruning.granularity)
     ratios = [spec.ratios.get(g, 0.0) for g in groups]
     mean = sum(ratios) / len(ratios)
     spread = sum((r - mean) ** 2 for r in ratios) / len(ratios)

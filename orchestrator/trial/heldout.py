@@ -44,7 +44,7 @@ def validate_on_test(spec: StudySpec, numbers: list[int], fetch: Callable[[int, 
     from ..yolo.checkpoint import load_model
     from ..yolo.data import load_data_config, scan_labels
     from ..yolo.train import VAL_BATCH
-    from ..yolo.val import ValSet, validate
+    from ..yolo.val import ValSet, val_stride, validate
 
     base = spec.path.resolve().parent
     data = load_data_config(resolve_data(local_ref(spec.data, base)), need=())
@@ -60,7 +60,7 @@ def validate_on_test(spec: StudySpec, numbers: list[int], fetch: Callable[[int, 
             if pt is None:
                 raise OrchestratorError(f"trial {n}: no pruned.pt among its MLflow artifacts")
             model = load_model(pt)
-            vs = ValSet(images, spec.imgsz, VAL_BATCH, stride=max(32, int(model.stride.max())), nc=data.nc)
+            vs = ValSet(images, spec.imgsz, VAL_BATCH, stride=val_stride(model), nc=data.nc)
             r = validate(model, vs, device="cpu")
             out[n] = {"test_map50_95": float(r.map50_95), "test_map50": float(r.map50), "test_images": float(r.images)}
     return out

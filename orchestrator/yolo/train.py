@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,10 +32,10 @@ from .augment import EpochBatchSampler, TrainDataset, collate, worker_init
 from .data import DataConfig, load_image, scan_labels
 from .distill import distill_loss, teacher_maps
 from .hyp import Hyp, get_hyp
-from .loss import YoloLoss
+from .loss import LossOutput, YoloLoss
 from .masks import conv_sparsity as conv_sparsity  # one implementation; callers import it from here too
 from .model import copy_model
-from .val import ValResult, ValSet, validate
+from .val import ValResult, ValSet, val_stride, validate
 
 VAL_BATCH = 32  # validation batch (rect batches): what `orchestrator val` and the official val.py use
 
@@ -163,26 +164,34 @@ def fitness(r: ValResult) -> float:
     return 0.1 * r.map50 + 0.9 * r.map50_95
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a fine-tune runs, apart from the model, the data and the epochs; the defaults suit a pruned yolov5n."""
+
+    imgsz: int = 640
+    batch: int = 16
+    hyp: Hyp | str = "finetune"  # a preset name or a Hyp
+    lr0: float | None = None  # replaces the preset's lr0: the one setting a study searches over
+    device: str | torch.device = "cpu"
+    seed: int = 0  # augmentation and batch order: the same seed trains the same weights on CPU
+    workers: int | None = None  # loader processes; None: min(2, cpus)
+    cache_images: bool = True  # decode the training images into RAM once (when no TrainImages is given)
+    amp: bool | None = None  # mixed precision; None: on CUDA only (CPU autocast is slower)
+    distill: float = 1.0  # weight of the teacher's distillation loss, when a teacher is given
+
+
 def finetune(
     model: nn.Module,
     data: DataConfig,
     epochs: int,
+    settings: TrainSettings | None = None,
     *,
-    imgsz: int = 640,
-    batch: int = 16,
-    hyp: Hyp | str = "finetune",
-    lr0: float | None = None,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    workers: int | None = None,
     val_set: ValSet | None = None,
     train_images: TrainImages | None = None,
-    cache_images: bool = True,
-    amp: bool | None = None,
+    teacher: nn.Module | None = None,
     progress: Callable[[EpochRecord], None] | None = None,
     on_batch: Callable[[BatchProgress], None] | None = None,
-    teacher: nn.Module | None = None,
-    distill: float = 1.0,
+    **options: Any,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (trained in place) and return the best EMA, validated each epoch on ``data.val``.
 
@@ -190,117 +199,197 @@ def finetune(
     reuse decoded data across trials (they must match ``imgsz``). Never prints; ``progress`` gets each
     :class:`EpochRecord`, ``on_batch`` each :class:`BatchProgress`. Deterministic on CPU for a seed.
     With a ``teacher`` (the unpruned model), ``distill`` x :func:`.distill.distill_loss` per image is added.
+    ``options`` are :class:`TrainSettings` fields given one by one (``imgsz=320, batch=8``), on top of ``settings``.
     """
     t_start = time.perf_counter()
-    hyp = get_hyp(hyp)
-    if lr0 is not None:
-        hyp = replace(hyp, lr0=lr0)
-    if epochs < 0 or batch < 1:
-        raise ValueError(f"epochs must be >= 0 and batch >= 1 (got epochs={epochs}, batch={batch})")
-    device = torch.device(device)
+    s = replace(settings or TrainSettings(), **options)
+    hyp = get_hyp(s.hyp)
+    if s.lr0 is not None:
+        hyp = replace(hyp, lr0=s.lr0)
+    if epochs < 0 or s.batch < 1:
+        raise ValueError(f"epochs must be >= 0 and batch >= 1 (got epochs={epochs}, batch={s.batch})")
+    device = torch.device(s.device)
     if val_set is None:
-        val_set = ValSet(data, imgsz, VAL_BATCH, stride=max(32, int(model.stride.max())))
+        val_set = ValSet(data, s.imgsz, VAL_BATCH, stride=val_stride(model))
     if epochs == 0:
         model = model.to(device).eval()
         res = validate(model, val_set, device=device)
         return FinetuneResult(model, (), 0, res, hyp, time.perf_counter() - t_start)
 
-    if train_images is None:
-        train_images = TrainImages(data, imgsz, cache_images=cache_images)
-    elif train_images.imgsz != imgsz:
-        raise ValueError(f"train_images were decoded for imgsz={train_images.imgsz}, not {imgsz}")
-    dataset = TrainDataset(train_images.image, train_images.labels, imgsz, hyp, seed=seed)
-    sampler = EpochBatchSampler(len(dataset), batch, seed=seed)
-    workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    loader = DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers, worker_init_fn=worker_init,
-        persistent_workers=workers > 0, pin_memory=device.type == "cuda",
-    )  # fmt: skip
+    loop = _Loop.start(model, data, epochs, s, hyp, device, train_images, teacher, on_batch)
+    history: list[EpochRecord] = []
+    best: tuple[float, int, nn.Module, ValResult] | None = None
+    for epoch in range(epochs):
+        sums, seen, train_s = loop.train_epoch(epoch)
+        t1 = time.perf_counter()
+        res = validate(loop.ema.module, val_set, device=device)
+        mean = (sums / max(seen, 1)).tolist()
+        rec = EpochRecord(
+            epoch + 1, mean[0], mean[1], mean[2], loop.optimizer.param_groups[1]["lr"], seen / train_s,
+            res.map50_95, res.map50, res.precision, res.recall, train_s, time.perf_counter() - t1,
+        )  # fmt: skip
+        history.append(rec)
+        if best is None or fitness(res) > best[0]:
+            best = (fitness(res), epoch + 1, detached_copy(loop.ema.module), res)
+        if progress is not None:
+            progress(rec)
 
-    model = model.to(device).float().train()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    accumulate = max(round(hyp.nbs / batch), 1)
-    groups = parameter_groups(model)
+    loop.model.eval()
+    assert best is not None
+    _, best_epoch, best_model, best_res = best
+    return FinetuneResult(best_model.eval(), tuple(history), best_epoch, best_res, hyp, time.perf_counter() - t_start)
+
+
+def make_optimizer(
+    groups: dict[str, list[nn.Parameter]], hyp: Hyp, batch: int, accumulate: int
+) -> torch.optim.Optimizer:
+    """Nesterov SGD over the official groups (0: biases, 1: decayed weights, 2: norm weights).
+
+    Weight decay is scaled to the nominal batch (``hyp.nbs``) so that a small batch decays as much per image.
+    """
     optimizer = torch.optim.SGD(groups["bias"], lr=hyp.lr0, momentum=hyp.momentum, nesterov=True)
     optimizer.add_param_group(
         {"params": groups["decay"], "weight_decay": hyp.weight_decay * batch * accumulate / hyp.nbs}
     )
     optimizer.add_param_group({"params": groups["no_decay"], "weight_decay": 0.0})
-    lf = lr_factor(hyp, epochs)
-    loss_fn = YoloLoss(model, hyp, imgsz)
-    ema = ModelEMA(model, hyp.ema_decay, hyp.ema_tau)
-    amp = device.type == "cuda" if amp is None else amp
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    nb = len(loader)
-    nw = max(round(hyp.warmup_epochs * nb), hyp.warmup_min_iters) if hyp.warmup_epochs > 0 else hyp.warmup_min_iters
-    last_step = -1
-    history: list[EpochRecord] = []
-    best: tuple[float, int, nn.Module, ValResult] | None = None
-    params = [p for g in groups.values() for p in g]
+    return optimizer
 
-    for epoch in range(epochs):
+
+def warmup_iterations(hyp: Hyp, batches: int) -> int:
+    """Optimiser iterations of the warm-up: ``warmup_epochs`` of batches, never fewer than ``warmup_min_iters``."""
+    if hyp.warmup_epochs > 0:
+        return max(round(hyp.warmup_epochs * batches), hyp.warmup_min_iters)
+    return hyp.warmup_min_iters
+
+
+@dataclass
+class _Loop:
+    """What one fine-tune carries from batch to batch: model, loader, optimiser, EMA and the step counters."""
+
+    model: nn.Module
+    hyp: Hyp
+    device: torch.device
+    batch: int
+    epochs: int
+    loader: DataLoader
+    sampler: EpochBatchSampler
+    optimizer: torch.optim.Optimizer
+    params: list[nn.Parameter]
+    lf: Callable[[float], float]
+    loss_fn: YoloLoss
+    ema: ModelEMA
+    amp: bool
+    scaler: torch.amp.GradScaler
+    teacher: nn.Module | None
+    distill: float
+    on_batch: Callable[[BatchProgress], None] | None
+    accumulate: int  # batches per optimiser step (ramped up during the warm-up)
+    warmup: int  # iterations of warm-up
+    last_step: int = -1  # iteration of the last optimiser step
+
+    @classmethod
+    def start(
+        cls,
+        model: nn.Module,
+        data: DataConfig,
+        epochs: int,
+        s: TrainSettings,
+        hyp: Hyp,
+        device: torch.device,
+        train_images: TrainImages | None,
+        teacher: nn.Module | None,
+        on_batch: Callable[[BatchProgress], None] | None,
+    ) -> _Loop:
+        if train_images is None:
+            train_images = TrainImages(data, s.imgsz, cache_images=s.cache_images)
+        elif train_images.imgsz != s.imgsz:
+            raise ValueError(f"train_images were decoded for imgsz={train_images.imgsz}, not {s.imgsz}")
+        dataset = TrainDataset(train_images.image, train_images.labels, s.imgsz, hyp, seed=s.seed)
+        sampler = EpochBatchSampler(len(dataset), s.batch, seed=s.seed)
+        workers = min(2, os.cpu_count() or 1) if s.workers is None else s.workers
+        loader = DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers, worker_init_fn=worker_init,
+            persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+        )  # fmt: skip
+
+        model = model.to(device).float().train()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        accumulate = max(round(hyp.nbs / s.batch), 1)
+        groups = parameter_groups(model)
+        optimizer = make_optimizer(groups, hyp, s.batch, accumulate)
+        lf = lr_factor(hyp, epochs)
+        loss_fn = YoloLoss(model, hyp, s.imgsz)
+        ema = ModelEMA(model, hyp.ema_decay, hyp.ema_tau)
+        amp = device.type == "cuda" if s.amp is None else s.amp
+        scaler = torch.amp.GradScaler(device.type, enabled=amp)
+        params = [p for g in groups.values() for p in g]
+        return cls(
+            model, hyp, device, s.batch, epochs, loader, sampler, optimizer, params, lf, loss_fn, ema, amp, scaler,
+            teacher, s.distill, on_batch, accumulate, warmup_iterations(hyp, len(loader)),
+        )  # fmt: skip
+
+    def train_epoch(self, epoch: int) -> tuple[torch.Tensor, int, float]:
+        """One pass over the training images: (summed loss parts x images, images seen, seconds)."""
+        hyp, model, nb = self.hyp, self.model, len(self.loader)
         model.train()
         if hyp.freeze_bn_stats:
             for m in model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-        for g in optimizer.param_groups:
-            g["lr"] = hyp.lr0 * lf(epoch)
-        sampler.set_epoch(epoch, mosaic=epoch < epochs - hyp.close_mosaic)
+        for g in self.optimizer.param_groups:
+            g["lr"] = hyp.lr0 * self.lf(epoch)
+        self.sampler.set_epoch(epoch, mosaic=epoch < self.epochs - hyp.close_mosaic)
         sums = torch.zeros(3)
         seen, t0 = 0, time.perf_counter()
-        for i, (imgs, targets) in enumerate(loader):
+        for i, (imgs, targets) in enumerate(self.loader):
             ni = i + nb * epoch
-            if ni <= nw and nw > 0:
-                accumulate = max(1, round(float(np.interp(ni, [0, nw], [1, hyp.nbs / batch]))))
-                for j, g in enumerate(optimizer.param_groups):
-                    start = hyp.warmup_bias_lr if j == 0 else 0.0
-                    g["lr"] = float(np.interp(ni, [0, nw], [start, hyp.lr0 * lf(epoch)]))
-                    g["momentum"] = float(np.interp(ni, [0, nw], [hyp.warmup_momentum, hyp.momentum]))
-            imgs = imgs.to(device, non_blocking=True).float() / 255
-            with torch.autocast(device.type, enabled=amp):
-                preds = model(imgs)
-                out = loss_fn(preds, targets.to(device))
-                total = out.total
-                if teacher is not None:
-                    total = total + distill * distill_loss(preds, teacher_maps(teacher, imgs)) * len(imgs)
-            if not torch.isfinite(out.total):
-                raise TrainingError(
-                    f"loss became {float(out.total.detach())} at epoch {epoch + 1}, iteration {i + 1} of {nb} "
-                    f"(box {out.box:.4g}, obj {out.obj:.4g}, cls {out.cls:.4g}); lower lr0 (now {hyp.lr0:g})"
-                )
-            scaler.scale(total).backward()
-            if ni - last_step >= accumulate:
-                scaler.unscale_(optimizer)
-                if hyp.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(params, max_norm=hyp.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                ema.update(model)
-                last_step = ni
+            if ni <= self.warmup and self.warmup > 0:
+                self.warm_up(ni, epoch)
+            imgs = imgs.to(self.device, non_blocking=True).float() / 255
+            out = self.backward(imgs, targets, epoch, i, nb)
+            if ni - self.last_step >= self.accumulate:
+                self.step(ni)
             sums += out.parts.float().cpu() * len(imgs)
             seen += len(imgs)
-            if on_batch is not None:
+            if self.on_batch is not None:
                 m = (sums / seen).tolist()
                 speed = seen / (time.perf_counter() - t0)
-                on_batch(BatchProgress(epoch + 1, i + 1, nb, m[0], m[1], m[2], speed))
-        train_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        res = validate(ema.module, val_set, device=device)
-        mean = (sums / max(seen, 1)).tolist()
-        rec = EpochRecord(
-            epoch + 1, mean[0], mean[1], mean[2], optimizer.param_groups[1]["lr"], seen / train_s,
-            res.map50_95, res.map50, res.precision, res.recall, train_s, time.perf_counter() - t1,
-        )  # fmt: skip
-        history.append(rec)
-        if best is None or fitness(res) > best[0]:
-            best = (fitness(res), epoch + 1, detached_copy(ema.module), res)
-        if progress is not None:
-            progress(rec)
+                self.on_batch(BatchProgress(epoch + 1, i + 1, nb, m[0], m[1], m[2], speed))
+        return sums, seen, time.perf_counter() - t0
 
-    model.eval()
-    assert best is not None
-    _, best_epoch, best_model, best_res = best
-    return FinetuneResult(best_model.eval(), tuple(history), best_epoch, best_res, hyp, time.perf_counter() - t_start)
+    def warm_up(self, ni: int, epoch: int) -> None:
+        """Ramp accumulation, learning rates (biases from ``warmup_bias_lr`` down) and momentum over the warm-up."""
+        hyp, nw = self.hyp, self.warmup
+        self.accumulate = max(1, round(float(np.interp(ni, [0, nw], [1, hyp.nbs / self.batch]))))
+        for j, g in enumerate(self.optimizer.param_groups):
+            start = hyp.warmup_bias_lr if j == 0 else 0.0
+            g["lr"] = float(np.interp(ni, [0, nw], [start, hyp.lr0 * self.lf(epoch)]))
+            g["momentum"] = float(np.interp(ni, [0, nw], [hyp.warmup_momentum, hyp.momentum]))
+
+    def backward(self, imgs: torch.Tensor, targets: torch.Tensor, epoch: int, i: int, nb: int) -> LossOutput:
+        """Loss of one batch (plus distillation), back-propagated; a non-finite loss stops the fine-tune."""
+        with torch.autocast(self.device.type, enabled=self.amp):
+            preds = self.model(imgs)
+            out = self.loss_fn(preds, targets.to(self.device))
+            total = out.total
+            if self.teacher is not None:
+                total = total + self.distill * distill_loss(preds, teacher_maps(self.teacher, imgs)) * len(imgs)
+        if not torch.isfinite(out.total):
+            raise TrainingError(
+                f"loss became {float(out.total.detach())} at epoch {epoch + 1}, iteration {i + 1} of {nb} "
+                f"(box {out.box:.4g}, obj {out.obj:.4g}, cls {out.cls:.4g}); lower lr0 (now {self.hyp.lr0:g})"
+            )
+        self.scaler.scale(total).backward()
+        return out
+
+    def step(self, ni: int) -> None:
+        """One optimiser step over the accumulated gradients (clipped when ``grad_clip``), then the EMA."""
+        self.scaler.unscale_(self.optimizer)
+        if self.hyp.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.params, max_norm=self.hyp.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        self.last_step = ni

@@ -143,7 +143,7 @@ def validate(
     afterwards. The only file ever written is the label cache when a ValSet is built here.
     """
     t0 = time.perf_counter()
-    stride = max(32, int(_model_stride(model)))
+    stride = val_stride(model)
     if isinstance(data, ValSet):
         for name, asked, have in (("imgsz", imgsz, data.imgsz), ("batch", batch, data.batch)):
             if asked is not None and asked != have:
@@ -215,9 +215,13 @@ def _model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _model_stride(model: nn.Module) -> float:
+def val_stride(model: nn.Module) -> int:
+    """The stride a ValSet's rect batches are padded to for ``model``: its largest stride, at least 32.
+
+    At least 32 so that one ValSet serves every model of a study (a pruned model keeps the baseline's strides).
+    """
     s = getattr(model, "stride", None)
-    return float(s.max()) if isinstance(s, torch.Tensor) else 32.0
+    return max(32, int(float(s.max()) if isinstance(s, torch.Tensor) else 32.0))
 
 
 def _predict(

@@ -14,8 +14,7 @@ from orchestrator import cli
 from orchestrator.errors import OrchestratorError
 from orchestrator.search import ATTR_BASELINE, ATTR_METRICS, ATTR_TEST, held_out_points, revealed
 from orchestrator.study.file import load_study_spec
-from orchestrator.sweep.driver import workload_for
-from orchestrator.trial.contract import TrialSpec, WorkerCache
+from orchestrator.trial.contract import TrialSpec, WorkerCache, Workload
 from orchestrator.trial.heldout import validate_on_test
 from orchestrator.trial.runner import execute
 
@@ -85,7 +84,7 @@ def test_test_data_names_its_own_yaml(assets, coco128_yaml, tmp_path, capsys):
     assert cli.main(["check", str(study)]) == 0, capsys.readouterr().err
     spec = load_study_spec(study)
     r = execute(
-        TrialSpec(0, workload_for(spec), {"backbone.P1": 0.1}, {"epochs": 0, "lr0": 0.001, "quantize": "none"}),
+        TrialSpec(0, Workload.from_spec(spec), {"backbone.P1": 0.1}, {"epochs": 0, "lr0": 0.001, "quantize": "none"}),
         WorkerCache(),
     )
     assert r.ok, r.failure

@@ -12,7 +12,8 @@ from orchestrator.search import baseline_values, build_space, load_existing
 from orchestrator.study.dimensions import Choices
 from orchestrator.study.file import load_study_spec
 from orchestrator.study.spec import QuantizeSpec
-from orchestrator.sweep.driver import run_study, workload_for
+from orchestrator.sweep.driver import run_study
+from orchestrator.trial.contract import Workload
 
 
 def test_study_file_forms(tmp_path):
@@ -62,7 +63,8 @@ def test_optuna_space_and_enqueued_trials(tmp_path):
     space = build_space(spec, groups)
     assert space.distributions()["quantize"].choices == ("none", "int8")
     assert space.enqueued_params(uniform, baseline_values(spec))["quantize"] == "int8"  # the last choice
-    assert workload_for(spec).calibration == ("minmax", 128)
+    q = Workload.from_spec(spec).quantize
+    assert (q.calibration, q.calib_images) == ("minmax", 128)
 
 
 def test_fake_study_searches_quantize_and_logs_it(tmp_path):
@@ -94,7 +96,7 @@ def test_real_int8_trial_validates_and_ships_the_int8_file(tmp_path, assets):
         quantize={"choices": ["none", "int8"], "calib_images": 4},
         test_data=str(small_dataset(assets, tmp_path / "held_out", 6)),
     )
-    w = workload_for(load_study_spec(path))
+    w = Workload.from_spec(load_study_spec(path))
     cache = WorkerCache()
     base = execute_baseline(w, cache)
     ratios = {g: 0.2 for g in base.groups}
@@ -105,8 +107,10 @@ def test_real_int8_trial_validates_and_ships_the_int8_file(tmp_path, assets):
     assert inspect_onnx(tmp_path / "q.onnx").int8 and "pruned.pt" in r.files
     assert r.metrics["size_mb"] == pytest.approx(len(q) / 1e6)  # the deployable file's bytes
     assert r.metrics["size_mb"] < 0.75 * base.metrics["size_mb"]  # int8 vs the fp16 official .pt
+    ctx = cache.items["context"]
+    assert {"calibration", "test_set"} <= ctx.built()  # the worker keeps both for its next trials
     # the mAP reported is the int8 file's own, through ONNX Runtime
-    assert r.metrics["map50_95"] == pytest.approx(validate_onnx_bytes(q, cache.items["val_set"]).map50_95)
-    assert r.metrics["ort_latency_ms"] > 0 and len(cache.items["calibration"]) == 4
+    assert r.metrics["map50_95"] == pytest.approx(validate_onnx_bytes(q, ctx.val_set).map50_95)
+    assert r.metrics["ort_latency_ms"] > 0 and len(ctx.calibration(4)) == 4
     # the held-out figures are the int8 file's too
-    assert r.test["test_map50_95"] == pytest.approx(validate_onnx_bytes(q, cache.items["test_set"]).map50_95)
+    assert r.test["test_map50_95"] == pytest.approx(validate_onnx_bytes(q, ctx.test_set(32, tuple)).map50_95)

@@ -10,8 +10,7 @@ from study_files import fake_study
 
 from orchestrator.study.file import load_study_spec
 from orchestrator.study.metrics import EPOCH_KEYS, TRIAL_METRICS
-from orchestrator.sweep.driver import workload_for
-from orchestrator.trial.contract import AllocationRequest, TrialSpec, WorkerCache
+from orchestrator.trial.contract import AllocationRequest, TrialSpec, WorkerCache, Workload
 from orchestrator.trial.runner import (
     ARTIFACTS,
     TrialRunner,
@@ -37,7 +36,7 @@ def workload(request, tmp_path_factory, assets):
         tracking={"artifacts": "all"},
         resources={"cpus_per_trial": 2},
     )
-    return workload_for(load_study_spec(path))
+    return Workload.from_spec(load_study_spec(path))
 
 
 def test_both_kinds_are_trial_runners():

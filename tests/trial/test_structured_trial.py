@@ -6,8 +6,7 @@ import pytest
 from study_files import fake_study
 
 from orchestrator.study.file import load_study_spec
-from orchestrator.sweep.driver import workload_for
-from orchestrator.trial.contract import AllocationRequest, TrialSpec, WorkerCache
+from orchestrator.trial.contract import AllocationRequest, TrialSpec, WorkerCache, Workload
 from orchestrator.trial.runner import execute, execute_allocations
 
 pytestmark = pytest.mark.slow
@@ -29,13 +28,13 @@ def _workload(folder, assets, **pruning):
         resources={"cpus_per_trial": 2},
         tracking={"artifacts": "none"},
     )
-    return workload_for(load_study_spec(path))
+    return Workload.from_spec(load_study_spec(path))
 
 
 def test_recovery_keeps_what_a_plain_cut_loses(tmp_path, assets):
     plain = _workload(tmp_path / "plain", assets)
     recovered = _workload(tmp_path / "rec", assets, importance="output_error", recover=["compensate", "reconstruct"])
-    assert recovered.recover == ("compensate", "reconstruct") and recovered.distill == 1.0
+    assert recovered.pruning.recover == ("compensate", "reconstruct") and recovered.finetune.distill == 1.0
     ratios = {g: 0.1 for g in ("backbone.P1", "backbone.P2", "backbone.P3", "backbone.P4", "backbone.P5", "neck")}
     cut = execute(TrialSpec(0, plain, ratios, VALUES), WorkerCache())
     cache = WorkerCache()
@@ -49,7 +48,8 @@ def test_recovery_keeps_what_a_plain_cut_loses(tmp_path, assets):
     )
     tuned = execute(TrialSpec(1, recovered, ratios, {**VALUES, "epochs": 1}), cache)  # distilled from the baseline
     assert tuned.ok, tuned.failure
-    assert len(tuned.history) == 1 and "oneshot" in cache.items  # calibration images cached across trials
+    # calibration images cached across trials
+    assert len(tuned.history) == 1 and "oneshot" in cache.items["context"].built()
 
 
 def test_sensitivity_warm_start_meets_the_uniform_cuts_gflops(tmp_path, assets):
@@ -61,7 +61,7 @@ def test_sensitivity_warm_start_meets_the_uniform_cuts_gflops(tmp_path, assets):
     bounds = dict.fromkeys(groups, (0.0, 0.6))
     (alloc,) = execute_allocations(w, AllocationRequest((0.3,), groups, bounds, None), cache)
     assert set(alloc) == set(groups) and all(0.0 <= r <= 0.6 for r in alloc.values())
-    model = cache.items["model"]
-    uniform = gflops_fraction(model, dict.fromkeys(groups, 0.3), "stage", 224, w.round_to)  # as the trial cuts
-    assert w.round_to == 8 and gflops_fraction(model, alloc, "stage", 224, w.round_to) <= uniform + 1e-9
+    model = cache.items["context"].model
+    uniform = gflops_fraction(model, dict.fromkeys(groups, 0.3), "stage", 224, w.pruning.round_to)  # as the trial cuts
+    assert w.pruning.round_to == 8 and gflops_fraction(model, alloc, "stage", 224, w.pruning.round_to) <= uniform + 1e-9
     assert alloc != dict.fromkeys(groups, 0.3)  # the scan moved the cut to where it costs least

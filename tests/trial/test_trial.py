@@ -9,8 +9,7 @@ import pytest
 from study_files import fake_study
 
 from orchestrator.study.file import load_study_spec
-from orchestrator.sweep.driver import workload_for
-from orchestrator.trial.contract import TrialSpec, WorkerCache
+from orchestrator.trial.contract import TrialSpec, WorkerCache, Workload
 from orchestrator.trial.runner import execute, execute_baseline
 
 pytestmark = pytest.mark.slow
@@ -31,7 +30,7 @@ def workload(tmp_path_factory, assets):
         tracking={"artifacts": "pareto"},
         resources={"cpus_per_trial": 2},
     )
-    return workload_for(load_study_spec(path))
+    return Workload.from_spec(load_study_spec(path))
 
 
 def test_baseline_then_a_pruned_fine_tuned_trial(workload):
@@ -39,11 +38,11 @@ def test_baseline_then_a_pruned_fine_tuned_trial(workload):
     base = execute_baseline(workload, cache)
     assert set(base.groups) >= {"backbone.P1", "backbone.P5", "neck", "head"}
     assert 0.05 < base.metrics["map50_95"] < 0.4 and base.metrics["speedup"] == 1.0
-    model = cache.items["model"]
+    model = cache.items["context"].model
     ratios = {g: 0.3 for g in base.groups}
     r = execute(TrialSpec(7, workload, ratios, {"epochs": 1, "lr0": 0.002, "quantize": "none"}), cache, "test")
     assert r.ok, r.failure
-    assert cache.items["model"] is model  # the worker's baseline model is reused, not changed
+    assert cache.items["context"].model is model  # the worker's baseline model is reused, not changed
     assert r.metrics["nonzero_params"] < 0.75 * base.metrics["nonzero_params"]
     assert r.metrics["params"] == base.metrics["params"]  # unstructured: same dense shapes
     assert 0.0 <= r.metrics["map50_95"] < base.metrics["map50_95"] + 0.05
@@ -52,9 +51,9 @@ def test_baseline_then_a_pruned_fine_tuned_trial(workload):
     # ONNX Runtime latency, against the unpruned model's session the worker opened once and keeps
     assert base.metrics["ort_speedup"] == 1.0 and base.metrics["ort_latency_ms"] > 0
     assert r.metrics["ort_latency_ms"] > 0 and r.metrics["ort_speedup"] > 0
-    session = cache.items["ort_baseline"]
+    session = cache.items["context"].ort_baseline()
     assert execute(TrialSpec(8, workload, ratios, {"epochs": 0, "lr0": 0.002, "quantize": "none"}), cache, "test").ok
-    assert cache.items["ort_baseline"] is session
+    assert cache.items["context"].ort_baseline() is session
 
     from orchestrator.yolo.checkpoint import load_checkpoint
 
