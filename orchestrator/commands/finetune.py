@@ -49,18 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.epochs < 0:
-        raise OrchestratorError(f"--epochs: expected >= 0, got {args.epochs}")
-    if args.imgsz < 32 or args.imgsz % 32:
-        raise OrchestratorError(f"--imgsz: expected a positive multiple of 32, got {args.imgsz}")
-    check_imgsz(args.imgsz)
-    check_out(args.out)  # before the work: an unwritable --out must not cost a fine-tune
-    if args.batch < 1:
-        raise OrchestratorError(f"--batch: expected >= 1, got {args.batch}")
-    if args.lr0 is not None and not args.lr0 > 0:
-        raise OrchestratorError(f"--lr0: expected > 0, got {args.lr0}")
-    if args.workers is not None and args.workers < 0:
-        raise OrchestratorError(f"--workers: expected >= 0, got {args.workers}")
+    _check_args(args)
     # Heavy imports here, not at module top: every command module is imported to build the parser.
 
     from ..assets import resolve_data, resolve_weights
@@ -130,6 +119,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(result, out, sparsity)
     return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every flag checked before the work: a bad one must not cost a model load or a fine-tune."""
+    if args.epochs < 0:
+        raise OrchestratorError(f"--epochs: expected >= 0, got {args.epochs}")
+    if args.imgsz < 32 or args.imgsz % 32:
+        raise OrchestratorError(f"--imgsz: expected a positive multiple of 32, got {args.imgsz}")
+    check_imgsz(args.imgsz)
+    check_out(args.out)  # before the work: an unwritable --out must not cost a fine-tune
+    if args.batch < 1:
+        raise OrchestratorError(f"--batch: expected >= 1, got {args.batch}")
+    if args.lr0 is not None and not args.lr0 > 0:
+        raise OrchestratorError(f"--lr0: expected > 0, got {args.lr0}")
+    if args.workers is not None and args.workers < 0:
+        raise OrchestratorError(f"--workers: expected >= 0, got {args.workers}")
 
 
 class _EpochBars:
