@@ -8,12 +8,13 @@ GPU node. The heavy objects a trial needs (baseline model, datasets, baseline me
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from ..errors import OrchestratorError
 from . import steps
 from .context import WorkerContext
 from .contract import AllocationRequest, BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
+from .heldout import held_out_files
 
 __all__ = ["RealTrial", "run_baseline", "run_trial"]
 
@@ -50,7 +51,7 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     tuned = steps.fine_tune(spec, ctx, pruned)
     shipped = steps.deploy(spec, ctx, tuned)
     metrics = steps.measure(spec, ctx, pruned, tuned, shipped)
-    test = steps.held_out(ctx, shipped, lambda: _test_files(w, ctx.data))
+    test = steps.held_out(ctx, shipped, lambda: held_out_files(ctx.data, w.test_data, Path(w.base_dir), progress=False))
     files = {"ratios.json": _ratio_map(spec, pruned.report)}
     if w.save_checkpoint:
         files["pruned.pt"] = _official_bytes(shipped.model, spec)
@@ -106,21 +107,6 @@ def _sensitivity_allocations(ctx: WorkerContext, request: AllocationRequest) -> 
         ratios = budget["ratios"]
         out.append({g: snap_ratio(ratios.get(g, 0.0), b, request.step) for g, b in request.bounds.items()})
     return out
-
-
-def _test_files(w: Workload, data) -> tuple:
-    """The held-out images: the study's ``test_data`` yaml (its test:, else its val: split), else the data's test:."""
-    if not w.test_data:
-        return data.test
-    from pathlib import Path
-
-    from ..assets import local_ref, resolve_data
-    from ..yolo.data import load_data_config
-
-    cfg = load_data_config(resolve_data(local_ref(w.test_data, Path(w.base_dir)), progress=False), need=())
-    if cfg.names != data.names:
-        raise OrchestratorError(f"{cfg.file}: test_data's classes differ from {data.file}'s")
-    return cfg.test or cfg.val
 
 
 def _ratio_map(spec: TrialSpec, report: Any) -> bytes:
