@@ -13,6 +13,20 @@ from pathlib import Path
 from ..errors import CheckpointError
 
 _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"})
+STRIDES = (8, 16, 32)  # the detection levels of a P5 YOLOv5
+ROW_MARGIN = 2  # room for a P6 level or a fourth anchor per level
+FREE_SIDE = 2048  # the input side assumed for the bound when the file leaves height or width free
+MAX_NC = 100_000
+
+
+def max_rows(height: int | None, width: int | None) -> int:
+    """The most output rows a YOLOv5 detector can have for an input of ``height`` x ``width`` (free: 2048).
+
+    Three anchors per cell of each level (strides 8, 16, 32), times a margin: an official export at 640
+    has 25,200 rows. Anything far beyond is not a detector, and NMS and the runtime would pay for every row.
+    """
+    h, w = height or FREE_SIDE, width or FREE_SIDE
+    return ROW_MARGIN * 3 * sum(-(-h // s) * -(-w // s) for s in STRIDES)
 
 
 @dataclass(frozen=True)
@@ -39,7 +53,6 @@ class OnnxDetector:
 def inspect_onnx(path: str | Path) -> OnnxDetector:
     """Read ``path`` with onnx and check its signature; anything else is one CheckpointError naming the file."""
     import onnx
-    from onnx import numpy_helper
 
     path = Path(path)
     if not path.is_file():
@@ -56,6 +69,7 @@ def inspect_onnx(path: str | Path) -> OnnxDetector:
             f"{path}: not a YOLOv5 detector: expected one image input and an output, "
             f"got {len(inputs)} input(s) and {len(g.output)} output(s)"
         )
+    params = _check_initializers(path, g)  # before anything runs the graph
     ins, outs = _dims(inputs[0]), _dims(g.output[0])
     if len(ins) == 4 and ins[1] in (3, None) and len(outs) == 3 and outs[2] is None:
         outs = _run_shape(path, ins)  # a dynamic export that left its class dimension unnamed: ask the runtime
@@ -69,7 +83,13 @@ def inspect_onnx(path: str | Path) -> OnnxDetector:
             f"{path}: not a YOLOv5 detector: output {g.output[0].name!r} has shape {_show(outs)}, "
             "expected (batch, anchors, 5 + classes)"
         )
-    params = sum(int(numpy_helper.to_array(t).size) for t in g.initializer if not t.external_data)
+    if outs[1] is not None and outs[1] > max_rows(ins[2], ins[3]):
+        raise CheckpointError(
+            f"{path}: not a YOLOv5 detector: output {g.output[0].name!r} has {outs[1]:,} rows, more than the "
+            f"{max_rows(ins[2], ins[3]):,} a {ins[2] or FREE_SIDE}x{ins[3] or FREE_SIDE} input can give"
+        )
+    if outs[2] - 5 > MAX_NC:
+        raise CheckpointError(f"{path}: not a YOLOv5 detector: {outs[2] - 5:,} classes (at most {MAX_NC:,})")
     return OnnxDetector(
         path=path,
         input_name=inputs[0].name,
@@ -82,6 +102,52 @@ def inspect_onnx(path: str | Path) -> OnnxDetector:
         params=params,
         names=_names(m),
     )
+
+
+def _check_initializers(path: Path, g) -> int:
+    """Elements of all initializers, counted from their dims; each must hold the data it claims.
+
+    Nothing is materialised: an initializer that claims 2**29 floats and stores none would otherwise be
+    allocated just to be counted. External data must be a file inside the model's folder (ONNX Runtime
+    refuses the rest too, with a traceback; here the answer is one line).
+    """
+    from onnx import TensorProto, helper
+
+    itemsizes = {
+        TensorProto.FLOAT: 4, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2, TensorProto.DOUBLE: 8,
+        TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT16: 2, TensorProto.UINT16: 2,
+        TensorProto.INT32: 4, TensorProto.UINT32: 4, TensorProto.INT64: 8, TensorProto.UINT64: 8,
+        TensorProto.BOOL: 1,
+    }  # fmt: skip
+    folder = path.resolve().parent
+    total = 0
+    for t in g.initializer:
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        if n < 0:
+            raise CheckpointError(f"{path}: initializer {t.name!r} has a negative dimension {list(t.dims)}")
+        total += n
+        if t.data_location == TensorProto.EXTERNAL or t.external_data:
+            loc = {e.key: e.value for e in t.external_data}.get("location", "")
+            target = (folder / loc).resolve()
+            if not loc or Path(loc).is_absolute() or not target.is_relative_to(folder) or not target.is_file():
+                raise CheckpointError(
+                    f"{path}: initializer {t.name!r} keeps its data in {loc!r}, which is not a file "
+                    "inside the model's folder"
+                )
+            continue
+        size = itemsizes.get(t.data_type)
+        if size is None:
+            continue  # strings, packed 4-bit and exotic floats: left to the runtime
+        field = helper.tensor_dtype_to_field(t.data_type)
+        stored = len(t.raw_data) // size if t.raw_data else len(getattr(t, field))
+        if stored != n:
+            raise CheckpointError(
+                f"{path}: initializer {t.name!r} claims {n:,} elements of shape {list(t.dims)} "
+                f"but stores {stored:,} (a damaged or crafted file)"
+            )
+    return total
 
 
 def _dims(value_info) -> list[int | None]:
