@@ -261,12 +261,17 @@ def oversized(image: Path) -> str | None:
             warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning: we decide here
             with Image.open(image) as im:
                 w, h = im.size
-    except Image.DecompressionBombError:
-        return f"{image}: image above {MAX_PIXELS:,} pixels (a decompression bomb?)"
+    except Image.DecompressionBombError as e:  # PIL refuses to open one twice its own limit: our limit too
+        n = "".join(c for c in str(e).split(" pixels")[0] if c.isdigit())
+        size = f"{int(n) / 1e6:.0f}-megapixel" if n else "oversized"
+        return f"{image}: {size} image, above the limit of {MAX_PIXELS / 1e6:.0f} megapixels (a decompression bomb?)"
     except Exception:  # not an image PIL knows (or unreadable): OpenCV decides and reports
         return None
     if w * h > MAX_PIXELS:
-        return f"{image}: {w}x{h} image of {w * h / 1e6:.0f} megapixels, above the limit of {MAX_PIXELS / 1e6:.0f}"
+        return (
+            f"{image}: {w}x{h} image of {w * h / 1e6:.0f} megapixels, above the limit of {MAX_PIXELS / 1e6:.0f} "
+            "megapixels (a decompression bomb?)"
+        )
     return None
 
 
