@@ -113,6 +113,12 @@ def _check_arg(i: int, j: int, a: Any, gw: float, module: str) -> None:
     """The first argument of a channel module is its width; every other number is small (kernel, stride...)."""
     if a is None or isinstance(a, (bool, str)):
         return
+    if module == "Detect" and j <= 1:  # nc and anchors, written out by some exporters instead of named
+        if j == 0 and not (_is_int(a) and 1 <= a <= MAX_NC):
+            raise LayerTableError(f"layer {i}: Detect classes {_short(a)}: expected 1 to {MAX_NC}")
+        if j == 1:
+            _check_anchors(a)
+        return
     if j == 0 and _is_int(a) and module not in ("Concat", "nn.Upsample", "Upsample", "nn.BatchNorm2d"):
         if not 1 <= a <= MAX_CHANNELS or math.ceil(a * gw / 8) * 8 > MAX_CHANNELS:
             raise LayerTableError(
