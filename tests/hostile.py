@@ -46,9 +46,35 @@ def onnx_two_million_rows(path: Path) -> Path:
     return path
 
 
-def onnx_unnamed_rows(path: Path, rows: int = 2_000_000) -> Path:
-    """``rows`` rows behind a symbolic row dimension: only the first run can tell."""
+def onnx_symbolic_rows(path: Path, rows: int = 2_000_000) -> Path:
+    """``rows`` constant rows behind a symbolic row dimension: shape inference can tell without running it."""
     m = _yolo_signature(_expand_to(rows), 1)
+    m.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "rows"
+    onnx.save(m, str(path))
+    return path
+
+
+def onnx_rows_from_pixels(path: Path, per_unit: float = 16.0) -> Path:
+    """Rows that depend on the pixels (``per_unit`` per unit of the image's sum, about 90,000 for a 64x64
+    photo): no inference can tell, only the first run."""
+
+    def const(name: str, kind: int, dims: list[int], values: list) -> object:
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name + "_v", kind, dims, values))
+
+    nodes = [
+        helper.make_node("ReduceSum", ["images"], ["total"], keepdims=0),
+        const("per_unit", TensorProto.FLOAT, [], [per_unit]),
+        helper.make_node("Mul", ["total", "per_unit"], ["rows_f"]),
+        helper.make_node("Cast", ["rows_f"], ["rows_i"], to=TensorProto.INT64),
+        const("one_dim", TensorProto.INT64, [1], [1]),
+        helper.make_node("Reshape", ["rows_i", "one_dim"], ["rows"]),
+        const("batch", TensorProto.INT64, [1], [1]),
+        const("width", TensorProto.INT64, [1], [85]),
+        helper.make_node("Concat", ["batch", "rows", "width"], ["shape"], axis=0),
+        const("half", TensorProto.FLOAT, [1], [0.5]),
+        helper.make_node("Expand", ["half", "shape"], ["output0"]),
+    ]
+    m = _yolo_signature(nodes, 1)
     m.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "rows"
     onnx.save(m, str(path))
     return path

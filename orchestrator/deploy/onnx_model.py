@@ -71,6 +71,8 @@ def inspect_onnx(path: str | Path) -> OnnxDetector:
         )
     params = _check_initializers(path, g)  # before anything runs the graph
     ins, outs = _dims(inputs[0]), _dims(g.output[0])
+    if len(ins) == 4 and len(outs) == 3:
+        _check_rows(path, g.output[0].name, ins, outs[1] if outs[1] is not None else _inferred_rows(m))
     if len(ins) == 4 and ins[1] in (3, None) and len(outs) == 3 and outs[2] is None:
         outs = _run_shape(path, ins)  # a dynamic export that left its class dimension unnamed: ask the runtime
     if len(ins) != 4 or ins[1] not in (3, None):
@@ -83,11 +85,7 @@ def inspect_onnx(path: str | Path) -> OnnxDetector:
             f"{path}: not a YOLOv5 detector: output {g.output[0].name!r} has shape {_show(outs)}, "
             "expected (batch, anchors, 5 + classes)"
         )
-    if outs[1] is not None and outs[1] > max_rows(ins[2], ins[3]):
-        raise CheckpointError(
-            f"{path}: not a YOLOv5 detector: output {g.output[0].name!r} has {outs[1]:,} rows, more than the "
-            f"{max_rows(ins[2], ins[3]):,} a {ins[2] or FREE_SIDE}x{ins[3] or FREE_SIDE} input can give"
-        )
+    _check_rows(path, g.output[0].name, ins, outs[1])
     if outs[2] - 5 > MAX_NC:
         raise CheckpointError(f"{path}: not a YOLOv5 detector: {outs[2] - 5:,} classes (at most {MAX_NC:,})")
     return OnnxDetector(
@@ -102,6 +100,30 @@ def inspect_onnx(path: str | Path) -> OnnxDetector:
         params=params,
         names=_names(m),
     )
+
+
+def _check_rows(path: Path, name: str, ins: list[int | None], rows: int | None) -> None:
+    if rows is not None and rows > max_rows(ins[2], ins[3]):
+        raise CheckpointError(
+            f"{path}: not a YOLOv5 detector: output {name!r} has {rows:,} rows, more than the "
+            f"{max_rows(ins[2], ins[3]):,} a {ins[2] or FREE_SIDE}x{ins[3] or FREE_SIDE} input can give"
+        )
+
+
+def _inferred_rows(m) -> int | None:
+    """The output's row count as ONNX shape inference (with constant propagation) finds it, when it can.
+
+    A file may leave the row dimension symbolic and still fix it in the graph (a constant expanded to two
+    million rows): inference sees that without running anything; a real dynamic export stays unknown.
+    """
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
+        dims = _dims(inferred.graph.output[0])
+    except Exception:  # inference is a best effort: the runtime's first run is checked as well
+        return None
+    return dims[1] if len(dims) == 3 else None
 
 
 def _check_initializers(path: Path, g) -> int:

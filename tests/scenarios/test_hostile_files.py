@@ -26,8 +26,9 @@ from hostile import (
     onnx_constant_of_shape,
     onnx_external_data,
     onnx_initializer_without_data,
+    onnx_rows_from_pixels,
+    onnx_symbolic_rows,
     onnx_two_million_rows,
-    onnx_unnamed_rows,
 )
 
 from orchestrator.cli import main
@@ -170,7 +171,8 @@ def test_the_shipped_tables_pass_their_own_tensors(ours: dict):
 # ---------------------------------------------------------------------------------------- ONNX files, in val
 ONNX = {
     "2,000,000 rows": (onnx_two_million_rows, "output 'output0' has 2,000,000 rows, more than the 504"),
-    "unnamed rows": (lambda p: onnx_unnamed_rows(p, 200_000), "output of shape (1, 200000, 85) for a 64x64 input"),
+    "2,000,000 rows, symbolic": (onnx_symbolic_rows, "output 'output0' has 2,000,000 rows, more than the 504"),
+    "rows from the pixels": (onnx_rows_from_pixels, "85) for a 64x64 input (at most 504 rows)"),
     "2**29 floats, none stored": (onnx_initializer_without_data, "claims 536,870,912 elements"),
     "ConstantOfShape 2**40": (onnx_constant_of_shape, "ONNX Runtime failed running it"),
 }
