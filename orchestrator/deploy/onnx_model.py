@@ -189,6 +189,8 @@ def _run_shape(path: Path, ins: list[int | None]) -> list[int | None]:
         s = open_session(path, threads=1)
         x = np.full([ins[0] or 1, 3, ins[2] or 64, ins[3] or 64], 0.5, dtype=np.float32)
         return list(s.run(None, {s.get_inputs()[0].name: x})[0].shape)
+    except CheckpointError:  # open_session's own line already names the file
+        raise
     except Exception as e:  # onnxruntime raises its own exception types for graphs it cannot run
         raise CheckpointError(f"{path}: ONNX Runtime cannot run it ({str(e).splitlines()[0][:200]})") from None
 
