@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, OrchestratorError
-from .onnx_model import max_rows as detector_rows
+from .rows import max_rows as detector_rows
 from .timing import time_interleaved
 
 
