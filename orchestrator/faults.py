@@ -9,6 +9,7 @@ before the fault, so the same command resumes once the cause is fixed.
 from __future__ import annotations
 
 import errno
+import re
 
 from .urls import mask_url
 
@@ -32,9 +33,26 @@ def fault_line(e: BaseException) -> str | None:
     return None
 
 
+_OOM_HINT = "lower batch or imgsz, or free memory, then run the same command again"
+# What the allocators say when they give up: PyTorch's CPU allocator and CUDA caching allocator raise a plain
+# RuntimeError (or torch.OutOfMemoryError, one of its subclasses) rather than MemoryError; ONNX Runtime's arena
+# raises its own type. Matched by text so no library is imported here.
+_ALLOCATOR_MESSAGES = (
+    "DefaultCPUAllocator: can't allocate memory",
+    "CUDA out of memory",
+    "CUDA error: out of memory",
+    "Failed to allocate memory for requested buffer",
+)
+_TRIED = re.compile(r"(?:tried to allocate|buffer of size) ([0-9]+(?:\.[0-9]+)? ?(?:[KMGT]i?B|bytes)?)", re.IGNORECASE)
+
+
 def _one(e: BaseException) -> str | None:
     if isinstance(e, MemoryError):
-        return "out of memory: lower batch or imgsz, or free memory, then run the same command again"
+        return f"out of memory: {_OOM_HINT}"
+    if _is_allocator_failure(e):
+        tried = _TRIED.search(str(e))
+        what = f" (an allocation of {_size(tried.group(1))} failed)" if tried else ""
+        return f"out of memory{what}: {_OOM_HINT}"
     if isinstance(e, OSError) and e.errno in _IO_ERRNOS:
         where = f": {e.filename}" if e.filename else ""
         return f"{e.strerror or e}{where}: free space or fix permissions, then run the same command again"
@@ -45,6 +63,22 @@ def _one(e: BaseException) -> str | None:
             "the same command again (finished trials are kept in the Optuna storage)"
         )
     return None
+
+
+def _is_allocator_failure(e: BaseException) -> bool:
+    """PyTorch's or ONNX Runtime's allocator giving up, by type name or message; never a MemoryError."""
+    if any(cls.__name__ == "OutOfMemoryError" for cls in type(e).__mro__):
+        return True
+    if not isinstance(e, RuntimeError) and not type(e).__module__.startswith("onnxruntime"):
+        return False
+    text = str(e)
+    return any(m in text for m in _ALLOCATOR_MESSAGES)
+
+
+def _size(text: str) -> str:
+    """``800000000000 bytes`` or a bare byte count as GB; a size torch already wrote in units unchanged."""
+    n = text.removesuffix("bytes").strip()
+    return f"{int(n) / 1e9:,.1f} GB" if n.isdigit() else text
 
 
 def _is_database_error(e: BaseException) -> bool:

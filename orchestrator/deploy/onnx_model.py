@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError
+from .rows import FREE_SIDE, max_rows
 
 _QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"})
+MAX_NC = 100_000
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,6 @@ class OnnxDetector:
 def inspect_onnx(path: str | Path) -> OnnxDetector:
     """Read ``path`` with onnx and check its signature; anything else is one CheckpointError naming the file."""
     import onnx
-    from onnx import numpy_helper
 
     path = Path(path)
     if not path.is_file():
@@ -56,7 +57,10 @@ def inspect_onnx(path: str | Path) -> OnnxDetector:
             f"{path}: not a YOLOv5 detector: expected one image input and an output, "
             f"got {len(inputs)} input(s) and {len(g.output)} output(s)"
         )
+    params = _check_initializers(path, g)  # before anything runs the graph
     ins, outs = _dims(inputs[0]), _dims(g.output[0])
+    if len(ins) == 4 and len(outs) == 3:
+        _check_rows(path, g.output[0].name, ins, outs[1] if outs[1] is not None else _inferred_rows(m))
     if len(ins) == 4 and ins[1] in (3, None) and len(outs) == 3 and outs[2] is None:
         outs = _run_shape(path, ins)  # a dynamic export that left its class dimension unnamed: ask the runtime
     if len(ins) != 4 or ins[1] not in (3, None):
@@ -69,7 +73,9 @@ def inspect_onnx(path: str | Path) -> OnnxDetector:
             f"{path}: not a YOLOv5 detector: output {g.output[0].name!r} has shape {_show(outs)}, "
             "expected (batch, anchors, 5 + classes)"
         )
-    params = sum(int(numpy_helper.to_array(t).size) for t in g.initializer if not t.external_data)
+    _check_rows(path, g.output[0].name, ins, outs[1])
+    if outs[2] - 5 > MAX_NC:
+        raise CheckpointError(f"{path}: not a YOLOv5 detector: {outs[2] - 5:,} classes (at most {MAX_NC:,})")
     return OnnxDetector(
         path=path,
         input_name=inputs[0].name,
@@ -82,6 +88,76 @@ def inspect_onnx(path: str | Path) -> OnnxDetector:
         params=params,
         names=_names(m),
     )
+
+
+def _check_rows(path: Path, name: str, ins: list[int | None], rows: int | None) -> None:
+    if rows is not None and rows > max_rows(ins[2], ins[3]):
+        raise CheckpointError(
+            f"{path}: not a YOLOv5 detector: output {name!r} has {rows:,} rows, more than the "
+            f"{max_rows(ins[2], ins[3]):,} a {ins[2] or FREE_SIDE}x{ins[3] or FREE_SIDE} input can give"
+        )
+
+
+def _inferred_rows(m) -> int | None:
+    """The output's row count as ONNX shape inference (with constant propagation) finds it, when it can.
+
+    A file may leave the row dimension symbolic and still fix it in the graph (a constant expanded to two
+    million rows): inference sees that without running anything; a real dynamic export stays unknown.
+    """
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
+        dims = _dims(inferred.graph.output[0])
+    except Exception:  # inference is a best effort: the runtime's first run is checked as well
+        return None
+    return dims[1] if len(dims) == 3 else None
+
+
+def _check_initializers(path: Path, g) -> int:
+    """Elements of all initializers, counted from their dims; each must hold the data it claims.
+
+    Nothing is materialised: an initializer that claims 2**29 floats and stores none would otherwise be
+    allocated just to be counted. External data must be a file inside the model's folder (ONNX Runtime
+    refuses the rest too, with a traceback; here the answer is one line).
+    """
+    from onnx import TensorProto, helper
+
+    itemsizes = {
+        TensorProto.FLOAT: 4, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2, TensorProto.DOUBLE: 8,
+        TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT16: 2, TensorProto.UINT16: 2,
+        TensorProto.INT32: 4, TensorProto.UINT32: 4, TensorProto.INT64: 8, TensorProto.UINT64: 8,
+        TensorProto.BOOL: 1,
+    }  # fmt: skip
+    folder = path.resolve().parent
+    total = 0
+    for t in g.initializer:
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        if n < 0:
+            raise CheckpointError(f"{path}: initializer {t.name!r} has a negative dimension {list(t.dims)}")
+        total += n
+        if t.data_location == TensorProto.EXTERNAL or t.external_data:
+            loc = {e.key: e.value for e in t.external_data}.get("location", "")
+            target = (folder / loc).resolve()
+            if not loc or Path(loc).is_absolute() or not target.is_relative_to(folder) or not target.is_file():
+                raise CheckpointError(
+                    f"{path}: initializer {t.name!r} keeps its data in {loc!r}, which is not a file "
+                    "inside the model's folder"
+                )
+            continue
+        size = itemsizes.get(t.data_type)
+        if size is None:
+            continue  # strings, packed 4-bit and exotic floats: left to the runtime
+        field = helper.tensor_dtype_to_field(t.data_type)
+        stored = len(t.raw_data) // size if t.raw_data else len(getattr(t, field))
+        if stored != n:
+            raise CheckpointError(
+                f"{path}: initializer {t.name!r} claims {n:,} elements of shape {list(t.dims)} "
+                f"but stores {stored:,} (a damaged or crafted file)"
+            )
+    return total
 
 
 def _dims(value_info) -> list[int | None]:
@@ -101,6 +177,8 @@ def _run_shape(path: Path, ins: list[int | None]) -> list[int | None]:
         s = open_session(path, threads=1)
         x = np.full([ins[0] or 1, 3, ins[2] or 64, ins[3] or 64], 0.5, dtype=np.float32)
         return list(s.run(None, {s.get_inputs()[0].name: x})[0].shape)
+    except CheckpointError:  # open_session's own line already names the file
+        raise
     except Exception as e:  # onnxruntime raises its own exception types for graphs it cannot run
         raise CheckpointError(f"{path}: ONNX Runtime cannot run it ({str(e).splitlines()[0][:200]})") from None
 

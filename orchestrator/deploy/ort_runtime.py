@@ -7,6 +7,7 @@ so a latency is reproducible and comparable with the eager figure taken at the s
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import OrchestratorError
+from ..errors import CheckpointError, OrchestratorError
+from .rows import max_rows as detector_rows
 from .timing import time_interleaved
 
 
@@ -48,9 +50,41 @@ def open_session(model: bytes | str | Path, *, device: str | torch.device = "cpu
     # No busy-waiting between ops: a spinning pool steals the cores of the next session run in this process, so
     # a trial timed interleaved with its baseline read 1.6-2x slower than either alone (bench/bench_ort_sessions.py).
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3  # errors only: ORT warns about every initializer it folds
+    # fatal only: ORT warns about every initializer it folds, and every error it logs also comes back as an
+    # exception, which the callers turn into one line naming the file (a second, C++-flavoured copy on stderr
+    # would break the one-line promise)
+    so.log_severity_level = 4
     src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, so, providers=providers_for(device))
+    try:
+        return ort.InferenceSession(src, so, providers=providers_for(device))
+    except Exception as e:  # ORT's own exception types (Fail, InvalidGraph, RuntimeException...): one line
+        raise CheckpointError(f"{_name(model)}: ONNX Runtime cannot load it ({_first(e)})") from None
+
+
+def _name(model: bytes | str | Path) -> str:
+    return "the in-memory ONNX model" if isinstance(model, bytes) else str(model)
+
+
+def _first(e: BaseException) -> str:
+    """An ORT message on one line, without its ``[ONNXRuntimeError] : 1 : FAIL :`` prefix nor C++ source places."""
+    s = " ".join(str(e).split()) or type(e).__name__
+    s = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", s)
+    s = re.sub(r"/onnxruntime_src/\S+:\d+ [^)]*\)\s*", "", s)
+    return s if len(s) <= 240 else s[:237] + "..."
+
+
+def run_checked(what: str, fn: Callable[[], Any]) -> Any:
+    """``fn()`` (runs of a session) with the runtime's failures turned into one line naming ``what``.
+
+    A graph can load and still fail when it runs: a ConstantOfShape of 2**40 elements, a shape that does
+    not add up. ORT raises its own exception types with a C++ message; ``MemoryError`` is left to the CLI.
+    """
+    try:
+        return fn()
+    except (OrchestratorError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        raise CheckpointError(f"{what}: ONNX Runtime failed running it ({_first(e)})") from None
 
 
 @dataclass(frozen=True)
@@ -79,22 +113,43 @@ def time_sessions(
         fn()
         return (time.perf_counter() - t) * 1e3
 
-    t = time_interleaved(
-        runner(session), runner(baseline) if baseline is not None else None, runs=runs, warmup=warmup, timer=timer
+    what = ", ".join(dict.fromkeys(_session_name(s) for s in (session, baseline) if s is not None))
+    t = run_checked(
+        what,
+        lambda: time_interleaved(
+            runner(session), runner(baseline) if baseline is not None else None, runs=runs, warmup=warmup, timer=timer
+        ),
     )
     return OrtTiming(t.ms, t.baseline_ms, t.speedup, session.get_providers()[0], threads or torch.get_num_threads())
 
 
-def session_forward(session: Any, max_batch: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``images (B, 3, H, W) float in [0, 1] -> output0`` through ``session``, in chunks of a fixed ``max_batch``."""
+def _session_name(session: Any) -> str:
+    return getattr(session, "_model_path", None) or "the in-memory ONNX model"
+
+
+def session_forward(
+    session: Any, max_batch: int | None = None, max_rows: Callable[[int, int], int] | None = detector_rows
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``images (B, 3, H, W) float in [0, 1] -> output0`` through ``session``, in chunks of a fixed ``max_batch``.
+
+    A run that fails is one line naming the file; an output with more rows than ``max_rows(height, width)``
+    (by default what a YOLOv5 detector can give) is refused before NMS pays for it.
+    """
     name = session.get_inputs()[0].name
     out_name = session.get_outputs()[0].name
+    what = _session_name(session)
 
     def run(chunk: np.ndarray) -> np.ndarray:
         n = len(chunk)
         if max_batch and n < max_batch:  # a file with a fixed batch size: pad the last chunk, drop the padding
             chunk = np.concatenate([chunk, np.zeros((max_batch - n, *chunk.shape[1:]), chunk.dtype)])
-        return session.run([out_name], {name: chunk})[0][:n]
+        y = run_checked(what, lambda: session.run([out_name], {name: chunk})[0][:n])
+        if max_rows is not None and (y.ndim != 3 or y.shape[1] > max_rows(*chunk.shape[2:])):
+            raise CheckpointError(
+                f"{what}: not a YOLOv5 detector: output of shape {tuple(y.shape)} for a "
+                f"{chunk.shape[2]}x{chunk.shape[3]} input (at most {max_rows(*chunk.shape[2:]):,} rows)"
+            )
+        return y
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().cpu().float().numpy()

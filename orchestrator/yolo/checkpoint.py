@@ -24,6 +24,7 @@ import torch.nn as nn
 from ..errors import CheckpointError
 from .masks import MASKS_KEY, apply_zeros, check_masks, model_masks, pack_masks, unpack_masks
 from .model import DetectionModel, adapt_to_state_dict
+from .yaml_check import LayerTableError, check_against_state, check_layer_table
 
 FORMAT = "orchestrator-yolov5/1"
 
@@ -264,6 +265,11 @@ def _check_tensor_bytes(state: dict[str, Any], path: Path) -> None:
 
 def _build(cfg: dict, state: dict[str, torch.Tensor], names: list[str] | None, path: Path) -> DetectionModel:
     _check_tensor_bytes(state, path)
+    try:  # bounded and matched against the tensors on the meta device: nothing real is built before this passes
+        check_layer_table(cfg)
+        check_against_state(cfg, state)
+    except LayerTableError as e:
+        raise CheckpointError(f"{path}: refused to load: {e}") from None
     try:
         model = DetectionModel(cfg, names=names)
         adapt_to_state_dict(model, state)

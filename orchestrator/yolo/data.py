@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +24,10 @@ from ..bounded_yaml import YamlRefused, read_yaml
 from ..errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"})
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: images above MAX_PIXELS are skipped (a cache of version 1 may hold one)
+# PIL's own refusal threshold (twice Image.MAX_IMAGE_PIXELS), which official YOLOv5 meets through PIL; OpenCV's
+# is 2**30. A 20000x20000 PNG of 1.1 MB decodes to 1.2 GB (3 GB on the way), up to 8 at once in the label scan.
+MAX_PIXELS = 178_956_970
 # Labels a hair outside [0, 1] (rounding in converters) are clipped rather than refused.
 _COORD_TOLERANCE = 1e-3
 MAX_CLASSES = 10_000  # COCO has 80, Objects365 365, LVIS 1203; 10^6 names is a hostile file, refused before use
@@ -222,6 +226,9 @@ def _cache_key(images: Sequence[Path], lbls: Sequence[Path], nc: int) -> str:
 def _check_one(image: Path, lbl: Path, nc: int) -> tuple[tuple[int, int] | None, np.ndarray, list[str]]:
     """(original h, w), or None when the image must be skipped; the label rows; the problems found."""
     empty = np.zeros((0, 5), np.float32)
+    too_large = oversized(image)
+    if too_large:
+        return None, empty, [f"{too_large}; skipped"]
     try:
         im = cv2.imread(str(image), cv2.IMREAD_COLOR)
     except cv2.error:
@@ -239,6 +246,33 @@ def _check_one(image: Path, lbl: Path, nc: int) -> tuple[tuple[int, int] | None,
         return None, empty, [f"{lbl}: unreadable label file ({type(e).__name__}); image skipped"]
     rows, problems, usable = _parse_label_text(text, nc, lbl)
     return ((h, w) if usable else None), rows, problems
+
+
+def oversized(image: Path) -> str | None:
+    """Why ``image`` is refused unread, from its header alone, when it holds more than :data:`MAX_PIXELS`.
+
+    Decoding is what costs: PIL reads the size from the header without it. A file PIL cannot open is left to
+    OpenCV, which reports unreadable files (and has its own, higher, limit).
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning: we decide here
+            with Image.open(image) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as e:  # PIL refuses to open one twice its own limit: our limit too
+        n = "".join(c for c in str(e).split(" pixels")[0] if c.isdigit())
+        size = f"{int(n) / 1e6:.0f}-megapixel" if n else "oversized"
+        return f"{image}: {size} image, above the limit of {MAX_PIXELS / 1e6:.0f} megapixels (a decompression bomb?)"
+    except Exception:  # not an image PIL knows (or unreadable): OpenCV decides and reports
+        return None
+    if w * h > MAX_PIXELS:
+        return (
+            f"{image}: {w}x{h} image of {w * h / 1e6:.0f} megapixels, above the limit of {MAX_PIXELS / 1e6:.0f} "
+            "megapixels (a decompression bomb?)"
+        )
+    return None
 
 
 def _parse_label_text(text: str, nc: int, where: Path) -> tuple[np.ndarray, list[str], bool]:
@@ -328,6 +362,9 @@ def load_image(path: Path, imgsz: int, augment: bool = False) -> tuple[np.ndarra
 
     Shrinking uses INTER_AREA (sharper than linear for downsampling) unless augmenting; sizes round up.
     """
+    too_large = oversized(path)  # the scan skipped it; a file replaced since is refused here
+    if too_large:
+        raise DataError(too_large)
     im = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if im is None:
         raise DataError(f"{path}: unreadable image")

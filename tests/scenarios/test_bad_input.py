@@ -9,6 +9,7 @@ no ``mlruns/``. ``run`` must refuse before it starts Ray, opens a storage or cre
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hostile import png_bomb
 
 from orchestrator.cli import main
 from orchestrator.study.metrics import OBJECTIVES as METRICS
@@ -837,4 +839,38 @@ def test_a_dataset_still_to_download_is_not_an_error(folder: Path, capsys):
     write_yaml(folder / "data.yaml", dict(doc, download="https://example.invalid/later.zip"))
     before = tree(folder)
     assert cli(["check", str(folder / "good.yaml"), "--json"], capsys) == (0, "")
+    assert tree(folder) == before
+
+
+def test_an_image_above_the_pixel_limit_is_skipped_by_its_header(folder: Path):
+    """A 13400x13400 PNG of 0.3 MB (540 MB decoded, 8 decoded at once by the scan's threads) is not decoded.
+
+    Refused from its header like official YOLOv5 (PIL's 179-megapixel limit): one counted warning naming it,
+    the image skipped. A subprocess under an address-space limit; its own peak RSS from wait4.
+    """
+    bomb = png_bomb(folder / "tiny" / "images" / "train" / "bomb.png", side=13400)
+    before = tree(folder)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    with open(folder.parent / f"{folder.name}.stderr", "w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "check", "good.yaml"],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=os.environ.copy(),
+            preexec_fn=limit,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read()
+    assert proc.returncode == 0, text
+    assert text == (
+        f"warning: {folder}/data.yaml: train: 1 data problems, 1 of 4 images skipped; first: {bomb}: "
+        "180-megapixel image, above the limit of 179 megapixels (a decompression bomb?); skipped\n"
+    )
+    assert usage.ru_maxrss / 1024 < 1536
     assert tree(folder) == before
