@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.yolo.data import label_path, load_data_config
+from orchestrator.yolo.data import load_data_config
+from orchestrator.yolo.labels import label_path
 
 
 def subset_yaml(coco128_yaml: Path, folder: Path, **splits: slice) -> Path:

@@ -203,7 +203,7 @@ def read_dataset(data_yaml: Path) -> DataConfig | None:
 def scan_dataset(cfg: DataConfig, nc: int | None) -> list[str]:
     """Raise DataError if the labels do not fit the model's ``nc`` classes; warnings for images to be skipped."""
     from ..errors import DataError
-    from ..yolo.data import scan_labels
+    from ..yolo.labels import scan_labels
 
     if nc is not None and nc != cfg.nc:
         raise DataError(f"{cfg.file}: nc: the model predicts {nc} classes but the data yaml has {cfg.nc}")

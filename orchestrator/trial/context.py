@@ -135,7 +135,7 @@ class WorkerContext:
     def test_set(self, stride: int, files: Callable[[], tuple]) -> ValSet | None:
         """The held-out split (``files()``, asked once) as a ValSet; None without one."""
         if self._test_set is _UNSET:
-            from ..yolo.data import scan_labels
+            from ..yolo.labels import scan_labels
             from ..yolo.train import VAL_BATCH
             from ..yolo.val import ValSet
 

@@ -42,7 +42,8 @@ def validate_on_test(spec: StudySpec, numbers: list[int], fetch: Callable[[int, 
         return {}
     from ..assets import local_ref, resolve_data
     from ..yolo.checkpoint import load_model
-    from ..yolo.data import load_data_config, scan_labels
+    from ..yolo.data import load_data_config
+    from ..yolo.labels import scan_labels
     from ..yolo.train import VAL_BATCH
     from ..yolo.val import ValSet, val_stride, validate
 

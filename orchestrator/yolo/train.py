@@ -29,9 +29,10 @@ from torch.utils.data import DataLoader
 
 from ..errors import TrainingError
 from .augment import EpochBatchSampler, TrainDataset, collate, worker_init
-from .data import DataConfig, load_image, scan_labels
+from .data import DataConfig, load_image
 from .distill import distill_loss, teacher_maps
 from .hyp import Hyp, get_hyp
+from .labels import scan_labels
 from .loss import LossOutput, YoloLoss
 from .masks import conv_sparsity as conv_sparsity  # one implementation; callers import it from here too
 from .model import copy_model

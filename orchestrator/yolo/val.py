@@ -23,7 +23,8 @@ from torch.nn.utils import prune
 
 from ..errors import DataError
 from .coco_map import coco_evaluate, coco_ground_truth
-from .data import DataConfig, LabeledImages, letterbox, load_image, rect_batch_shapes, scan_labels
+from .data import DataConfig, letterbox, load_image, rect_batch_shapes
+from .labels import LabeledImages, scan_labels
 from .model import copy_model
 from .nms import non_max_suppression
 

@@ -10,7 +10,7 @@ import pytest
 from data_subsets import small_dataset
 
 from orchestrator.cli import main
-from orchestrator.yolo.data import label_path
+from orchestrator.yolo.labels import label_path
 
 KEYS = {"map50_95", "map50", "precision", "recall", "images", "instances", "speed_ms"}
 

@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 
 from orchestrator.errors import DataError
-from orchestrator.yolo import data as data_mod
-from orchestrator.yolo.data import (
-    label_path,
-    letterbox,
-    load_data_config,
-    load_image,
-    rect_batch_shapes,
-    scan_labels,
-)
+from orchestrator.yolo import labels as labels_mod
+from orchestrator.yolo.data import letterbox, load_data_config, load_image, rect_batch_shapes
+from orchestrator.yolo.labels import label_path, scan_labels
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +132,7 @@ def test_scan_cache_is_reused_and_invalidated(tmp_path, assets, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("rescanned although nothing changed")
 
-    monkeypatch.setattr(data_mod, "_check_one", boom)
+    monkeypatch.setattr(labels_mod, "_check_one", boom)
     second = scan_labels(imgs, nc=80)
     assert second.files == first.files and second.problems == first.problems
     np.testing.assert_array_equal(second.shapes, first.shapes)

@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from orchestrator.yolo.coco_map import coco_evaluate, coco_ground_truth
-from orchestrator.yolo.data import load_data_config, scan_labels
+from orchestrator.yolo.data import load_data_config
+from orchestrator.yolo.labels import scan_labels
 from orchestrator.yolo.model import build_model
 from orchestrator.yolo.nms import non_max_suppression
 from orchestrator.yolo.val import ValResult, ValSet, validate

@@ -1,0 +1,238 @@
+"""Label files checked once per split: every image readable and not too large, every line valid, results cached.
+
+Kept apart from the image pipeline (data.py) because at scale it is its own job: a 100k-image split is
+scanned once, then read back from its cache keyed by paths, sizes and mtimes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# PIL's own refusal threshold (twice Image.MAX_IMAGE_PIXELS), which official YOLOv5 meets through PIL; OpenCV's
+# is 2**30. A 20000x20000 PNG of 1.1 MB decodes to 1.2 GB (3 GB on the way), up to 8 at once in the label scan.
+MAX_PIXELS = 178_956_970
+_CACHE_VERSION = 2  # 2: images above MAX_PIXELS are skipped (a cache of version 1 may hold one)
+# Labels a hair outside [0, 1] (rounding in converters) are clipped rather than refused.
+_COORD_TOLERANCE = 1e-3
+
+
+def label_path(image: Path) -> Path:
+    """The YOLO label file of an image: the last ``images`` folder becomes ``labels``, suffix ``.txt``."""
+    parts = list(Path(image).parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+@dataclass(frozen=True)
+class LabeledImages:
+    """Images that can be used, with their labels; everything skipped is in ``problems``."""
+
+    files: tuple[Path, ...]
+    labels: tuple[np.ndarray, ...]  # each (n, 5) float32: cls, cx, cy, w, h normalised
+    shapes: np.ndarray  # (n, 2) int original (h, w)
+    problems: tuple[str, ...]  # "path: reason" for every skipped image / label line
+
+    @property
+    def instances(self) -> int:
+        return int(sum(len(lb) for lb in self.labels))
+
+
+def default_cache_dir() -> Path:
+    """``$ORCHESTRATOR_CACHE``, else ``$XDG_CACHE_HOME/orchestrator`` (``~/.cache/orchestrator``).
+
+    Caches never go into a dataset folder: it may be read-only or shared.
+    """
+    env = os.environ.get("ORCHESTRATOR_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orchestrator"
+
+
+def scan_labels(images: Sequence[Path], nc: int, cache_dir: Path | None = None) -> LabeledImages:
+    """Check every image and label file once; a second scan of unchanged files is read from the cache.
+
+    The cache key covers the image and label paths, sizes and mtimes and ``nc``; it lives in
+    ``cache_dir/labels`` (default :func:`default_cache_dir`). An unwritable cache is not an error.
+    """
+    images = [Path(p) for p in images]
+    lbls = [label_path(p) for p in images]
+    key = _cache_key(images, lbls, nc)
+    cache = (cache_dir if cache_dir is not None else default_cache_dir()) / "labels" / f"{key}.npz"
+    cached = _read_cache(cache, images)
+    if cached is not None:
+        return cached
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        checked = list(pool.map(lambda a: _check_one(a[0], a[1], nc), zip(images, lbls)))
+    keep = [i for i, (shape, _, _) in enumerate(checked) if shape is not None]
+    problems = tuple(p for _, _, probs in checked for p in probs)
+    result = LabeledImages(
+        files=tuple(images[i] for i in keep),
+        labels=tuple(checked[i][1] for i in keep),
+        shapes=np.array([checked[i][0] for i in keep], dtype=np.int64).reshape(-1, 2),
+        problems=problems,
+    )
+    _write_cache(cache, images, keep, result)
+    return result
+
+
+def _stat(p: Path) -> tuple[int, int]:
+    try:
+        s = p.stat()
+        return s.st_size, s.st_mtime_ns
+    except OSError:
+        return -1, -1
+
+
+def _cache_key(images: Sequence[Path], lbls: Sequence[Path], nc: int) -> str:
+    h = hashlib.sha256(f"v{_CACHE_VERSION} nc={nc}\n".encode())
+    for im, lb in zip(images, lbls):
+        h.update(f"{im}|{_stat(im)}|{lb}|{_stat(lb)}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _check_one(image: Path, lbl: Path, nc: int) -> tuple[tuple[int, int] | None, np.ndarray, list[str]]:
+    """(original h, w), or None when the image must be skipped; the label rows; the problems found."""
+    empty = np.zeros((0, 5), np.float32)
+    too_large = oversized(image)
+    if too_large:
+        return None, empty, [f"{too_large}; skipped"]
+    try:
+        im = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    except cv2.error:
+        im = None
+    if im is None:
+        return None, empty, [f"{image}: unreadable image (missing, corrupt or not an image); skipped"]
+    h, w = im.shape[:2]
+    if h < 10 or w < 10:
+        return None, empty, [f"{image}: image smaller than 10 px ({w}x{h}); skipped"]
+    if not lbl.is_file():
+        return (h, w), empty, []  # background image: no objects
+    try:
+        text = lbl.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        return None, empty, [f"{lbl}: unreadable label file ({type(e).__name__}); image skipped"]
+    rows, problems, usable = _parse_label_text(text, nc, lbl)
+    return ((h, w) if usable else None), rows, problems
+
+
+def _parse_label_text(text: str, nc: int, where: Path) -> tuple[np.ndarray, list[str], bool]:
+    """Rows, problems, and whether the image is usable: one bad line skips the image, as the official
+    loader does, because keeping the rest would score the unlabeled object's detections as false positives."""
+    rows: list[list[float]] = []
+    problems: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        bad = _bad_line(fields, nc)
+        if bad:
+            problems.append(f"{where}:{n}: {bad}; image skipped")
+            continue
+        values = [float(v) for v in fields]
+        if len(values) > 5:  # a polygon (segment label): its bounding box
+            xy = np.array(values[1:]).reshape(-1, 2)
+            lo, hi = xy.min(0), xy.max(0)
+            values = [values[0], *((lo + hi) / 2), *(hi - lo)]
+        rows.append(values)
+    if problems:
+        return np.zeros((0, 5), np.float32), problems, False
+    if not rows:
+        return np.zeros((0, 5), np.float32), problems, True
+    arr = np.array(rows, dtype=np.float32)
+    arr[:, 1:] = np.clip(arr[:, 1:], 0.0, 1.0)
+    _, first = np.unique(arr, axis=0, return_index=True)
+    if len(first) < len(arr):  # a repeated box would count as a missed object
+        problems.append(f"{where}: {len(arr) - len(first)} duplicate label rows removed")
+        arr = arr[np.sort(first)]
+    return arr, problems, True
+
+
+def _bad_line(fields: list[str], nc: int) -> str:
+    """Why a label line cannot be used ('' if it can)."""
+    if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
+        return f"expected 5 numbers (class cx cy w h), found {len(fields)}"
+    try:
+        values = [float(v) for v in fields]
+    except ValueError:
+        return f"not a number in {' '.join(fields)!r}"
+    if not all(math.isfinite(v) for v in values):
+        return "non-finite number"
+    c = values[0]
+    if c != int(c) or not 0 <= c < nc:
+        return f"class {fields[0]} is not an integer in 0..{nc - 1}"
+    coords = values[1:]
+    if min(coords) < -_COORD_TOLERANCE or max(coords) > 1 + _COORD_TOLERANCE:
+        return "coordinates outside [0, 1] (labels must be normalised by the image size)"
+    if len(values) == 5 and (values[3] <= 0 or values[4] <= 0):
+        return "box width and height must be > 0"
+    return ""
+
+
+def _read_cache(cache: Path, images: Sequence[Path]) -> LabeledImages | None:
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            keep, counts, rows, shapes = z["keep"], z["counts"], z["rows"], z["shapes"]
+            problems = tuple(json.loads(str(z["problems"])))
+    except (OSError, KeyError, ValueError):
+        return None
+    labels = tuple(np.split(rows, np.cumsum(counts)[:-1])) if len(counts) else ()
+    return LabeledImages(tuple(images[i] for i in keep), labels, shapes, problems)
+
+
+def _write_cache(cache: Path, images: Sequence[Path], keep: list[int], result: LabeledImages) -> None:
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
+        rows = np.concatenate(result.labels) if result.labels else np.zeros((0, 5), np.float32)
+        np.savez(
+            tmp,
+            keep=np.array(keep, dtype=np.int64),
+            counts=np.array([len(lb) for lb in result.labels], dtype=np.int64),
+            rows=rows.astype(np.float32),
+            shapes=result.shapes,
+            problems=np.array(json.dumps(list(result.problems))),
+        )
+        tmp.replace(cache)
+    except OSError:
+        pass  # a read-only home or full disk only costs the next scan its speed
+
+
+def oversized(image: Path) -> str | None:
+    """Why ``image`` is refused unread, from its header alone, when it holds more than :data:`MAX_PIXELS`.
+
+    Decoding is what costs: PIL reads the size from the header without it. A file PIL cannot open is left to
+    OpenCV, which reports unreadable files (and has its own, higher, limit).
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning: we decide here
+            with Image.open(image) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as e:  # PIL refuses to open one twice its own limit: our limit too
+        n = "".join(c for c in str(e).split(" pixels")[0] if c.isdigit())
+        size = f"{int(n) / 1e6:.0f}-megapixel" if n else "oversized"
+        return f"{image}: {size} image, above the limit of {MAX_PIXELS / 1e6:.0f} megapixels (a decompression bomb?)"
+    except Exception:  # not an image PIL knows (or unreadable): OpenCV decides and reports
+        return None
+    if w * h > MAX_PIXELS:
+        return (
+            f"{image}: {w}x{h} image of {w * h / 1e6:.0f} megapixels, above the limit of {MAX_PIXELS / 1e6:.0f} "
+            "megapixels (a decompression bomb?)"
+        )
+    return None
