@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `orchestrator status --json | head`: the reader left, which is not an error of ours
+        return _reader_gone()
     except Exception as e:  # a disk that filled up, a database that broke mid-work: one line, not a traceback
         from .faults import EXIT_CODE, fault_line
 
@@ -64,6 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {line}", file=sys.stderr)
         return EXIT_CODE
+
+
+def _reader_gone() -> int:
+    """Exit as a pipeline expects when stdout's reader is gone: quietly, with 128 + SIGPIPE."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush of stdout must not fail again
+    return 141
 
 
 if __name__ == "__main__":

@@ -19,3 +19,18 @@ def test_a_broken_command_module_is_an_error(monkeypatch):
     monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "no_such_command"))
     with pytest.raises(ModuleNotFoundError, match="no_such_command"):
         cli.build_parser()
+
+
+def test_a_reader_that_leaves_the_pipe_early_gets_no_traceback(yolov5n_pt):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "layers", "--weights", str(yolov5n_pt), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # `| head -c 0`: gone before the first write
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
