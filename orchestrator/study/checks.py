@@ -91,7 +91,10 @@ def check_for_run(spec: StudySpec, *, allow_large: bool = False) -> list[str]:
         return []
     from ..assets import resolve_data, resolve_weights
 
-    _locate(spec)
+    found, weights = _locate(spec)
+    local = _scan(spec, found, weights, groups=False)  # what is here is checked (key paths) before any download
+    if weights is not None and "warnings" in local:  # weights and labels both local: checked once, done
+        return list(local["warnings"])
     base = spec.path.resolve().parent
     resolve_weights(local_ref(spec.model, base))
     resolve_data(local_ref(spec.data, base), allow_large=allow_large)
