@@ -59,10 +59,11 @@ def _reason(e: OrchestratorError) -> str:
 
 
 def check_stores(spec: StudySpec) -> None:
-    """Refuse a local SQLite store that is damaged or read-only, before Ray, a study or a run exists (reads only)."""
+    """Refuse a store that cannot keep the study (in memory, one SQLite file for both, damaged or read-only),
+    before Ray, a study or a run exists: nothing is opened but read-only."""
     from .stores import check_writable_store
 
-    problems = []
+    problems = _store_problems(spec)
     for key, url in (("storage", spec.storage), ("tracking.uri", spec.tracking.uri)):
         try:
             check_writable_store(url)
@@ -70,6 +71,28 @@ def check_stores(spec: StudySpec) -> None:
             problems.append((key, str(e)))
     if problems:
         raise ConfigError(str(spec.path), problems)
+
+
+def _store_problems(spec: StudySpec) -> list[tuple[str, str]]:
+    """Stores that cannot keep the study: in memory (gone at exit), or one SQLite file for Optuna and MLflow."""
+    from .stores import in_memory, same_store_file
+
+    problems = []
+    for key, url in (("storage", spec.storage), ("tracking.uri", spec.tracking.uri)):
+        if in_memory(url):
+            problems.append(
+                (key, f"{mask_url(url)} is an in-memory database: the study's record would vanish at exit; give a file")
+            )
+    shared = same_store_file(spec.storage, spec.tracking.uri)
+    if shared is not None:
+        problems.append(
+            (
+                "tracking.uri",
+                f"{shared} is also the Optuna storage: Optuna and MLflow each need a database file of their own "
+                "(the defaults are mlruns/optuna.db and mlruns/mlflow.db)",
+            )
+        )
+    return problems
 
 
 def check_inputs(spec: StudySpec, *, groups: bool = True) -> dict[str, Any]:
