@@ -167,6 +167,10 @@ def _scan(spec: StudySpec, found: dict[str, Any], weights: Path | None, groups: 
                 found["warnings"] = scan_dataset(cfg, nc)
             except OrchestratorError as e:
                 problems.append(("data", str(e)))
+            try:
+                found["warnings"] = [*found.get("warnings", ()), *_held_out_leaks(spec, found, cfg)]
+            except OrchestratorError as e:
+                problems.append(("test_data" if spec.test_data else "data", str(e)))
     if problems:
         raise ConfigError(str(spec.path), problems)
     if groups and weights is not None:
@@ -180,6 +184,23 @@ def _scan(spec: StudySpec, found: dict[str, Any], weights: Path | None, groups: 
         if problems:
             raise ConfigError(str(spec.path), problems)
     return found
+
+
+def _held_out_leaks(spec: StudySpec, found: dict[str, Any], cfg: DataConfig) -> list[str]:
+    """Refuse a held-out split that is the study's train or val split; warnings for one that overlaps them."""
+    from ..errors import DataError
+    from .leaks import check_held_out, held_out_split
+
+    test_cfg = None
+    if spec.test_data:
+        test_yaml = Path(found["test_data"])
+        test_cfg = read_dataset(test_yaml) if test_yaml.is_file() else None
+        if test_cfg is None:
+            return []  # still to download: the first trial fetches it, `check` has nothing to compare yet
+        if test_cfg.names != cfg.names:
+            raise DataError(f"{test_cfg.file}: its classes differ from {cfg.file}'s")
+    files, source = held_out_split(cfg, test_cfg)
+    return check_held_out(files, source, cfg)
 
 
 def model_groups(weights: Path, spec: StudySpec) -> list[str]:
