@@ -194,7 +194,7 @@ def _held_out_leaks(spec: StudySpec, found: dict[str, Any], cfg: DataConfig) -> 
     test_cfg = None
     if spec.test_data:
         test_yaml = Path(found["test_data"])
-        test_cfg = read_dataset(test_yaml) if test_yaml.is_file() else None
+        test_cfg = read_dataset(test_yaml, need=()) if test_yaml.is_file() else None
         if test_cfg is None:
             return []  # still to download: the first trial fetches it, `check` has nothing to compare yet
         if test_cfg.names != cfg.names:
@@ -223,16 +223,16 @@ def checkpoint_classes(weights: Path) -> int:
     return int(load_checkpoint(weights).model.nc)
 
 
-def read_dataset(data_yaml: Path) -> DataConfig | None:
-    """The resolved data yaml (DataError if unusable); None for a dataset still to download (the first trial
-    fetches it: nothing to scan yet)."""
+def read_dataset(data_yaml: Path, need: tuple[str, ...] = ("train", "val")) -> DataConfig | None:
+    """The resolved data yaml (DataError if unusable, or if a split of ``need`` is missing); None for a dataset
+    still to download (the first trial fetches it: nothing to scan yet)."""
     from ..assets.datasets import dataset_root
     from ..bounded_yaml import YamlRefused, read_yaml
     from ..errors import DataError
     from ..yolo.data import load_data_config
 
     try:
-        cfg = load_data_config(data_yaml)
+        cfg = load_data_config(data_yaml, need=need)
     except DataError as e:
         try:
             doc = read_yaml(data_yaml)
@@ -244,15 +244,19 @@ def read_dataset(data_yaml: Path) -> DataConfig | None:
     return cfg
 
 
-def scan_dataset(cfg: DataConfig, nc: int | None) -> list[str]:
-    """Raise DataError if the labels do not fit the model's ``nc`` classes; warnings for images to be skipped."""
+def scan_dataset(cfg: DataConfig, nc: int | None, splits: tuple[str, ...] = ("val", "train")) -> list[str]:
+    """Raise DataError if the labels do not fit the model's ``nc`` classes; warnings for images to be skipped.
+
+    ``check``, ``run``, ``val`` (``splits=("val",)``) and ``finetune`` all read data through this, so the same
+    data gets the same verdict from each."""
     from ..errors import DataError
     from ..yolo.labels import scan_labels
 
     if nc is not None and nc != cfg.nc:
         raise DataError(f"{cfg.file}: nc: the model predicts {nc} classes but the data yaml has {cfg.nc}")
     warnings = []
-    for split, images in (("val", cfg.val), ("train", cfg.train)):
+    for split in splits:
+        images = getattr(cfg, split)
         found = scan_labels(images, cfg.nc)
         wrong_class = [p for p in found.problems if " is not an integer in 0.." in p]
         if wrong_class:
