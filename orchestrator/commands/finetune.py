@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports here, not at module top: every command module is imported to build the parser.
 
     from ..assets import resolve_data, resolve_weights
+    from ..study.checks import scan_dataset
     from ..yolo.checkpoint import load_checkpoint, save_checkpoint
     from ..yolo.data import load_data_config
     from ..yolo.masks import attach_masks, conv_sparsity
@@ -75,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
             raise OrchestratorError(f"--distill: the teacher predicts {teacher.nc} classes, the model {model.nc}")
     if model.nc != cfg.nc:
         raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {cfg.file} has nc={cfg.nc}")
+    # both splits through check's own scan: a class id outside nc refused (it silently dropped the image), the
+    # images to be skipped said, as `check` and `run` do
+    for warning in scan_dataset(cfg, model.nc):
+        print(f"warning: {warning}", file=sys.stderr)
     stride = val_stride(model)
     if args.imgsz % stride:
         raise OrchestratorError(f"--imgsz: must be a multiple of the model stride {stride}, got {args.imgsz}")
@@ -195,5 +200,3 @@ def _print_table(result, out: Path, sparsity: float) -> None:
     )  # fmt: skip
     console.print(t)
     console.print(f"conv weight sparsity {sparsity:.4f}; {r.images} val images, {r.instances} instances")
-    if r.problems:
-        print(f"warning: {len(r.problems)} data problem(s) in the val split", file=sys.stderr)

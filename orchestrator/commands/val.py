@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
             raise OrchestratorError("--half: an ONNX file runs at the precision it was exported in (drop --half)")
         from ..deploy.onnx_val import validate_onnx_file
 
+        _refuse_as_check_does(cfg, None)
         v = validate_onnx_file(
             weights, cfg, imgsz=args.imgsz, batch=args.batch, device=device, per_class=args.per_class
         )
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(weights)
     if model.nc != cfg.nc:
         raise OrchestratorError(f"{weights}: the model predicts {model.nc} classes but {cfg.file} has nc={cfg.nc}")
+    _refuse_as_check_does(cfg, model.nc)
     stride = val_stride(model)
     if args.imgsz % stride:
         raise OrchestratorError(f"--imgsz: must be a multiple of the model stride {stride}, got {args.imgsz}")
@@ -103,6 +105,15 @@ def _report(args: argparse.Namespace, r, speed: dict[str, float], weights: Path,
     else:
         _print_table(r, speed, weights, cfg.file, args.imgsz)
     return 0
+
+
+def _refuse_as_check_does(cfg, nc: int | None) -> None:
+    """The val split read through ``check``'s own scan: what ``check`` refuses (a class id outside the data yaml's
+    classes, no usable image) is refused here in the same words, not warned about with exit 0. What it only warns
+    about, :func:`_warn` says here too, naming up to five problems."""
+    from ..study.checks import scan_dataset
+
+    scan_dataset(cfg, nc, splits=("val",))
 
 
 def _warn(problems: tuple[str, ...]) -> None:

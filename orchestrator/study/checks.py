@@ -59,10 +59,11 @@ def _reason(e: OrchestratorError) -> str:
 
 
 def check_stores(spec: StudySpec) -> None:
-    """Refuse a local SQLite store that is damaged or read-only, before Ray, a study or a run exists (reads only)."""
+    """Refuse a store that cannot keep the study (in memory, one SQLite file for both, damaged or read-only),
+    before Ray, a study or a run exists: nothing is opened but read-only."""
     from .stores import check_writable_store
 
-    problems = []
+    problems = _store_problems(spec)
     for key, url in (("storage", spec.storage), ("tracking.uri", spec.tracking.uri)):
         try:
             check_writable_store(url)
@@ -70,6 +71,28 @@ def check_stores(spec: StudySpec) -> None:
             problems.append((key, str(e)))
     if problems:
         raise ConfigError(str(spec.path), problems)
+
+
+def _store_problems(spec: StudySpec) -> list[tuple[str, str]]:
+    """Stores that cannot keep the study: in memory (gone at exit), or one SQLite file for Optuna and MLflow."""
+    from .stores import in_memory, same_store_file
+
+    problems = []
+    for key, url in (("storage", spec.storage), ("tracking.uri", spec.tracking.uri)):
+        if in_memory(url):
+            problems.append(
+                (key, f"{mask_url(url)} is an in-memory database: the study's record would vanish at exit; give a file")
+            )
+    shared = same_store_file(spec.storage, spec.tracking.uri)
+    if shared is not None:
+        problems.append(
+            (
+                "tracking.uri",
+                f"{shared} is also the Optuna storage: Optuna and MLflow each need a database file of their own "
+                "(the defaults are mlruns/optuna.db and mlruns/mlflow.db)",
+            )
+        )
+    return problems
 
 
 def check_inputs(spec: StudySpec, *, groups: bool = True) -> dict[str, Any]:
@@ -147,6 +170,10 @@ def _scan(spec: StudySpec, found: dict[str, Any], weights: Path | None, groups: 
                 found["warnings"] = scan_dataset(cfg, nc)
             except OrchestratorError as e:
                 problems.append(("data", str(e)))
+            try:
+                found["warnings"] = [*found.get("warnings", ()), *_held_out_leaks(spec, found, cfg)]
+            except OrchestratorError as e:
+                problems.append(("test_data" if spec.test_data else "data", str(e)))
     if problems:
         raise ConfigError(str(spec.path), problems)
     if groups and weights is not None:
@@ -160,6 +187,23 @@ def _scan(spec: StudySpec, found: dict[str, Any], weights: Path | None, groups: 
         if problems:
             raise ConfigError(str(spec.path), problems)
     return found
+
+
+def _held_out_leaks(spec: StudySpec, found: dict[str, Any], cfg: DataConfig) -> list[str]:
+    """Refuse a held-out split that is the study's train or val split; warnings for one that overlaps them."""
+    from ..errors import DataError
+    from .leaks import check_held_out, held_out_split
+
+    test_cfg = None
+    if spec.test_data:
+        test_yaml = Path(found["test_data"])
+        test_cfg = read_dataset(test_yaml, need=()) if test_yaml.is_file() else None
+        if test_cfg is None:
+            return []  # still to download: the first trial fetches it, `check` has nothing to compare yet
+        if test_cfg.names != cfg.names:
+            raise DataError(f"{test_cfg.file}: its classes differ from {cfg.file}'s")
+    files, source = held_out_split(cfg, test_cfg)
+    return check_held_out(files, source, cfg)
 
 
 def model_groups(weights: Path, spec: StudySpec) -> list[str]:
@@ -182,16 +226,16 @@ def checkpoint_classes(weights: Path) -> int:
     return int(load_checkpoint(weights).model.nc)
 
 
-def read_dataset(data_yaml: Path) -> DataConfig | None:
-    """The resolved data yaml (DataError if unusable); None for a dataset still to download (the first trial
-    fetches it: nothing to scan yet)."""
+def read_dataset(data_yaml: Path, need: tuple[str, ...] = ("train", "val")) -> DataConfig | None:
+    """The resolved data yaml (DataError if unusable, or if a split of ``need`` is missing); None for a dataset
+    still to download (the first trial fetches it: nothing to scan yet)."""
     from ..assets.datasets import dataset_root
     from ..bounded_yaml import YamlRefused, read_yaml
     from ..errors import DataError
     from ..yolo.data import load_data_config
 
     try:
-        cfg = load_data_config(data_yaml)
+        cfg = load_data_config(data_yaml, need=need)
     except DataError as e:
         try:
             doc = read_yaml(data_yaml)
@@ -203,15 +247,19 @@ def read_dataset(data_yaml: Path) -> DataConfig | None:
     return cfg
 
 
-def scan_dataset(cfg: DataConfig, nc: int | None) -> list[str]:
-    """Raise DataError if the labels do not fit the model's ``nc`` classes; warnings for images to be skipped."""
+def scan_dataset(cfg: DataConfig, nc: int | None, splits: tuple[str, ...] = ("val", "train")) -> list[str]:
+    """Raise DataError if the labels do not fit the model's ``nc`` classes; warnings for images to be skipped.
+
+    ``check``, ``run``, ``val`` (``splits=("val",)``) and ``finetune`` all read data through this, so the same
+    data gets the same verdict from each."""
     from ..errors import DataError
     from ..yolo.labels import scan_labels
 
     if nc is not None and nc != cfg.nc:
         raise DataError(f"{cfg.file}: nc: the model predicts {nc} classes but the data yaml has {cfg.nc}")
     warnings = []
-    for split, images in (("val", cfg.val), ("train", cfg.train)):
+    for split in splits:
+        images = getattr(cfg, split)
         found = scan_labels(images, cfg.nc)
         wrong_class = [p for p in found.problems if " is not an integer in 0.." in p]
         if wrong_class:

@@ -39,6 +39,15 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 MAX_SEED = 2**32  # numpy's and Optuna's samplers take seeds in [0, 2^32)
 MAX_GRID = 1000  # ratios per group that pruning.step may make (a finer grid is a continuous range)
 MAX_IMGSZ = 8192  # pixels: one 8192x8192 letterboxed image is 200 MB; far beyond what YOLOv5 is trained at
+# Names end up where the stores limit them; measured on mlflow 3.17 and ext4 (tests/study/test_name_limits.py).
+# The study name is in an MLflow tag key (the shared view, mlflow.sharedViewState.orchestrator-<name>: keys hold
+# at most 250 characters) and a folder name (mlruns/staging/<name>: 255 bytes); the experiment name is the
+# artifact folder's name (artifact_location/<experiment>: 255 bytes; MLflow itself takes 500 characters).
+MLFLOW_KEY_LIMIT = 250
+FILE_NAME_LIMIT = 255
+VIEW_TAG_PREFIX = "mlflow.sharedViewState.orchestrator-"  # tracking/links.py: SHARED_VIEW_TAG + share_key(name)
+MAX_NAME = min(MLFLOW_KEY_LIMIT - len(VIEW_TAG_PREFIX), FILE_NAME_LIMIT)
+MAX_EXPERIMENT = FILE_NAME_LIMIT
 
 
 @dataclass(frozen=True)
@@ -177,9 +186,16 @@ def _is_tracking_url(v: str) -> bool:  # MLflow 3.17 has no plain file store
     return _scheme(v) in ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 
 
+def _is_study_name(v: str) -> bool:
+    """A name every store can hold: plain characters (no path, no right-to-left override), short enough for
+    MLflow's tag keys and the file system (a longer one passed ``check`` and failed inside ``run``)."""
+    return _NAME.fullmatch(v) is not None and len(v) <= MAX_NAME
+
+
 def _is_experiment_name(v: str) -> bool:
-    """MLflow stores a local experiment's artifacts in ``artifact_location/<experiment>``: a path would escape it."""
-    return v.strip() not in ("", ".", "..") and not re.search(r"[/\\]", v) and not re.match(r"^[A-Za-z]:", v)
+    """The characters ``name:`` takes: MLflow keeps a local experiment's artifacts in
+    ``artifact_location/<experiment>``, so a path would escape it and a long name is a folder name too long."""
+    return _NAME.fullmatch(v) is not None and len(v) <= MAX_EXPERIMENT
 
 
 def _is_device(v: str) -> bool:
@@ -198,7 +214,8 @@ class TrackingSpec:
         None,
         str,
         check=_is_experiment_name,
-        rule="a name, not a path (no '/' or '\\', not '.' or '..'; its artifacts go under artifact_location)",
+        rule=f"letters, digits, '_', '-', '.' (as name:), at most {MAX_EXPERIMENT} characters (its artifact folder's "
+        "name under artifact_location), not a path",
     )
     # which trials keep their pruned checkpoint: all | pareto | none
     artifacts: str = setting("pareto", str, choices=ARTIFACT_POLICIES)
@@ -227,7 +244,14 @@ def _imgsz_ok(v: int) -> bool:
 @dataclass(frozen=True)
 class StudySpec:
     path: Path
-    name: str = setting(None, str, required=True, check=_NAME.fullmatch, rule="letters, digits, '_', '-', '.'")
+    name: str = setting(
+        None,
+        str,
+        required=True,
+        check=_is_study_name,
+        rule=f"letters, digits, '_', '-', '.', at most {MAX_NAME} characters (MLflow's tag keys hold "
+        f"{MLFLOW_KEY_LIMIT}, with the prefix {VIEW_TAG_PREFIX!r})",
+    )
     model: str = setting(None, str, required=True)
     data: str = setting(None, str, required=True)
     # a data yaml whose test: (else val:) split is the held-out test (holdout.py)

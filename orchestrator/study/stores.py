@@ -59,6 +59,34 @@ def check_writable_store(url: str) -> None:
         )
 
 
+def in_memory(url: str) -> bool:
+    """Whether a ``sqlite:`` URL names an in-memory database (``sqlite://``, ``sqlite:///:memory:``, SQLite's
+    ``mode=memory`` URI filenames): the study's record would vanish when the process exits."""
+    if not url.lower().startswith("sqlite:"):
+        return False
+    rest = url.partition("://")[2]
+    path, _, query = rest.partition("?")
+    path = path.removeprefix("/").removeprefix("file:")
+    return path in ("", ":memory:") or "mode=memory" in query
+
+
+def same_store_file(storage: str, tracking: str) -> Path | None:
+    """The SQLite file both URLs name (by resolved path, or the same inode), None when they are apart.
+
+    Optuna and MLflow each create their tables in any file they are given: one file for both mixes two schemas
+    (MLflow's migrations then fail inside ``run``, after Optuna wrote its tables into the user's MLflow store).
+    """
+    a, b = sqlite_file(storage), sqlite_file(tracking)
+    if a is None or b is None:
+        return None
+    if a.resolve() == b.resolve():
+        return a
+    try:
+        return a if os.path.samefile(a, b) else None
+    except OSError:  # one of them not created yet: different paths are different files
+        return None
+
+
 def _read_only(path: Path, sql: str, params: tuple = ()) -> tuple | None:
     """The first row of ``sql`` on a read-only connection; a file that is no sound database is one line."""
     try:

@@ -25,15 +25,17 @@ def held_out_files(
 ) -> tuple[Path, ...]:
     """The held-out images of a loaded data config ``data``: the study's ``test_data`` yaml (its test:, else
     its val: split, with ``data``'s classes), else ``data``'s own test: (empty when it has none)."""
+    from ..study.leaks import held_out_split
+
     if not test_data:
-        return data.test
+        return held_out_split(data, None)[0]
     from ..assets import local_ref, resolve_data
     from ..yolo.data import load_data_config
 
     cfg = load_data_config(resolve_data(local_ref(test_data, base_dir), progress=progress), need=())
     if cfg.names != data.names:
         raise OrchestratorError(f"{cfg.file}: test_data's classes differ from {data.file}'s")
-    return cfg.test or cfg.val
+    return held_out_split(data, cfg)[0]
 
 
 def validate_on_test(spec: StudySpec, numbers: list[int], fetch: Callable[[int, Path], list[Path]]) -> dict:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import warnings
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -183,14 +184,34 @@ def _bad_line(fields: list[str], nc: int) -> str:
 
 
 def _read_cache(cache: Path, images: Sequence[Path]) -> LabeledImages | None:
+    """The cached scan, or None (the files are scanned again and the cache rewritten) when it is missing or
+    unusable: an empty file (a killed write), a file that is no zip, arrays that do not fit together."""
     try:
         with np.load(cache, allow_pickle=False) as z:
             keep, counts, rows, shapes = z["keep"], z["counts"], z["rows"], z["shapes"]
             problems = tuple(json.loads(str(z["problems"])))
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile):  # JSONDecodeError: ValueError
+        return None
+    if not _cache_fits(keep, counts, rows, shapes, len(images)) or not all(isinstance(p, str) for p in problems):
         return None
     labels = tuple(np.split(rows, np.cumsum(counts)[:-1])) if len(counts) else ()
     return LabeledImages(tuple(images[i] for i in keep), labels, shapes, problems)
+
+
+def _cache_fits(keep: np.ndarray, counts: np.ndarray, rows: np.ndarray, shapes: np.ndarray, n: int) -> bool:
+    """Whether cached arrays describe ``n`` images: a damaged cache must cost a rescan, not an IndexError."""
+    k = len(keep)
+    return (
+        keep.ndim == counts.ndim == 1
+        and keep.dtype.kind == counts.dtype.kind == "i"
+        and len(counts) == k
+        and shapes.shape == (k, 2)
+        and rows.ndim == 2
+        and rows.shape[1] == 5
+        and bool(np.all((keep >= 0) & (keep < n)))
+        and bool(np.all(counts >= 0))
+        and int(counts.sum()) == len(rows)
+    )
 
 
 def _write_cache(cache: Path, images: Sequence[Path], keep: list[int], result: LabeledImages) -> None:

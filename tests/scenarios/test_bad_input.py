@@ -29,6 +29,19 @@ from orchestrator.study.metrics import OBJECTIVES as METRICS
 OBJECTIVES = ", ".join(METRICS)
 NAN, INF = float("nan"), float("inf")
 CONTROL = "(a newline, a tab, ...)"
+NAME = (
+    "must be letters, digits, '_', '-', '.', at most 214 characters (MLflow's tag keys hold 250, with the prefix "
+    "'mlflow.sharedViewState.orchestrator-')"
+)
+EXPERIMENT = (
+    "must be letters, digits, '_', '-', '.' (as name:), at most 255 characters (its artifact folder's name under "
+    "artifact_location), not a path"
+)
+
+
+def _long(char: str, n: int) -> str:
+    """How a message quotes a string of ``n`` times ``char`` (keys.show)."""
+    return repr(char * n) if n <= 80 else repr(char * 60) + f"... ({n} characters)"
 
 
 @pytest.fixture(scope="module")
@@ -315,12 +328,28 @@ STUDY_CASES = {
     **{
         f"experiment {value!r}": (
             _set("tracking.experiment", value),
-            [
-                "tracking.experiment: must be a name, not a path (no '/' or '\\', not '.' or '..'; its artifacts go "
-                f"under artifact_location), got {value!r}"
-            ],
+            [f"tracking.experiment: {EXPERIMENT}, got {value!r}"],
         )
         for value in ["../../../x", "/tmp/elsewhere", "..", ".", "a/b", "a\\b", "C:evil", "  "]
+    },
+    # names the stores cannot hold (measured: tests/study/test_name_limits.py): refused before run starts Ray
+    **{
+        f"name of {n} characters": (_set("name", "n" * n), [f"name: {NAME}, got {_long('n', n)}"])
+        for n in (215, 300, 10_000)
+    },
+    **{
+        f"experiment of {n} characters": (
+            _set("tracking.experiment", "e" * n),
+            [f"tracking.experiment: {EXPERIMENT}, got {_long('e', n)}"],
+        )
+        for n in (256, 300, 10_000)
+    },
+    **{  # the characters name: refuses, tracking.experiment refuses too
+        f"experiment {value!r}": (
+            _set("tracking.experiment", value),
+            [f"tracking.experiment: {EXPERIMENT}, got {value!r}"],
+        )
+        for value in ["exp\u202egnp.exe", "exp-\U0001f680", "an experiment"]
     },
 }
 
@@ -467,6 +496,11 @@ def _database(path: Path, zero_page: int | None = None) -> None:
 
 OPTUNA_DB, MLFLOW_DB = Path("mlruns/optuna.db"), Path("mlruns/mlflow.db")
 NOT_A_DB = "is not a usable SQLite database (file is not a database): restore it from a backup or move it away"
+IN_MEMORY = "is an in-memory database: the study's record would vanish at exit; give a file"
+SHARED = (
+    "is also the Optuna storage: Optuna and MLflow each need a database file of their own (the defaults are "
+    "mlruns/optuna.db and mlruns/mlflow.db)"
+)
 # (set-up in the working folder, study edit, the lines expected: a trailing '*' means "starts with")
 STORE_CASES: dict[str, tuple[Callable[[], None], Callable[[dict], None] | None, list[str]]] = {
     "optuna.db is not a database": (lambda: _junk(OPTUNA_DB), None, [f"storage: {OPTUNA_DB} {NOT_A_DB}"]),
@@ -495,6 +529,32 @@ STORE_CASES: dict[str, tuple[Callable[[], None], Callable[[dict], None] | None, 
         lambda: _database(MLFLOW_DB),
         _set("tracking.uri", f"sqlite:///file:{MLFLOW_DB}?immutable=1&uri=true"),
         [f"tracking.uri: {MLFLOW_DB} is opened read-only (immutable=1&uri=true): `orchestrator run` writes to it"],
+    ),
+    **{  # the study's record would vanish at exit (the next run refused: "no such study")
+        f"{key} {url}": (lambda: None, _set(key, url), [f"{key}: {url} {IN_MEMORY}"])
+        for key, url in [
+            ("storage", "sqlite://"),
+            ("storage", "sqlite:///:memory:"),
+            ("storage", "sqlite:///file::memory:?cache=shared&uri=true"),
+            ("tracking.uri", "sqlite://"),
+            ("tracking.uri", "sqlite:///:memory:"),
+        ]
+    },
+    # one SQLite file for both stores: Optuna's tables in MLflow's database, or the reverse
+    "tracking.uri is the Optuna storage": (
+        lambda: None,
+        _set("tracking.uri", f"sqlite:///{OPTUNA_DB}"),
+        [f"tracking.uri: {OPTUNA_DB} {SHARED}"],
+    ),
+    "storage is the (existing) MLflow store": (
+        lambda: _database(MLFLOW_DB),
+        _set("storage", f"sqlite:///{MLFLOW_DB}"),
+        [f"tracking.uri: {MLFLOW_DB} {SHARED}"],
+    ),
+    "the same file spelled two ways": (
+        lambda: None,
+        _set("storage", "sqlite:///mlruns/../mlruns/./mlflow.db"),
+        [f"tracking.uri: mlruns/../mlruns/mlflow.db {SHARED}"],
     ),
 }
 

@@ -92,7 +92,8 @@ bogus: 1
 """,
     )
     assert problems == [
-        "name: must be letters, digits, '_', '-', '.', got 'bad name'",
+        "name: must be letters, digits, '_', '-', '.', at most 214 characters (MLflow's tag keys hold 250, with the "
+        "prefix 'mlflow.sharedViewState.orchestrator-'), got 'bad name'",
         "data: missing (a string expected)",
         "imgsz: must be a multiple of 32 from 32 to 8192, got 300",
         "pruning.method: must be one of structured, unstructured, got 'channel'",
