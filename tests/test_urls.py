@@ -215,9 +215,9 @@ def _pg_bin() -> Path | None:
 
 
 def _unavailable(why: str) -> None:
-    """Skip, except in CI (``.ci/run`` installs the server and sets ORCHESTRATOR_TEST_POSTGRES=required): there a
-    missing server is a failure, so the cluster storage is never left untested without a word."""
-    if os.environ.get("ORCHESTRATOR_TEST_POSTGRES") == "required":
+    """Skip, except in CI (``.ci/run`` installs the server; CI sets ``CI``, as for the assets) or with
+    ORCHESTRATOR_TEST_POSTGRES=required: there a missing server is a failure, never a silent skip."""
+    if os.environ.get("CI") or os.environ.get("ORCHESTRATOR_TEST_POSTGRES") == "required":
         pytest.fail(f"the PostgreSQL test is required here: {why}")
     pytest.skip(why)
 
