@@ -10,8 +10,9 @@ import hashlib
 import json
 import math
 import os
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,8 @@ def scan_labels(images: Sequence[Path], nc: int, cache_dir: Path | None = None) 
     if cached is not None:
         return cached
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        checked = list(pool.map(lambda a: _check_one(a[0], a[1], nc), zip(images, lbls)))
+        work = pool.map(lambda a: _check_one(a[0], a[1], nc), zip(images, lbls))
+        checked = list(_with_progress(work, len(images), f"checking {len(images):,} images and labels"))
     keep = [i for i, (shape, _, _) in enumerate(checked) if shape is not None]
     problems = tuple(p for _, _, probs in checked for p in probs)
     result = LabeledImages(
@@ -87,6 +89,22 @@ def scan_labels(images: Sequence[Path], nc: int, cache_dir: Path | None = None) 
     )
     _write_cache(cache, images, keep, result)
     return result
+
+
+def _with_progress(items: Iterable, total: int, what: str) -> Iterator:
+    """``items`` as they come, with a bar on a terminal's stderr: a first scan of COCO takes minutes, and a
+    silent minute looks like a hang. Nothing when stderr is not a terminal (logs, pipes, ``--json``)."""
+    if not sys.stderr.isatty():
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
 
 
 def _stat(p: Path) -> tuple[int, int]:
