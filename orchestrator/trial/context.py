@@ -81,7 +81,6 @@ class WorkerContext:
         if w.finetune.overrides:
             hyp = replace(hyp, **w.finetune.overrides)
         from ..yolo.image_cache import CacheSettings
-        from .steps import loader_workers
 
         cache = CacheSettings(w.cache.mode, w.cache.budget_gb) if w.cache is not None else CacheSettings()
         workers = loader_workers(w.threads, device.type == "cuda")
@@ -180,3 +179,14 @@ class WorkerContext:
         import platform
 
         return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def loader_workers(threads: int, gpu: bool = False) -> int:
+    """Loader processes from the trial's CPUs (``cpus_per_trial``): none for one CPU.
+
+    On a GPU the main process only feeds the device, so every other CPU decodes and augments; on a CPU the
+    model's torch threads need the cores too, so a quarter of them (at least two, at most all but one) load.
+    """
+    if threads <= 1:
+        return 0
+    return threads - 1 if gpu else min(threads - 1, max(2, threads // 4))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..vocabulary import DATA_IMPORTANCES
-from .context import WorkerContext
+from .context import WorkerContext, loader_workers
 from .contract import TrialSpec
 
 if TYPE_CHECKING:
@@ -173,17 +173,6 @@ def _validate_onnx(onnx: bytes, ctx: WorkerContext) -> Any:
     from ..deploy.onnx_val import validate_onnx_bytes
 
     return validate_onnx_bytes(onnx, ctx.val_set, device=ctx.device, threads=ctx.ort_threads)
-
-
-def loader_workers(threads: int, gpu: bool = False) -> int:
-    """Loader processes from the trial's CPUs (``cpus_per_trial``): none for one CPU.
-
-    On a GPU the main process only feeds the device, so every other CPU decodes and augments; on a CPU the
-    model's torch threads need the cores too, so a quarter of them (at least two, at most all but one) load.
-    """
-    if threads <= 1:
-        return 0
-    return threads - 1 if gpu else min(threads - 1, max(2, threads // 4))
 
 
 def metrics_of(val: Any, m: Any) -> dict[str, float]:
