@@ -16,6 +16,8 @@ RECOVERY_DEFAULT = ("compensate", "reconstruct")  # docs/pruning.md: recalibrate
 RECOVERY_IMAGES = 32  # train images that calibrate recovery (docs/pruning.md measured with 32)
 
 # int8 calibration (quantize.py): the ONNX Runtime calibrators, and the defaults a study and `export --int8` use.
+# where a trial keeps decoded images (yolo/image_cache.py, which keeps its own copy: yolo imports no leaf but errors)
+CACHE_MODES = ("auto", "ram", "disk", "none")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # Measured on yolov5n at 320, coco128 val through ORT (float 0.3132), calibrating on coco128 train:
 # minmax 32 images 0.2961, 128 images 0.3065 (0.3100 with a float head); percentile 32 0.2970 (4x slower);

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import OrchestratorError
 from ..yolo.hyp import PRESETS  # plain dataclasses: the command list stays importable without torch
 from .arg_checks import check_imgsz, check_out
+from .cache_arg import add_cache_args, cache_settings
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,6 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation loss (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=None, help="data loader processes (default: min(2, cores))")
+    add_cache_args(p)
     p.add_argument("--out", required=True, help="where to write the fine-tuned checkpoint (.pt)")
     p.add_argument("--official", action="store_true", help="write the official YOLOv5 layout (fp16 pickled module)")
     p.add_argument("--yes", action="store_true", help="allow downloading a large dataset (COCO: ~20 GB)")
@@ -50,6 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
+    cache = cache_settings(args)
     # Heavy imports here, not at module top: every command module is imported to build the parser.
 
     from ..assets import resolve_data, resolve_weights
@@ -57,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from ..yolo.checkpoint import load_checkpoint, save_checkpoint
     from ..yolo.data import load_data_config
     from ..yolo.masks import attach_masks, conv_sparsity
-    from ..yolo.train import TrainSettings, finetune
-    from ..yolo.val import val_stride
+    from ..yolo.train import VAL_BATCH, TrainSettings, finetune
+    from ..yolo.val import ValSet, val_stride
     from .device_arg import parse_device
 
     device = parse_device(args.device)
@@ -87,11 +90,13 @@ def run(args: argparse.Namespace) -> int:
     with _EpochBars(args.epochs) as bars:
         settings = TrainSettings(
             imgsz=args.imgsz, batch=args.batch, hyp=args.preset, lr0=args.lr0, device=device, seed=args.seed,
-            workers=args.workers, distill=args.distill_weight,
+            workers=args.workers, distill=args.distill_weight, cache=cache,
         )  # fmt: skip
+        val_set = ValSet(cfg, args.imgsz, VAL_BATCH, stride=stride, cache=cache, workers=settings.workers or 0)
         result = finetune(
-            model, cfg, args.epochs, settings, teacher=teacher, progress=bars.epoch_done, on_batch=bars.batch
-        )
+            model, cfg, args.epochs, settings, val_set=val_set, teacher=teacher, progress=bars.epoch_done,
+            on_batch=bars.batch,
+        )  # fmt: skip
     meta = {
         "finetune": {
             "data": str(cfg.file), "epochs": args.epochs, "best_epoch": result.best_epoch, "imgsz": args.imgsz,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import OrchestratorError
 from .arg_checks import check_imgsz
+from .cache_arg import add_cache_args, cache_settings
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,6 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     p.add_argument("--per-class", action="store_true", help="also report AP@[.5:.95] per class")
     p.add_argument("--yes", action="store_true", help="allow downloading a large dataset (COCO: ~20 GB)")
+    p.add_argument("--workers", type=int, default=0, help="loader processes for batches read from disk (default 0)")
+    add_cache_args(p)
     return p
 
 
@@ -38,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     check_imgsz(args.imgsz)
     if args.batch < 1:
         raise OrchestratorError(f"--batch: expected >= 1, got {args.batch}")
+    if args.workers < 0:
+        raise OrchestratorError(f"--workers: expected >= 0, got {args.workers}")
+    cache = cache_settings(args)
     # Heavy imports here, not at module top: every command module is imported to build the parser.
 
     from ..assets import resolve_data, resolve_weights
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise OrchestratorError(f"--imgsz: must be a multiple of the model stride {stride}, got {args.imgsz}")
     t = time.perf_counter()
     try:
-        vs = ValSet(cfg, args.imgsz, args.batch, stride=stride)
+        vs = ValSet(cfg, args.imgsz, args.batch, stride=stride, cache=cache, workers=args.workers)
     except DataError as e:
         raise DataError(f"{cfg.file}: val: {e}") from None
     if vs.problems:

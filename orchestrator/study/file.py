@@ -25,6 +25,7 @@ from .spec import (
     MAX_GRID,
     BaselinesSpec,
     BudgetSpec,
+    CacheSpec,
     Constraint,
     FakeTrialSpec,
     FinetuneSpec,
@@ -89,7 +90,8 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     spec["budget"] = BudgetSpec(**_read_section(r, top, "budget", BudgetSpec))
     if spec["budget"].n_trials is None and spec["budget"].timeout_s is None:
         r.bad("budget", "give n_trials, timeout_s or both (the study must end)")
-    for name, cls in (("resources", ResourcesSpec), ("tracking", TrackingSpec), ("fake", FakeTrialSpec)):
+    sections = (("resources", ResourcesSpec), ("cache", CacheSpec), ("tracking", TrackingSpec), ("fake", FakeTrialSpec))
+    for name, cls in sections:
         spec[name] = cls(**_read_section(r, top, name, cls))
     spec["constraints"] = _constraints(r, top)
     sampler_defaults = {"seed": spec["seed"]}
@@ -319,7 +321,7 @@ def _known() -> dict[str, tuple[str, ...]]:
         known[name] = known_keys(cls)
     for name, cls in (("sampler", SamplerSpec), ("budget", BudgetSpec), ("resources", ResourcesSpec)):
         known[name] = known_keys(cls)
-    known.update(tracking=known_keys(TrackingSpec), fake=known_keys(FakeTrialSpec))
+    known.update(tracking=known_keys(TrackingSpec), fake=known_keys(FakeTrialSpec), cache=known_keys(CacheSpec))
     known["baselines"] = (*known_keys(BaselinesSpec), *DIMENSIONS)
     for dim in DIMENSIONS.values():
         known[dim.section] = (*known.get(dim.section, ()), dim.key)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..vocabulary import (
+    CACHE_MODES,
     CALIBRATION_METHODS,
     DEFAULT_IMAGES,
     DEFAULT_METHOD,
@@ -172,6 +173,15 @@ class ResourcesSpec:
     num_cpus: int | None = setting(None, int, check=lambda v: v >= 1, rule=">= 1")  # local Ray only (None = all)
 
 
+@dataclass(frozen=True)
+class CacheSpec:
+    """Where a trial worker keeps decoded images: a per-split RAM budget, so memory follows the batch, not the
+    dataset (auto: coco128 stays in RAM, COCO streams from disk in the loader's processes; yolo/image_cache.py)."""
+
+    mode: str = setting("auto", str, choices=CACHE_MODES)
+    budget_gb: float = setting(2.0, float, check=lambda v: v >= 0, rule=">= 0")
+
+
 def _scheme(v: str) -> str | None:
     """The URL's scheme without its driver (``postgresql+psycopg2://`` -> postgresql), None if not a URL."""
     m = re.match(r"^([A-Za-z][A-Za-z0-9.\-]*)(?:\+[A-Za-z0-9_]+)?://", v)
@@ -271,6 +281,7 @@ class StudySpec:
     baselines: BaselinesSpec = section_field(BaselinesSpec())
     budget: BudgetSpec = section_field(BudgetSpec())
     resources: ResourcesSpec = section_field(ResourcesSpec())
+    cache: CacheSpec = section_field(CacheSpec())
     storage: str = setting(
         DEFAULT_STORAGE,
         str,

@@ -7,7 +7,7 @@ sensitivity scan) are built on a trial's first use, because most studies never n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OrchestratorError
@@ -56,7 +56,6 @@ class WorkerContext:
 
     @classmethod
     def load(cls, w: Workload) -> WorkerContext:
-        from dataclasses import replace
         from pathlib import Path
 
         from ..assets import local_ref, resolve_data, resolve_weights
@@ -81,7 +80,11 @@ class WorkerContext:
         hyp = get_hyp(w.finetune.hyp)
         if w.finetune.overrides:
             hyp = replace(hyp, **w.finetune.overrides)
-        val_set = ValSet(data, w.imgsz, VAL_BATCH, stride=stride)
+        from ..yolo.image_cache import CacheSettings
+
+        cache = CacheSettings(w.cache.mode, w.cache.budget_gb) if w.cache is not None else CacheSettings()
+        workers = loader_workers(w.threads, device.type == "cuda")
+        val_set = ValSet(data, w.imgsz, VAL_BATCH, stride=stride, cache=cache, workers=workers)
         return cls(w, model, data, device, hyp, val_set, ck.masks)
 
     def built(self) -> set[str]:
@@ -129,8 +132,28 @@ class WorkerContext:
         if self._train_images is _UNSET:
             from ..yolo.train import TrainImages
 
-            self._train_images = TrainImages(self.data, self.workload.imgsz)
+            # One budget per worker: what the val set holds in RAM is not there for the train split.
+            left = max(0.0, self.cache_settings.budget_gb - self.val_set.cache_info()["val_cache_ram_gb"])
+            cache = replace(self.cache_settings, budget_gb=left)
+            self._train_images = TrainImages(self.data, self.workload.imgsz, cache=cache)
         return self._train_images
+
+    @property
+    def cache_settings(self) -> Any:
+        """The study's ``cache:`` as a ``yolo.image_cache.CacheSettings`` (auto, 2 GB without one)."""
+        from ..yolo.image_cache import CacheSettings
+
+        c = self.workload.cache
+        return CacheSettings(c.mode, c.budget_gb) if c is not None else CacheSettings()
+
+    def cache_metrics(self) -> dict[str, float]:
+        """What the trial logs about its images: the budget, the RAM held and the shares read from disk."""
+        figures = dict(self.val_set.cache_info())
+        if self._train_images is not _UNSET:
+            store = self._train_images.store
+            figures.update(store.describe(), cache_on_disk=float(store.mode == "disk"))
+        figures["cache_budget_gb"] = float(self.cache_settings.budget_gb)  # the study's, not the train split's share
+        return figures
 
     def test_set(self, stride: int, files: Callable[[], tuple]) -> ValSet | None:
         """The held-out split (``files()``, asked once) as a ValSet; None without one."""
@@ -156,3 +179,14 @@ class WorkerContext:
         import platform
 
         return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def loader_workers(threads: int, gpu: bool = False) -> int:
+    """Loader processes from the trial's CPUs (``cpus_per_trial``): none for one CPU.
+
+    On a GPU the main process only feeds the device, so every other CPU decodes and augments; on a CPU the
+    model's torch threads need the cores too, so a quarter of them (at least two, at most all but one) load.
+    """
+    if threads <= 1:
+        return 0
+    return threads - 1 if gpu else min(threads - 1, max(2, threads // 4))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..study.spec import FakeTrialSpec, FinetuneSpec, PruningSpec, QuantizeSpec, StudySpec
+    from ..study.spec import CacheSpec, FakeTrialSpec, FinetuneSpec, PruningSpec, QuantizeSpec, StudySpec
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Workload:
     threads: int  # torch threads in the worker
     fake: FakeTrialSpec | None = None  # for kind == "fake"
     test_data: str = ""  # data yaml of the held-out split when not the data's own test: (holdout.py)
+    cache: CacheSpec | None = None  # decoded images: mode and RAM budget (None: auto within the default budget)
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> Workload:
@@ -57,6 +58,7 @@ class Workload:
             threads=spec.resources.cpus_per_trial,
             fake=spec.fake if spec.trial == "fake" else None,
             test_data=spec.test_data or "",
+            cache=spec.cache,
         )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..vocabulary import DATA_IMPORTANCES
-from .context import WorkerContext
+from .context import WorkerContext, loader_workers
 from .contract import TrialSpec
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def fine_tune(spec: TrialSpec, ctx: WorkerContext, pruned: Cut) -> Tuned:
         lr0=spec.values["lr0"],
         device=ctx.device,
         seed=w.seed + spec.number,
-        workers=loader_workers(w.threads),
+        workers=loader_workers(w.threads, ctx.device.type == "cuda"),
         distill=w.finetune.distill,
     )
     ft = finetune(
@@ -139,6 +139,7 @@ def measure(spec: TrialSpec, ctx: WorkerContext, pruned: Cut, tuned: Tuned, ship
     val = tuned.val if shipped.int8 is None else _validate_onnx(shipped.int8, ctx)
     metrics = metrics_of(val, m)
     metrics["sparsity"] = pruned.report.sparsity
+    metrics.update(ctx.cache_metrics())
     if pruned.recovery is not None:
         metrics["recovery_s"] = float(sum(pruned.recovery.seconds.values()))
     if shipped.int8 is not None:  # the deployable file is the int8 ONNX: its bytes are the size
@@ -172,11 +173,6 @@ def _validate_onnx(onnx: bytes, ctx: WorkerContext) -> Any:
     from ..deploy.onnx_val import validate_onnx_bytes
 
     return validate_onnx_bytes(onnx, ctx.val_set, device=ctx.device, threads=ctx.ort_threads)
-
-
-def loader_workers(threads: int) -> int:
-    """Loader processes beside the trial's torch threads: none for one thread, at most two."""
-    return 0 if threads <= 1 else min(2, threads - 1)
 
 
 def metrics_of(val: Any, m: Any) -> dict[str, float]:

@@ -10,9 +10,10 @@ import hashlib
 import json
 import math
 import os
+import sys
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,21 @@ _COORD_TOLERANCE = 1e-3
 
 def label_path(image: Path) -> Path:
     """The YOLO label file of an image: the last ``images`` folder becomes ``labels``, suffix ``.txt``."""
-    parts = list(Path(image).parts)
-    for i in range(len(parts) - 2, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "labels"
-            break
-    return Path(*parts).with_suffix(".txt")
+    return Path(_label_file(str(image)))
+
+
+def _label_file(image: str) -> str:
+    """:func:`label_path` on strings: a 100k-image split's cached scan must not spend seconds parsing Paths."""
+    sep = os.sep
+    cut = image.rfind(f"{sep}images{sep}")
+    if cut >= 0:
+        image = f"{image[:cut]}{sep}labels{sep}{image[cut + 8 :]}"
+    elif image.startswith(f"images{sep}"):
+        image = f"labels{sep}{image[7:]}"
+    folder, name = os.path.split(image)
+    dot = name.rfind(".")
+    stem = name[:dot] if 0 < dot < len(name) - 1 else name  # Path.suffix's rule: a dot file keeps its name
+    return os.path.join(folder, f"{stem}.txt") if folder else f"{stem}.txt"
 
 
 @dataclass(frozen=True)
@@ -69,15 +79,18 @@ def scan_labels(images: Sequence[Path], nc: int, cache_dir: Path | None = None) 
     The cache key covers the image and label paths, sizes and mtimes and ``nc``; it lives in
     ``cache_dir/labels`` (default :func:`default_cache_dir`). An unwritable cache is not an error.
     """
-    images = [Path(p) for p in images]
-    lbls = [label_path(p) for p in images]
-    key = _cache_key(images, lbls, nc)
+    images = [p if isinstance(p, Path) else Path(p) for p in images]
+    names = [str(p) for p in images]
+    lbl_names = [_label_file(s) for s in names]
+    key = _cache_key(names, lbl_names, nc)
     cache = (cache_dir if cache_dir is not None else default_cache_dir()) / "labels" / f"{key}.npz"
     cached = _read_cache(cache, images)
     if cached is not None:
         return cached
+    lbls = [Path(s) for s in lbl_names]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        checked = list(pool.map(lambda a: _check_one(a[0], a[1], nc), zip(images, lbls)))
+        work = pool.map(lambda a: _check_one(a[0], a[1], nc), zip(images, lbls))
+        checked = list(_with_progress(work, len(images), f"checking {len(images):,} images and labels"))
     keep = [i for i, (shape, _, _) in enumerate(checked) if shape is not None]
     problems = tuple(p for _, _, probs in checked for p in probs)
     result = LabeledImages(
@@ -90,15 +103,31 @@ def scan_labels(images: Sequence[Path], nc: int, cache_dir: Path | None = None) 
     return result
 
 
-def _stat(p: Path) -> tuple[int, int]:
+def _with_progress(items: Iterable, total: int, what: str) -> Iterator:
+    """``items`` as they come, with a bar on a terminal's stderr: a first scan of COCO takes minutes, and a
+    silent minute looks like a hang. Nothing when stderr is not a terminal (logs, pipes, ``--json``)."""
+    if not sys.stderr.isatty():
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def _stat(p: str) -> tuple[int, int]:
     try:
-        s = p.stat()
+        s = os.stat(p)
         return s.st_size, s.st_mtime_ns
     except OSError:
         return -1, -1
 
 
-def _cache_key(images: Sequence[Path], lbls: Sequence[Path], nc: int) -> str:
+def _cache_key(images: Sequence[str], lbls: Sequence[str], nc: int) -> str:
     h = hashlib.sha256(f"v{_CACHE_VERSION} nc={nc}\n".encode())
     for im, lb in zip(images, lbls):
         h.update(f"{im}|{_stat(im)}|{lb}|{_stat(lb)}\n".encode())

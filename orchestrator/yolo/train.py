@@ -17,9 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,10 +27,11 @@ from torch.utils.data import DataLoader
 
 from ..errors import TrainingError
 from .augment import EpochBatchSampler, TrainDataset, collate, worker_init
-from .data import DataConfig, load_image
+from .data import DataConfig
 from .distill import distill_loss, teacher_maps
 from .hyp import Hyp, get_hyp
-from .labels import scan_labels
+from .image_cache import CacheSettings
+from .image_cache import TrainImages as TrainImages  # its home was here: callers import it from train
 from .loss import LossOutput, YoloLoss
 from .masks import conv_sparsity as conv_sparsity  # one implementation; callers import it from here too
 from .model import copy_model
@@ -82,34 +81,6 @@ class FinetuneResult:
     metrics: ValResult  # validation of ``model``
     hyp: Hyp
     seconds: float
-
-
-class TrainImages:
-    """Training images and labels, checked once, optionally decoded into RAM; reusable across fine-tunes.
-
-    Memory with the cache is about ``images * imgsz * imgsz * 3 * 0.75`` bytes (long side ``imgsz``).
-    """
-
-    def __init__(self, data: DataConfig, imgsz: int, *, cache_images: bool = True, cache_dir: Path | None = None):
-        found = scan_labels(data.train, data.nc, cache_dir)
-        if not found.files:
-            why = f": {found.problems[0]}" if found.problems else ""
-            raise TrainingError(f"{data.file}: train: no usable training images ({len(data.train)} listed){why}")
-        self.imgsz, self.files, self.labels, self.problems = imgsz, found.files, found.labels, found.problems
-        self.cached: tuple[np.ndarray, ...] | None = None
-        if cache_images:
-            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-                self.cached = tuple(pool.map(self.load, range(len(self.files))))
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def load(self, i: int) -> np.ndarray:
-        return load_image(self.files[i], self.imgsz, augment=True)[0]
-
-    def image(self, i: int) -> np.ndarray:
-        """BGR uint8, long side ``imgsz``."""
-        return self.cached[i] if self.cached is not None else self.load(i)
 
 
 class ModelEMA:
@@ -176,7 +147,9 @@ class TrainSettings:
     device: str | torch.device = "cpu"
     seed: int = 0  # augmentation and batch order: the same seed trains the same weights on CPU
     workers: int | None = None  # loader processes; None: min(2, cpus)
-    cache_images: bool = True  # decode the training images into RAM once (when no TrainImages is given)
+    cache_images: bool = True  # False: never keep decoded images (when no TrainImages and no ``cache`` is given)
+    cache: CacheSettings | None = None  # where decoded images live (None: ``auto`` within the default budget)
+    max_batches: int | None = None  # batches per epoch at most: benchmarks and smoke runs, never a study
     amp: bool | None = None  # mixed precision; None: on CUDA only (CPU autocast is slower)
     distill: float = 1.0  # weight of the teacher's distillation loss, when a teacher is given
 
@@ -241,6 +214,18 @@ def finetune(
     return FinetuneResult(best_model.eval(), tuple(history), best_epoch, best_res, hyp, time.perf_counter() - t_start)
 
 
+def train_loader(dataset: TrainDataset, sampler: EpochBatchSampler, workers: int | None, device: torch.device):
+    """The training DataLoader: ``workers`` processes (None: min(2, cores)) that stay up across epochs, so a
+    streamed split is decoded in parallel with the step; pinned memory and a deeper prefetch feed a GPU."""
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    cuda = device.type == "cuda"
+    extra = {"prefetch_factor": 4 if cuda else 2} if workers > 0 else {}
+    return DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers, worker_init_fn=worker_init,
+        persistent_workers=workers > 0, pin_memory=cuda, **extra,
+    )  # fmt: skip
+
+
 def make_optimizer(
     groups: dict[str, list[nn.Parameter]], hyp: Hyp, batch: int, accumulate: int
 ) -> torch.optim.Optimizer:
@@ -286,6 +271,7 @@ class _Loop:
     on_batch: Callable[[BatchProgress], None] | None
     accumulate: int  # batches per optimiser step (ramped up during the warm-up)
     warmup: int  # iterations of warm-up
+    max_batches: int | None = None
     last_step: int = -1  # iteration of the last optimiser step
 
     @classmethod
@@ -302,16 +288,12 @@ class _Loop:
         on_batch: Callable[[BatchProgress], None] | None,
     ) -> _Loop:
         if train_images is None:
-            train_images = TrainImages(data, s.imgsz, cache_images=s.cache_images)
+            train_images = TrainImages(data, s.imgsz, cache_images=s.cache_images, cache=s.cache)
         elif train_images.imgsz != s.imgsz:
             raise ValueError(f"train_images were decoded for imgsz={train_images.imgsz}, not {s.imgsz}")
         dataset = TrainDataset(train_images.image, train_images.labels, s.imgsz, hyp, seed=s.seed)
         sampler = EpochBatchSampler(len(dataset), s.batch, seed=s.seed)
-        workers = min(2, os.cpu_count() or 1) if s.workers is None else s.workers
-        loader = DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers, worker_init_fn=worker_init,
-            persistent_workers=workers > 0, pin_memory=device.type == "cuda",
-        )  # fmt: skip
+        loader = train_loader(dataset, sampler, s.workers, device)
 
         model = model.to(device).float().train()
         for p in model.parameters():
@@ -327,7 +309,7 @@ class _Loop:
         params = [p for g in groups.values() for p in g]
         return cls(
             model, hyp, device, s.batch, epochs, loader, sampler, optimizer, params, lf, loss_fn, ema, amp, scaler,
-            teacher, s.distill, on_batch, accumulate, warmup_iterations(hyp, len(loader)),
+            teacher, s.distill, on_batch, accumulate, warmup_iterations(hyp, len(loader)), s.max_batches,
         )  # fmt: skip
 
     def train_epoch(self, epoch: int) -> tuple[torch.Tensor, int, float]:
@@ -344,6 +326,8 @@ class _Loop:
         sums = torch.zeros(3)
         seen, t0 = 0, time.perf_counter()
         for i, (imgs, targets) in enumerate(self.loader):
+            if self.max_batches is not None and i >= self.max_batches:
+                break
             ni = i + nb * epoch
             if ni <= self.warmup and self.warmup > 0:
                 self.warm_up(ni, epoch)

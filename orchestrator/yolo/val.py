@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from torch.nn.utils import prune
 from ..errors import DataError
 from .coco_map import coco_evaluate, coco_ground_truth
 from .data import DataConfig, letterbox, load_image, rect_batch_shapes
+from .image_cache import GB, CacheSettings, ImageStore, ram_count, resized_bytes
 from .labels import LabeledImages, scan_labels
 from .model import copy_model
 from .nms import non_max_suppression
@@ -62,8 +64,10 @@ class ValSet:
 
     Images are sorted by aspect ratio h/w and cut into batches of ``batch``; each batch is letterboxed
     to ``ceil(ratio * imgsz / stride + 0.5) * stride`` (no upscaling), as the official rect loader does.
-    Memory is about ``images * 3 * imgsz * imgsz * 0.75`` bytes. ``rect=False`` letterboxes every image
-    to ``imgsz`` x ``imgsz`` instead (for a backend with a fixed input shape, such as a static ONNX file).
+    In RAM (``cache``: the whole set when it fits the budget under ``auto``) that is about
+    ``images * 3 * imgsz * imgsz * 0.75`` bytes; batches past the budget are read from disk at each validation,
+    by ``workers`` loader processes (0: threads of this one), with the same decode. ``rect=False`` letterboxes
+    every image to ``imgsz`` x ``imgsz`` instead (for a backend with a fixed input shape, such as a static ONNX file).
     """
 
     def __init__(
@@ -77,6 +81,8 @@ class ValSet:
         names: Sequence[str] | None = None,
         cache_dir: Path | None = None,
         rect: bool = True,
+        cache: CacheSettings | None = None,
+        workers: int = 0,
     ):
         if isinstance(source, DataConfig):
             nc, names = source.nc, source.names
@@ -98,27 +104,103 @@ class ValSet:
         shapes = rect_batch_shapes(self.shapes[order], imgsz, batch, stride)
         if not rect:
             shapes = np.full_like(shapes, imgsz)
+        self.plan = tuple((order[i * batch : (i + 1) * batch], tuple(shapes[i])) for i in range(len(shapes)))
+        settings = cache or CacheSettings()
+        self.workers = workers
+        disk = CacheSettings("disk" if settings.mode == "disk" else "none", 0.0)
+        self.store = ImageStore(
+            self.files, resized_bytes(self.shapes, imgsz), self._decode, disk, flavour="val", imgsz=imgsz,
+            cache_dir=cache_dir,
+        )  # fmt: skip
+        # The RAM cache holds whole letterboxed batches (what validation reuses), counted at their padded size.
+        held = ram_count([len(ix) * 3 * h * w for ix, (h, w) in self.plan], settings)
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            self.batches = tuple(
-                self._make_batch(pool, order[i * batch : (i + 1) * batch], tuple(shapes[i])) for i in range(len(shapes))
-            )
+            self.cached = tuple(self._make_batch(j, pool) for j in range(held))
         self.gt = coco_ground_truth(self.labels, self.shapes, self.image_ids, nc)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def _make_batch(self, pool: ThreadPoolExecutor, index: np.ndarray, shape: tuple[int, int]) -> ValBatch:
+    @property
+    def batches(self) -> Sequence[ValBatch] | Iterable[ValBatch]:
+        """Every rect batch in order: the RAM cache, then the rest read from disk by the loader's processes."""
+        if len(self.cached) == len(self.plan):
+            return self.cached
+        return _StreamedBatches(self)
+
+    def cache_info(self) -> dict[str, float]:
+        """The RAM the cached batches hold and the share of images read from disk at each validation."""
+        cached = sum(len(b.index) for b in self.cached)
+        return {"val_cache_ram_gb": sum(b.images.numel() for b in self.cached) / GB,
+                "val_cache_streamed": 1 - cached / max(len(self.files), 1)}  # fmt: skip
+
+    def _decode(self, i: int) -> np.ndarray:
+        return load_image(self.files[i], self.imgsz)[0]
+
+    def _make_batch(self, j: int, pool: ThreadPoolExecutor | None = None) -> ValBatch:
+        index, shape = self.plan[j]
         out = np.empty((len(index), 3, *shape), dtype=np.uint8)
         gain, pad = np.empty(len(index)), np.empty((len(index), 2))
 
-        def fill(j: int) -> None:
-            im, (h0, _), (h, _) = load_image(self.files[index[j]], self.imgsz)
+        def fill(k: int) -> None:
+            im = self.store(int(index[k]))
+            h0, h = self.shapes[index[k], 0], im.shape[0]
             im, _, p = letterbox(im, shape, auto=False, scaleup=False, stride=self.stride)
-            out[j] = im.transpose(2, 0, 1)[::-1]  # HWC BGR -> CHW RGB
-            gain[j], pad[j] = h / h0, p  # the official val rescales both axes by the height ratio
+            out[k] = im.transpose(2, 0, 1)[::-1]  # HWC BGR -> CHW RGB
+            gain[k], pad[k] = h / h0, p  # the official val rescales both axes by the height ratio
 
-        list(pool.map(fill, range(len(index))))
+        list((pool or _SERIAL).map(fill, range(len(index))))
         return ValBatch(torch.from_numpy(out), np.asarray(index), gain, pad)
+
+
+class _Serial:
+    """``map`` in the calling thread: inside a loader process, its siblings are the parallelism."""
+
+    @staticmethod
+    def map(fn: Callable, items: Iterable) -> Iterable:
+        return map(fn, items)
+
+
+_SERIAL = _Serial()
+
+
+class _BatchReader(torch.utils.data.Dataset):
+    """The streamed batches of a ValSet as a dataset: item ``k`` is batch ``len(cached) + k``, built in a worker."""
+
+    def __init__(self, vs: ValSet):
+        self.vs = vs
+
+    def __len__(self) -> int:
+        return len(self.vs.plan) - len(self.vs.cached)
+
+    def __getitem__(self, k: int) -> ValBatch:
+        return self.vs._make_batch(len(self.vs.cached) + k)
+
+
+def _first(items: list) -> Any:
+    return items[0]
+
+
+class _StreamedBatches:
+    """One pass over a ValSet that does not fit its budget: at most a few batches in memory at a time."""
+
+    def __init__(self, vs: ValSet):
+        self.vs = vs
+
+    def __len__(self) -> int:
+        return len(self.vs.plan)
+
+    def __iter__(self) -> Iterator[ValBatch]:
+        yield from self.vs.cached
+        if self.vs.workers <= 0:
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                for j in range(len(self.vs.cached), len(self.vs.plan)):
+                    yield self.vs._make_batch(j, pool)
+            return
+        loader = torch.utils.data.DataLoader(
+            _BatchReader(self.vs), batch_size=1, collate_fn=_first, num_workers=self.vs.workers
+        )
+        yield from loader
 
 
 def validate(

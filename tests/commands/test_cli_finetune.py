@@ -102,6 +102,7 @@ def test_finetune_json_and_checkpoint(yolov5n_pt, tiny_yaml, tmp_path, capsys):
         (["--epochs", "-1"], "--epochs: expected >= 0"),
         (["--epochs", "1", "--imgsz", "100"], "--imgsz: expected a positive multiple of 32"),
         (["--epochs", "1", "--lr0", "0"], "--lr0: expected > 0"),
+        (["--epochs", "1", "--cache-budget-gb", "-1"], "--cache-budget-gb: expected >= 0"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(yolov5n_pt, tiny_yaml, tmp_path, capsys, extra, message):

@@ -38,6 +38,17 @@ def test_val_320_matches_official(capsys, yolov5n_pt, coco128_yaml):
     assert r["map50"] == pytest.approx(0.4939, abs=0.002)
 
 
+def test_streamed_from_disk_keeps_the_digits(capsys, yolov5n_pt, coco128_yaml):
+    """A budget too small for the val set: batches are read from disk by a loader process, same mAP."""
+    args = ("--weights", str(yolov5n_pt), "--data", str(coco128_yaml), "--imgsz", "320")
+    cached, _ = _val_json(capsys, *args)
+    streamed, _ = _val_json(capsys, *args, "--cache-budget-gb", "0.001", "--workers", "1")
+    disk, _ = _val_json(capsys, *args, "--cache", "disk")
+    for k in ("map50_95", "map50", "precision", "recall"):
+        assert cached[k] == streamed[k] == disk[k]
+    assert "--cache-budget-gb" in _error(capsys, *args, "--cache-budget-gb", "-2")
+
+
 @pytest.mark.slow
 def test_val_640_matches_official(capsys, yolov5n_pt, coco128_yaml):
     args = ("--weights", str(yolov5n_pt), "--data", str(coco128_yaml), "--imgsz", "640")

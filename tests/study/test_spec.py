@@ -223,3 +223,23 @@ def test_structured_recovery_and_distill_keys(tmp_path):
         "finetune.distill: must be >= 0, got -1",
         "sampler.warm_start: sensitivity allocates channel cuts: it needs pruning.method structured",
     ]
+
+
+def test_cache_section(tmp_path):
+    spec, _ = _load(tmp_path, GOOD)
+    assert (spec.cache.mode, spec.cache.budget_gb) == ("auto", 2.0)
+    spec, _ = _load(tmp_path, GOOD + "cache: {mode: disk, budget_gb: 0.5}\n")
+    assert (spec.cache.mode, spec.cache.budget_gb) == ("disk", 0.5)
+    problems = _problems(tmp_path, GOOD + "cache: {mode: ssd, budget_gb: -1, budget: 3}\n")
+    assert problems == [
+        "cache.mode: must be one of auto, ram, disk, none, got 'ssd'",
+        "cache.budget_gb: must be >= 0, got -1",
+        "cache.budget: unknown key (did you mean 'budget_gb'?)",
+    ]
+
+
+def test_cache_modes_are_the_yolo_ones():
+    from orchestrator.vocabulary import CACHE_MODES
+    from orchestrator.yolo.image_cache import CACHE_MODES as YOLO_MODES
+
+    assert CACHE_MODES == YOLO_MODES

@@ -90,6 +90,30 @@ def test_label_path():
     assert label_path(Path("/d/images/train/a.b.jpg")) == Path("/d/labels/train/a.b.txt")
     assert label_path(Path("/images/x/images/y/a.png")) == Path("/images/x/labels/y/a.txt")
     assert label_path(Path("/d/pics/a.jpg")) == Path("/d/pics/a.txt")
+    # the string fast path keeps Path's rules: relative roots, dot files, a folder named like a file
+    assert label_path(Path("images/a.jpg")) == Path("labels/a.txt")
+    assert label_path(Path("/d/images/.jpg")) == Path("/d/labels/.jpg.txt")
+    assert label_path(Path("/d/images/..jpg")) == Path("/d/labels/..txt")
+    assert label_path(Path("/d/images.v2/a")) == Path("/d/images.v2/a.txt")
+
+
+def test_first_scan_shows_progress_on_a_terminal_only(tmp_path, coco128_yaml, monkeypatch):
+    import io
+    import sys
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    files = load_data_config(coco128_yaml).val[:4]
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    scan_labels(files, 80, tmp_path / "a")
+    assert "checking 4 images and labels" in tty.getvalue()
+    pipe = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", pipe)
+    scan_labels(files, 80, tmp_path / "b")
+    assert pipe.getvalue() == ""
 
 
 def test_scan_real_val_labels(coco128_yaml):
