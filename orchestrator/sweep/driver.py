@@ -23,6 +23,9 @@ from ..search import (
     enqueue_baselines,
     enqueue_warm_start,
     hypervolume,
+    is_screened,
+    is_uniform,
+    is_warm_start,
     open_storage,
     pareto_front,
     revealed,
@@ -38,7 +41,15 @@ from ..trial.contract import AllocationRequest, TrialResult, TrialSpec, Workload
 from .dispatch import Cluster, WorkerPool, connect, disconnect
 from .lease import Lease
 from .progress import ProgressView, StudyProgress
-from .results import checked_values, record_failure, record_run, record_success, stage_files
+from .results import (
+    checked_values,
+    record_failure,
+    record_run,
+    record_screened,
+    record_success,
+    screened_values,
+    stage_files,
+)
 from .resume import fail_and_requeue, recover_orphans
 
 
@@ -47,10 +58,11 @@ class StudyOutcome:
     complete: int
     failed: int
     target: int | None
-    stopped: str  # "done" | "interrupted" | "timeout" | "failures" | "lost lease"
+    stopped: str  # "done" | "interrupted" | "timeout" | "failures" | "screened" | "lost lease"
     front: tuple[int, ...]
     hypervolume: float
     tracker_pending: int  # finished trials not yet in MLflow (tracker unreachable)
+    screened: int = 0  # stopped by the one-shot screen before fine-tuning (not in ``complete``)
 
 
 def run_study(
@@ -130,6 +142,7 @@ class Sweep:
         self.baseline_metrics: dict[str, float] = {}
         self.ask_s: float | None = None  # how long study.ask takes (moving average)
         self.failed_here = 0
+        self.screened_here = 0
         self.started = time.monotonic()
 
     def run(self) -> StudyOutcome:
@@ -164,7 +177,8 @@ class Sweep:
         self.sync.add(t.number for t in trials if t.state.is_finished())
         front = pareto_front(trials, spec.directions)
         self.sync.sync(trials, front, self.baseline_metrics, force=True)
-        self.p.complete = sum(t.state.name == "COMPLETE" for t in trials)
+        self.p.complete = sum(t.state.name == "COMPLETE" and not is_screened(t) for t in trials)
+        self.p.screened = sum(is_screened(t) for t in trials)
         self._refresh(trials, front)
 
     def _finish(self, stopped: str) -> StudyOutcome:
@@ -186,6 +200,7 @@ class Sweep:
             tuple(t.number for t in front),
             hypervolume(trials, spec, self.baseline_metrics),
             len(self.sync.pending),
+            sum(is_screened(t) for t in trials),
         )
 
     def _loop(self, pool: WorkerPool) -> str:
@@ -201,6 +216,8 @@ class Sweep:
                 stopped = "timeout"
             if self.failed_here >= max_failures:
                 stopped = "failures"
+            if self.screened_here >= 4 * max_failures:  # the space is all under the floor: say so, don't spin
+                stopped = "screened"
             self._fill(pool, stopped)
             self.p.running = [s.number for s in pool.running]
             self.view.update()
@@ -247,7 +264,14 @@ class Sweep:
         self.ask_s = took if self.ask_s is None else 0.7 * self.ask_s + 0.3 * took
         self.asked[trial.number] = trial
         params = trial.params
-        return TrialSpec(trial.number, self.workload, trial_ratios(params), trial_values(params, self.spec.space))
+        values = trial_values(params, self.spec.space)
+        return TrialSpec(trial.number, self.workload, trial_ratios(params), values, screen=self._screen_for(trial))
+
+    def _screen_for(self, trial) -> tuple[float, float] | None:
+        """The screen a sampler trial goes through; enqueued baselines and warm starts are the reference: never."""
+        if not self.spec.screen.on or is_uniform(trial) or is_warm_start(trial):
+            return None
+        return (self.spec.screen.min_map, float(self.baseline_metrics["map50_95"]))
 
     def _tell(self, r: TrialResult) -> None:
         """Record a result in the Optuna storage (the source of truth) and stage its files."""
@@ -256,8 +280,14 @@ class Sweep:
         spec = self.spec
         trial = self.asked.pop(r.number)
         record_run(trial, r)
-        values, failure = checked_values(spec, r)
-        if values is not None:
+        values, failure = checked_values(spec, r) if not (r.ok and r.screened) else ([], "")
+        if r.ok and r.screened:  # told COMPLETE + a violated constraint: see search.record
+            record_screened(trial, r, spec, self.baseline_metrics)
+            self.study.tell(trial, screened_values(spec, r, self.baseline_metrics))
+            self.p.screened += 1
+            self.screened_here += 1
+            self.view.event(f"trial {r.number} {r.reason} ({r.wall_s:.1f}s)")
+        elif values is not None:
             record_success(trial, r, spec, self.baseline_metrics)
             self.study.tell(trial, values)
             self.p.complete += 1

@@ -28,6 +28,7 @@ from ..search import (
     hypervolume_history,
     origin,
     pareto_front,
+    state_of,
     trial_summary,
 )
 from ..study.dimensions import parameter_names
@@ -190,7 +191,7 @@ class Tracker:
         if ua.get(ATTR_WALL) is not None:
             metrics["wall_s"] = float(ua[ATTR_WALL])
         history = ua.get(ATTR_HISTORY, [])
-        tags = {"state": trial.state.name, "device": ua.get(ATTR_DEVICE, ""), "worker": ua.get(ATTR_WORKER, "")}
+        tags = {"state": state_of(trial), "device": ua.get(ATTR_DEVICE, ""), "worker": ua.get(ATTR_WORKER, "")}
         failure = failure or failure_reason(trial)
         if failure:
             tags["failure_reason"] = failure[:5000]

@@ -255,3 +255,35 @@ def test_missing_weights_and_data_stop_before_anything_is_created(tmp_path):
         f"{spec.path}: data: nowhere/data.yaml: no such data yaml",
     ]
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_screened_trials_are_told_infeasible_counted_apart_and_never_on_the_front(tmp_path):
+    from orchestrator.search import SCREEN_CONSTRAINT, is_screened, pareto_front, trial_summary
+    from orchestrator.study.metrics import ONESHOT
+
+    spec = load_study_spec(fake_study(tmp_path, screen={"min_map": 0.5}, budget={"n_trials": 8}))
+    out = run_study(spec, live=False)
+    trials = load_existing(spec).get_trials(deepcopy=False)
+    screened = [t for t in trials if is_screened(t)]
+    tuned = [t for t in trials if t.state.name == "COMPLETE" and not is_screened(t)]
+    assert out.stopped == "done" and out.complete == len(tuned) == 8 and out.screened == len(screened) > 0
+    front = {t.number for t in pareto_front(trials, spec.directions)}
+    for t in screened:  # COMPLETE to Optuna (TPE reads it), with the screen's constraint violated
+        assert t.state.name == "COMPLETE" and t.constraints[SCREEN_CONSTRAINT] > 0 and not feasible(t)
+        assert t.number not in front
+        s = trial_summary(t)
+        assert s["state"] == "SCREENED" and s["failure"].startswith("screened: one-shot mAP50-95 ")
+        assert "\n" not in s["failure"] and " < 0.5 x 0.3140" in s["failure"]
+        assert s["metrics"]["map50_95"] < 0.5 * 0.314
+    for t in tuned:  # the same constraint, met; the one-shot figure kept for sampler trials
+        assert t.constraints[SCREEN_CONSTRAINT] <= 0
+        assert (ONESHOT in t.user_attrs["metrics"]) is (t.user_attrs.get("uniform_ratio") is None)
+    runs = trial_runs(spec)
+    assert all(runs[t.number].data.tags["state"] == "SCREENED" for t in screened)
+    assert all(runs[t.number].info.status == "FINISHED" for t in screened)
+
+
+def test_without_screen_no_trial_is_screened_nor_constrained(tmp_path):
+    spec = load_study_spec(fake_study(tmp_path, budget={"n_trials": 4}))
+    assert run_study(spec, live=False).screened == 0
+    assert all(t.constraints == {} for t in load_existing(spec).get_trials(deepcopy=False))
