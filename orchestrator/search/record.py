@@ -28,6 +28,9 @@ ATTR_INTENDED = "intended"  # set on enqueued trials: their parameters, complete
 # (FAIL is invisible to it) and ranks infeasible ones by how far they miss, below every feasible one, so the
 # sampler learns where the dead cuts are; search.feasible keeps them off the front and out of the hypervolume.
 ATTR_SCREENED = "screened"
+# the absolute ratio map a trial ran, set when its parameters are not ratios (sampler.space: relative) and on the
+# relative space's enqueued uniform baselines (their exact map): status, MLflow and the exports read it
+ATTR_RATIOS = "ratios"
 SCREEN_CONSTRAINT = "screen: one-shot map50_95 >= floor"  # its value: floor - one-shot mAP50-95 (> 0: screened)
 # study user attributes
 STUDY_BASELINE = "baseline"  # the unpruned model's groups + metrics
@@ -42,6 +45,7 @@ STUDY_OBJECTIVES = "objectives"  # the objectives' metric names, checked on resu
 STUDY_BASELINES_ENQUEUED = "baselines_enqueued"
 STUDY_WARM_START_ENQUEUED = "warm_start_enqueued"
 STUDY_LEASE = "driver"  # the running driver's lease (sweep/lease.py)
+STUDY_ALLOCATIONS = "allocations"  # relative space: {"levels": [...], "maps": [{group: ratio}, ...]} (relative.py)
 
 
 def origin(t) -> str:
@@ -56,6 +60,11 @@ def origin(t) -> str:
 def is_uniform(t) -> bool:
     """A uniform baseline (one ratio everywhere), enqueued by the driver."""
     return t.user_attrs.get(ATTR_BASELINE) is not None
+
+
+def ratios_of(t) -> dict[str, float]:
+    """The absolute ratio map a trial ran: recorded (relative space) or its ``ratio.*`` parameters."""
+    return dict(t.user_attrs.get(ATTR_RATIOS) or trial_ratios(t.params))
 
 
 def is_screened(t) -> bool:
@@ -108,7 +117,7 @@ def trial_summary(t, study_attrs: dict[str, Any] | None = None) -> dict[str, Any
         "warm_start": t.user_attrs.get(ATTR_WARM_START),
         "origin": origin(t),
         "dimensions": {name: t.params.get(name) for name in DIMENSIONS},  # None: not a parameter of the study
-        "ratios": trial_ratios(t.params),
+        "ratios": ratios_of(t),
         "failure": failure_reason(t, study_attrs),
         "device": t.user_attrs.get(ATTR_DEVICE, ""),
         "wall_s": t.user_attrs.get(ATTR_WALL),

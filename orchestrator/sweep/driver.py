@@ -12,10 +12,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import OrchestratorError
 from ..search import (
+    ATTR_RATIOS,
+    STUDY_ALLOCATIONS,
     STUDY_BASELINE,
     STUDY_WARM_START_ENQUEUED,
     build_space,
@@ -26,14 +28,16 @@ from ..search import (
     is_screened,
     is_uniform,
     is_warm_start,
+    level_grid,
     open_storage,
     pareto_front,
+    relative_space,
     revealed,
     study_identity,
     trial_summary,
 )
 from ..study.checks import check_for_run
-from ..study.dimensions import trial_ratios, trial_values
+from ..study.dimensions import trial_values
 from ..study.spec import StudySpec
 from ..tracking.publish import TrackerSync
 from ..tracking.tracker import Tracker, archive_runs, check_identity, preflight
@@ -170,6 +174,8 @@ class Sweep:
         spec, study = self.spec, self.study
         self.baseline = self._baseline(pool)
         self.space = build_space(spec, list(self.baseline["groups"]))
+        if spec.sampler.space == "relative":
+            self.space = replace(self.space, relative=self._relative(pool))
         self.dists = self.space.distributions()
         enqueue_baselines(spec, study, self.space)
         self._warm_start(pool)
@@ -265,7 +271,10 @@ class Sweep:
         self.asked[trial.number] = trial
         params = trial.params
         values = trial_values(params, self.spec.space)
-        return TrialSpec(trial.number, self.workload, trial_ratios(params), values, screen=self._screen_for(trial))
+        ratios = trial.user_attrs.get(ATTR_RATIOS) or self.space.trial_ratios(params)
+        if self.space.relative and ATTR_RATIOS not in trial.user_attrs:  # status, MLflow and exports read ratios
+            trial.set_user_attr(ATTR_RATIOS, ratios)
+        return TrialSpec(trial.number, self.workload, ratios, values, screen=self._screen_for(trial))
 
     def _screen_for(self, trial) -> tuple[float, float] | None:
         """The screen a sampler trial goes through; enqueued baselines and warm starts are the reference: never."""
@@ -340,6 +349,20 @@ class Sweep:
         groups = {g: list(self.baseline["groups"][g]) for g in self.space.ratios}
         request = AllocationRequest(tuple(spec.baselines.ratios), groups, dict(self.space.ratios), self.space.step)
         enqueue_warm_start(spec, self.study, self.space, pool.allocations(self.workload, request))
+
+    def _relative(self, pool: WorkerPool):
+        """The relative space: the warm-start heuristic's allocation at every level, computed once per study by a
+        worker and kept in the study record (a resumed driver translates parameters into the same ratios)."""
+        stored = self.study.user_attrs.get(STUDY_ALLOCATIONS)
+        if stored is None:
+            levels = level_grid(self.space.ratios, self.space.step)
+            self.view.event(f"computing the {self.spec.sampler.warm_start} allocations at {len(levels)} levels ...")
+            groups = {g: list(self.baseline["groups"][g]) for g in self.space.ratios}
+            request = AllocationRequest(levels, groups, dict(self.space.ratios), self.space.step)
+            stored = {"levels": list(levels), "maps": pool.allocations(self.workload, request)}
+            self.study.set_user_attr(STUDY_ALLOCATIONS, stored)
+        levels = tuple(stored["levels"])
+        return relative_space(stored["maps"], levels, self.space.ratios, self.space.step, self.spec.sampler.offset)
 
     def _requeue(self, number: int, reason: str) -> None:
         fail_and_requeue(self.study, number, reason, handle=self.asked.get(number))

@@ -21,6 +21,7 @@ from ..search import (
     ATTR_DEVICE,
     ATTR_HISTORY,
     ATTR_METRICS,
+    ATTR_RATIOS,
     ATTR_TEST,
     ATTR_WALL,
     ATTR_WORKER,
@@ -31,7 +32,7 @@ from ..search import (
     state_of,
     trial_summary,
 )
-from ..study.dimensions import parameter_names
+from ..study.dimensions import parameter_names, ratio_params
 from ..study.metrics import SUMMARY_METRICS, TEST_METRICS
 from ..study.spec import StudySpec
 from ..urls import mask_url
@@ -198,7 +199,10 @@ class Tracker:
         if ua.get(ATTR_BASELINE) is not None:
             tags["uniform_ratio"] = str(ua[ATTR_BASELINE])
         tags["origin"] = origin(trial)
-        self._write.params(info.run_id, {k: v for k, v in trial.params.items()})
+        params = {k: v for k, v in trial.params.items()}
+        if ua.get(ATTR_RATIOS):  # relative space: the ratios the trial ran, beside its level and offsets
+            params.update(ratio_params(ua[ATTR_RATIOS]))
+        self._write.params(info.run_id, params)
         self._write.batch(info.run_id, metrics=metrics, ts=ts, tags=tags, history=history)
         if keep_files and (files is None or not files.is_dir() or not any(files.iterdir())):
             uid = self.identity.get("uid", "")

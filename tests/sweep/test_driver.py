@@ -287,3 +287,37 @@ def test_without_screen_no_trial_is_screened_nor_constrained(tmp_path):
     spec = load_study_spec(fake_study(tmp_path, budget={"n_trials": 4}))
     assert run_study(spec, live=False).screened == 0
     assert all(t.constraints == {} for t in load_existing(spec).get_trials(deepcopy=False))
+
+
+def test_the_relative_space_runs_ratios_translated_from_level_and_offsets(tmp_path):
+    from orchestrator.search import ATTR_RATIOS, STUDY_ALLOCATIONS, trial_summary
+    from orchestrator.study.dimensions import LEVEL
+
+    path = fake_study(
+        tmp_path,
+        pruning={"method": "unstructured", "granularity": "stage", "ratio": {"max": 0.6}, "step": 0.05},
+        sampler={"space": "relative", "warm_start": "global_magnitude", "offset": 0.1},
+        budget={"n_trials": 8},
+    )
+    spec = load_study_spec(path)
+    assert run_study(spec, live=False).complete == 8
+    study = load_existing(spec)
+    trials, stored = study.get_trials(deepcopy=False), study.user_attrs[STUDY_ALLOCATIONS]
+    maps = dict(zip(stored["levels"], stored["maps"]))
+    for t in trials:
+        ratios = t.user_attrs[ATTR_RATIOS]
+        assert LEVEL in t.params and not any(k.startswith("ratio.") for k in t.params)
+        assert trial_summary(t)["ratios"] == ratios and all(0.0 <= r <= 0.6 for r in ratios.values())
+        base = maps[min(maps, key=lambda v: abs(v - t.params[LEVEL]))]
+        if t.user_attrs.get("uniform_ratio") is not None:  # a uniform baseline runs its own exact map
+            assert set(ratios.values()) == {t.user_attrs["uniform_ratio"]}
+        else:  # every other trial perturbs the allocation at its level, within the offset
+            assert all(abs(ratios[g] - base[g]) <= 0.1 + 0.025 + 1e-9 for g in ratios)  # + half a step: the grid
+        if t.user_attrs.get("warm_start") is not None:  # the warm start is the allocation: offsets 0
+            assert ratios == maps[t.user_attrs["warm_start"]]
+    runs = trial_runs(spec)  # MLflow shows the ratios beside the level and offsets
+    assert all(
+        f"ratio.{g}" in runs[t.number].data.params and "level" in runs[t.number].data.params
+        for t in trials
+        for g in t.user_attrs[ATTR_RATIOS]
+    )
