@@ -278,6 +278,13 @@ def test_screened_trials_are_told_infeasible_counted_apart_and_never_on_the_fron
     for t in tuned:  # the same constraint, met; the one-shot figure kept for sampler trials
         assert t.constraints[SCREEN_CONSTRAINT] <= 0
         assert (ONESHOT in t.user_attrs["metrics"]) is (t.user_attrs.get("uniform_ratio") is None)
+    from orchestrator.tracking.pareto_page import pareto_page
+
+    page = pareto_page(
+        trials, list(front_trials := pareto_front(trials, spec.directions)), spec, {}, tmp_path / "p.html"
+    )
+    assert f"{len(screened)} screened before fine-tuning (trials {screened[0].number}" in page.read_text()
+    assert front_trials and not any(is_screened(t) for t in front_trials)
     runs = trial_runs(spec)
     assert all(runs[t.number].data.tags["state"] == "SCREENED" for t in screened)
     assert all(runs[t.number].info.status == "FINISHED" for t in screened)
