@@ -67,12 +67,13 @@ def run_variant(path: Path) -> float:
     before = float(timing.read_text()) if timing.exists() else 0.0
     env = {**os.environ, "PYTHONPATH": str(REPO), "ORCHESTRATOR_ASSETS": str(ASSETS)}
     t0 = time.perf_counter()
-    with log.open("a") as f:
-        cmd = [sys.executable, "-m", "orchestrator", "run", str(path)]
-        subprocess.run(cmd, env=env, stdout=f, stderr=f, check=True)
-    wall = before + time.perf_counter() - t0
-    timing.write_text(f"{wall:.1f}")
-    return wall
+    try:
+        with log.open("a") as f:
+            cmd = [sys.executable, "-m", "orchestrator", "run", str(path)]
+            subprocess.run(cmd, env=env, stdout=f, stderr=f, check=True)
+    finally:  # an interrupted run's time counts too: the next one resumes it
+        timing.write_text(f"{before + time.perf_counter() - t0:.1f}")
+    return float(timing.read_text())
 
 
 def summarize(path: Path, wall: float) -> dict:
