@@ -97,18 +97,22 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
                     "front": list(out.front),
                     "hypervolume": out.hypervolume,
                     "tracker_pending": out.tracker_pending,
+                    **({"screened": out.screened} if out.screened else {}),
                 }
             )
         )
     msg = {
         "done": f"study {spec.name}: {out.complete} trials complete, {out.failed} failed; "
-        f"Pareto front: trials {', '.join(map(str, out.front)) or '-'} (hypervolume {out.hypervolume:.4f})",
+        + (f"{out.screened} screened before fine-tuning; " if out.screened else "")
+        + f"Pareto front: trials {', '.join(map(str, out.front)) or '-'} (hypervolume {out.hypervolume:.4f})",
         "interrupted": f"stopped: {out.complete} of {out.target or '?'} trials complete. "
         f"Resume with: orchestrator run {args.study}",
         "timeout": f"timeout reached with {out.complete} trials complete. Continue with: orchestrator run {args.study}",
         "failures": f"stopped after too many failed trials ({out.failed} in the study): see "
         f"`orchestrator status {args.study}` for the reasons",
         "lost lease": "stopped: another driver took the study over",
+        "screened": f"stopped: {out.screened} trials screened before fine-tuning, {out.complete} complete; the "
+        f"space is mostly under the screen's floor: lower screen.min_map or the ratio bounds",
     }[out.stopped]
     print(msg, file=sys.stderr)
     if out.tracker_pending:

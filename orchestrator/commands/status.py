@@ -64,13 +64,22 @@ def _snapshot(spec, study) -> dict[str, Any]:
     return {
         "study": spec.name,
         "target": spec.budget.n_trials,
-        "counts": {s: sum(r["state"] == s for r in records) for s in ("COMPLETE", "FAIL", "RUNNING", "WAITING")},
+        "counts": _counts(records),
         "hypervolume": hypervolume(trials, spec, baseline) if baseline else 0.0,
         "versus_uniform": versus_uniform(trials, spec, baseline),
         "baseline": baseline,
         "driver": study.user_attrs.get(STUDY_LEASE),
         "trials": records,
     }
+
+
+def _counts(records: list[dict]) -> dict[str, int]:
+    """Trials per state; SCREENED (told COMPLETE to Optuna, never fine-tuned) only in a study that has some."""
+    states = ("COMPLETE", "FAIL", "RUNNING", "WAITING")
+    counts = {s: sum(r["state"] == s for r in records) for s in states}
+    if screened := sum(r["state"] == "SCREENED" for r in records):
+        counts["SCREENED"] = screened
+    return counts
 
 
 def _table(spec, snap: dict[str, Any]):
@@ -82,7 +91,8 @@ def _table(spec, snap: dict[str, Any]):
     metrics = [o.metric for o in spec.objectives]
     t = Table(
         title=f"{spec.name}: {counts['COMPLETE']}/{spec.budget.n_trials or '-'} complete, {counts['FAIL']} failed, "
-        f"{counts['RUNNING']} running, {counts['WAITING']} waiting · hypervolume {snap['hypervolume']:.4f}",
+        + (f"{counts['SCREENED']} screened, " if counts.get("SCREENED") else "")
+        + f"{counts['RUNNING']} running, {counts['WAITING']} waiting · hypervolume {snap['hypervolume']:.4f}",
         title_justify="left",
     )
     tests = list(TEST_METRICS) if any(r["test"] for r in records) else []

@@ -23,6 +23,15 @@ ATTR_BASELINE = "uniform_ratio"  # set on enqueued uniform baselines
 ATTR_WARM_START = "warm_start"  # set on enqueued warm-start allocations: the target sparsity
 ATTR_RETRY_OF = "retry_of"
 ATTR_INTENDED = "intended"  # set on enqueued trials: their parameters, complete even before they are asked
+# set on a trial the one-shot screen stopped before fine-tuning: the one-line reason. Such a trial is told COMPLETE
+# with its one-shot values and SCREEN_CONSTRAINT violated (> 0): Optuna's TPE reads COMPLETE and PRUNED trials only
+# (FAIL is invisible to it) and ranks infeasible ones by how far they miss, below every feasible one, so the
+# sampler learns where the dead cuts are; search.feasible keeps them off the front and out of the hypervolume.
+ATTR_SCREENED = "screened"
+# the absolute ratio map a trial ran, set when its parameters are not ratios (sampler.space: relative) and on the
+# relative space's enqueued uniform baselines (their exact map): status, MLflow and the exports read it
+ATTR_RATIOS = "ratios"
+SCREEN_CONSTRAINT = "screen: one-shot map50_95 >= floor"  # its value: floor - one-shot mAP50-95 (> 0: screened)
 # study user attributes
 STUDY_BASELINE = "baseline"  # the unpruned model's groups + metrics
 STUDY_SPEC = "study_file"
@@ -36,6 +45,7 @@ STUDY_OBJECTIVES = "objectives"  # the objectives' metric names, checked on resu
 STUDY_BASELINES_ENQUEUED = "baselines_enqueued"
 STUDY_WARM_START_ENQUEUED = "warm_start_enqueued"
 STUDY_LEASE = "driver"  # the running driver's lease (sweep/lease.py)
+STUDY_ALLOCATIONS = "allocations"  # relative space: {"levels": [...], "maps": [{group: ratio}, ...]} (relative.py)
 
 
 def origin(t) -> str:
@@ -50,6 +60,21 @@ def origin(t) -> str:
 def is_uniform(t) -> bool:
     """A uniform baseline (one ratio everywhere), enqueued by the driver."""
     return t.user_attrs.get(ATTR_BASELINE) is not None
+
+
+def ratios_of(t) -> dict[str, float]:
+    """The absolute ratio map a trial ran: recorded (relative space) or its ``ratio.*`` parameters."""
+    return dict(t.user_attrs.get(ATTR_RATIOS) or trial_ratios(t.params))
+
+
+def is_screened(t) -> bool:
+    """Stopped by the one-shot screen before fine-tuning (never on the front; not counted toward n_trials)."""
+    return bool(t.user_attrs.get(ATTR_SCREENED))
+
+
+def state_of(t) -> str:
+    """Optuna's state name, or ``SCREENED`` for a trial the one-shot screen stopped (told COMPLETE to Optuna)."""
+    return "SCREENED" if is_screened(t) else t.state.name
 
 
 def is_warm_start(t) -> bool:
@@ -72,9 +97,10 @@ def intended_params(t) -> dict[str, Any]:
 
 
 def failure_reason(t, study_attrs: dict[str, Any] | None = None) -> str:
-    """Why a trial failed: its own attribute, or for a trial left RUNNING by a dead driver the study's record
-    (Optuna has no public way to write to a trial another process asked; ``Study.tell`` takes a number)."""
-    own = t.user_attrs.get(ATTR_FAILURE)
+    """Why a trial failed or was screened: its own attribute, or for a trial left RUNNING by a dead driver the
+    study's record (Optuna has no public way to write to a trial another process asked; ``Study.tell`` takes a
+    number)."""
+    own = t.user_attrs.get(ATTR_FAILURE) or t.user_attrs.get(ATTR_SCREENED)
     if own:
         return own
     return ((study_attrs or {}).get(STUDY_ORPHAN_FAILURES) or {}).get(str(t.number), "")
@@ -84,14 +110,14 @@ def trial_summary(t, study_attrs: dict[str, Any] | None = None) -> dict[str, Any
     """A JSON-ready record of one trial (status/pareto commands and the CSV); ``study_attrs`` for failure reasons."""
     return {
         "number": t.number,
-        "state": t.state.name,
+        "state": state_of(t),
         "values": list(t.values) if t.values else None,
         "metrics": metrics_of(t),
         "uniform_ratio": t.user_attrs.get(ATTR_BASELINE),
         "warm_start": t.user_attrs.get(ATTR_WARM_START),
         "origin": origin(t),
         "dimensions": {name: t.params.get(name) for name in DIMENSIONS},  # None: not a parameter of the study
-        "ratios": trial_ratios(t.params),
+        "ratios": ratios_of(t),
         "failure": failure_reason(t, study_attrs),
         "device": t.user_attrs.get(ATTR_DEVICE, ""),
         "wall_s": t.user_attrs.get(ATTR_WALL),

@@ -7,9 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..study.dimensions import DIMENSIONS, ratio_distributions, ratio_params
+from ..study.dimensions import DIMENSIONS, ratio_distributions, ratio_params, trial_ratios
 from ..study.spec import StudySpec
-from .record import ATTR_BASELINE, ATTR_INTENDED, ATTR_WARM_START, STUDY_BASELINES_ENQUEUED, STUDY_WARM_START_ENQUEUED
+from .record import (
+    ATTR_BASELINE,
+    ATTR_INTENDED,
+    ATTR_RATIOS,
+    ATTR_WARM_START,
+    STUDY_BASELINES_ENQUEUED,
+    STUDY_WARM_START_ENQUEUED,
+)
+from .relative import RelativeSpace
 
 
 @dataclass(frozen=True)
@@ -19,17 +27,23 @@ class SearchSpace:
     ratios: dict[str, tuple[float, float]]  # group -> (low, high)
     step: float | None
     dimensions: dict[str, Any]  # dimension name -> its domain (spec.space)
+    relative: RelativeSpace | None = None  # sampler.space: relative (set once the allocations are known)
 
     def distributions(self) -> dict[str, Any]:
-        out = ratio_distributions(self.ratios, self.step)
+        out = self.relative.distributions() if self.relative else ratio_distributions(self.ratios, self.step)
         for name, dim in DIMENSIONS.items():
             if dim.is_param(self.dimensions[name]):
                 out[name] = dim.distribution(self.dimensions[name])
         return out
 
-    def enqueued_params(self, ratios: dict[str, float], values: dict[str, Any]) -> dict[str, Any]:
-        """A trial's parameters from its ratio map and the dimensions' values (those that are parameters)."""
-        params: dict[str, Any] = ratio_params(ratios)
+    def trial_ratios(self, params: dict[str, Any]) -> dict[str, float]:
+        """The absolute ratios a trial's parameters stand for."""
+        return self.relative.ratios(params) if self.relative else trial_ratios(params)
+
+    def enqueued_params(self, ratios: dict[str, float], values: dict[str, Any], level: float = 0.0) -> dict[str, Any]:
+        """A trial's parameters from its ratio map (at ``level`` in the relative space) and the dimensions' values
+        (those that are parameters)."""
+        params: dict[str, Any] = self.relative.params_for(level, ratios) if self.relative else ratio_params(ratios)
         params.update({k: v for k, v in values.items() if DIMENSIONS[k].is_param(self.dimensions[k])})
         return params
 
@@ -63,8 +77,10 @@ def enqueue_baselines(spec: StudySpec, study, space: SearchSpace) -> int:
         return 0
     values = baseline_values(spec)
     for r in spec.baselines.ratios:
-        params = space.enqueued_params(dict.fromkeys(space.ratios, r), values)
-        study.enqueue_trial(params, user_attrs={ATTR_BASELINE: r, ATTR_INTENDED: params}, skip_if_exists=True)
+        ratios = dict.fromkeys(space.ratios, r)
+        params = space.enqueued_params(ratios, values, level=r)
+        attrs = {ATTR_BASELINE: r, ATTR_INTENDED: params, **({ATTR_RATIOS: ratios} if space.relative else {})}
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
     study.set_user_attr(STUDY_BASELINES_ENQUEUED, True)
     return len(spec.baselines.ratios)
 
@@ -75,8 +91,8 @@ def enqueue_warm_start(spec: StudySpec, study, space: SearchSpace, allocations: 
         return 0
     values = baseline_values(spec)
     for target, ratios in zip(spec.baselines.ratios, allocations):
-        params = space.enqueued_params(ratios, values)
-        attrs = {ATTR_WARM_START: target, ATTR_INTENDED: params}
+        params = space.enqueued_params(ratios, values, level=target)
+        attrs = {ATTR_WARM_START: target, ATTR_INTENDED: params, **({ATTR_RATIOS: ratios} if space.relative else {})}
         study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
     study.set_user_attr(STUDY_WARM_START_ENQUEUED, True)
     return len(allocations)

@@ -21,6 +21,10 @@ from typing import Any
 from .keys import KeyReader, is_number, show, to_float, unusable
 
 RATIO_PREFIX = "ratio."
+# sampler.space: relative (search/relative.py): one level plus one bounded offset per group around the warm-start
+# allocation at that level; the ratios a trial runs are translated from them and recorded beside them
+LEVEL = "level"
+OFFSET_PREFIX = "offset."
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,7 @@ DIMENSIONS: dict[str, Dimension] = {}
 
 def register(dim: Dimension) -> Dimension:
     """Declare a dimension (a plugin's, or a test's); its name must be new."""
-    if dim.name in DIMENSIONS or dim.name.startswith(RATIO_PREFIX):
+    if dim.name in DIMENSIONS or dim.name == LEVEL or dim.name.startswith((RATIO_PREFIX, OFFSET_PREFIX)):
         raise ValueError(f"dimension {dim.name!r} is already declared")
     DIMENSIONS[dim.name] = dim
     return dim
@@ -280,6 +284,26 @@ def ratio_distributions(bounds: dict[str, tuple[float, float]], step: float | No
             out[RATIO_PREFIX + group] = d.FloatDistribution(lo, round(hi, 10), step=step)
         else:
             out[RATIO_PREFIX + group] = d.FloatDistribution(lo, hi)
+    return out
+
+
+def relative_distributions(
+    groups: list[str], levels: tuple[float, ...], offset: float, step: float | None
+) -> dict[str, Any]:
+    """The relative family: ``level`` on the allocations' grid and one ``offset.<group>`` in [-offset, offset]."""
+    import optuna.distributions as d
+
+    if len(levels) > 1:  # ordered: TPE models a level as a number, not as unrelated choices
+        gap = round(levels[1] - levels[0], 10)
+        out: dict[str, Any] = {LEVEL: d.FloatDistribution(levels[0], levels[-1], step=gap)}
+    else:
+        out = {LEVEL: d.CategoricalDistribution(levels)}
+    if step and offset >= step:
+        k = math.floor(offset / step + 1e-9)
+        dist = d.FloatDistribution(round(-k * step, 10), round(k * step, 10), step=step)
+    else:
+        dist = d.FloatDistribution(-offset, offset)
+    out.update({OFFSET_PREFIX + g: dist for g in groups})
     return out
 
 

@@ -22,6 +22,7 @@ from .dimensions import DIMENSIONS, Range
 from .keys import KeyReader, close_match, is_number, known_keys, ordered, read_fields, show, to_float, unusable
 from .metrics import OBJECTIVES
 from .spec import (
+    DEFAULT_SCREEN,
     MAX_GRID,
     BaselinesSpec,
     BudgetSpec,
@@ -35,6 +36,7 @@ from .spec import (
     QuantizeSpec,
     ResourcesSpec,
     SamplerSpec,
+    ScreenSpec,
     StudySpec,
     TrackingSpec,
 )
@@ -96,6 +98,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     spec["constraints"] = _constraints(r, top)
     sampler_defaults = {"seed": spec["seed"]}
     spec["sampler"] = SamplerSpec(**_read_section(r, top, "sampler", SamplerSpec, **sampler_defaults))
+    spec["screen"] = _screen(r, top)
     _check_together(r, spec)
     r.done(top, "")
     if r.problems:
@@ -126,6 +129,8 @@ def _check_together(r: KeyReader, spec: dict[str, Any]) -> None:
         r.bad("sampler.warm_start", f"{warm} allocates single weights: it needs pruning.method unstructured")
     if warm == "sensitivity" and pr.method != "structured":
         r.bad("sampler.warm_start", f"{warm} allocates channel cuts: it needs pruning.method structured")
+    if spec["sampler"].space == "relative" and warm == "none":
+        r.bad("sampler.space", "relative searches around the warm-start allocation: give sampler.warm_start")
     if warm != "none" and not spec["baselines"].ratios:
         r.bad("sampler.warm_start", "pairs one allocation with each uniform baseline: baselines.ratios is empty")
 
@@ -301,6 +306,19 @@ def _constraints(r: KeyReader, top: dict) -> tuple[Constraint, ...]:
     return tuple(out)
 
 
+def _screen(r: KeyReader, top: dict) -> ScreenSpec:
+    """``screen: {min_map: 0.3}``, ``screen: true`` (the default floor) or ``screen: false``/absent (off)."""
+    raw = top.pop("screen", None)
+    if raw is None or raw is False:
+        return ScreenSpec()
+    if raw is True:
+        return ScreenSpec(DEFAULT_SCREEN)
+    if not isinstance(raw, dict):
+        r.bad("screen", f"must be true, false or {{min_map: 0.3}}, got {raw!r}")
+        return ScreenSpec()
+    return ScreenSpec(**_read_section(r, {"screen": raw}, "screen", ScreenSpec))
+
+
 def _baselines(r: KeyReader, d: dict, space: dict[str, Any]) -> BaselinesSpec:
     ratios = read_fields(r, d, BaselinesSpec, "baselines")["ratios"]
     for i, v in enumerate(ratios):
@@ -321,7 +339,8 @@ def _known() -> dict[str, tuple[str, ...]]:
         known[name] = known_keys(cls)
     for name, cls in (("sampler", SamplerSpec), ("budget", BudgetSpec), ("resources", ResourcesSpec)):
         known[name] = known_keys(cls)
-    known.update(tracking=known_keys(TrackingSpec), fake=known_keys(FakeTrialSpec), cache=known_keys(CacheSpec))
+    known.update(tracking=known_keys(TrackingSpec), fake=known_keys(FakeTrialSpec))
+    known.update(cache=known_keys(CacheSpec), screen=known_keys(ScreenSpec))
     known["baselines"] = (*known_keys(BaselinesSpec), *DIMENSIONS)
     for dim in DIMENSIONS.values():
         known[dim.section] = (*known.get(dim.section, ()), dim.key)

@@ -23,6 +23,9 @@ OBJECTIVES: dict[str, str] = {
     "ort_speedup": "maximize",
 }
 QUALITY = "map50_95"  # the accuracy every cost is plotted against
+ONESHOT = "oneshot_map50_95"  # the cut model's mAP50-95 before fine-tuning, when the study screens (screen:)
+# what a trial stopped by the screen returns: its one-shot scores and weight counts (no fine-tune, no latency)
+SCREEN_METRICS = ("map50_95", "map50", "params", "nonzero_params", "sparsity")
 # what every trial returns, real or fake (the objectives, and the sparsity of its weights)
 TRIAL_METRICS: tuple[str, ...] = (*OBJECTIVES, "sparsity")
 EPOCH_KEYS = ("box", "obj", "cls", "lr", "map50_95", "map50")  # each fine-tune epoch's record, at least these

@@ -31,6 +31,10 @@ SAMPLERS = ("gp", "tpe", "nsga2", "random")
 # global_magnitude (unstructured): one L1 threshold over all groups; sensitivity (structured): a per-group
 # sensitivity scan, then the ratios with the least predicted loss at the uniform cut's GFLOPs
 WARM_STARTS = ("none", "global_magnitude", "sensitivity")
+# absolute: one ratio per group in its bounds; relative: one level plus bounded per-group offsets around the
+# warm-start allocation at that level (search/relative.py), so every sample perturbs an allocation that works
+SPACES = ("absolute", "relative")
+DEFAULT_SCREEN = 0.3  # `screen: true`: the floor as a fraction of the unpruned mAP50-95
 ARTIFACT_POLICIES = ("all", "pareto", "none")
 TRIAL_KINDS = ("real", "fake")
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -136,6 +140,25 @@ class SamplerSpec:
     # "global_magnitude": after the uniform baselines, enqueue one trial per baseline ratio whose per-group
     # ratios come from one L1 threshold over all groups (same or more weights removed; prune/allocation.py)
     warm_start: str = setting("none", str, choices=WARM_STARTS)
+    space: str = setting("absolute", str, choices=SPACES)
+    # relative: how far each group may move from the allocation, in ratio (clipped to the group's bounds)
+    offset: float = setting(0.15, float, check=lambda v: 0 < v < 1, rule="> 0 and < 1")
+
+
+@dataclass(frozen=True)
+class ScreenSpec:
+    """The one-shot screen: a sampler trial whose cut model, validated BEFORE fine-tuning, scores under
+    ``min_map`` x the unpruned mAP50-95 stops there (off when None: ``screen: false`` or absent).
+
+    Why a fraction of the baseline: the floor then means the same on any model and dataset. The enqueued uniform
+    baselines and warm starts are never screened: they are the reference the searched front is measured against.
+    """
+
+    min_map: float | None = setting(None, float, check=lambda v: 0 < v < 1, rule="> 0 and < 1", nullable=True)
+
+    @property
+    def on(self) -> bool:
+        return self.min_map is not None
 
 
 @dataclass(frozen=True)
@@ -278,6 +301,7 @@ class StudySpec:
     )
     constraints: tuple[Constraint, ...] = section_field(())
     sampler: SamplerSpec = section_field(SamplerSpec())
+    screen: ScreenSpec = section_field(ScreenSpec())
     baselines: BaselinesSpec = section_field(BaselinesSpec())
     budget: BudgetSpec = section_field(BudgetSpec())
     resources: ResourcesSpec = section_field(ResourcesSpec())

@@ -12,10 +12,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import OrchestratorError
 from ..search import (
+    ATTR_RATIOS,
+    STUDY_ALLOCATIONS,
     STUDY_BASELINE,
     STUDY_WARM_START_ENQUEUED,
     build_space,
@@ -23,14 +25,19 @@ from ..search import (
     enqueue_baselines,
     enqueue_warm_start,
     hypervolume,
+    is_screened,
+    is_uniform,
+    is_warm_start,
+    level_grid,
     open_storage,
     pareto_front,
+    relative_space,
     revealed,
     study_identity,
     trial_summary,
 )
 from ..study.checks import check_for_run
-from ..study.dimensions import trial_ratios, trial_values
+from ..study.dimensions import trial_values
 from ..study.spec import StudySpec
 from ..tracking.publish import TrackerSync
 from ..tracking.tracker import Tracker, archive_runs, check_identity, preflight
@@ -38,7 +45,15 @@ from ..trial.contract import AllocationRequest, TrialResult, TrialSpec, Workload
 from .dispatch import Cluster, WorkerPool, connect, disconnect
 from .lease import Lease
 from .progress import ProgressView, StudyProgress
-from .results import checked_values, record_failure, record_run, record_success, stage_files
+from .results import (
+    checked_values,
+    record_failure,
+    record_run,
+    record_screened,
+    record_success,
+    screened_values,
+    stage_files,
+)
 from .resume import fail_and_requeue, recover_orphans
 
 
@@ -47,10 +62,11 @@ class StudyOutcome:
     complete: int
     failed: int
     target: int | None
-    stopped: str  # "done" | "interrupted" | "timeout" | "failures" | "lost lease"
+    stopped: str  # "done" | "interrupted" | "timeout" | "failures" | "screened" | "lost lease"
     front: tuple[int, ...]
     hypervolume: float
     tracker_pending: int  # finished trials not yet in MLflow (tracker unreachable)
+    screened: int = 0  # stopped by the one-shot screen before fine-tuning (not in ``complete``)
 
 
 def run_study(
@@ -120,8 +136,7 @@ class Sweep:
         stop: threading.Event,
     ):
         self.spec, self.study, self.tracker, self.cluster, self.view = spec, study, tracker, cluster, view
-        self.lease, self.stop = lease, stop
-        self.p = view.p
+        self.lease, self.stop, self.p = lease, stop, view.p
         self.p.slots = cluster.slots
         self.workload = Workload.from_spec(spec)
         self.sync = TrackerSync(spec, study, tracker, view.event)
@@ -129,7 +144,7 @@ class Sweep:
         self.ready: list[TrialSpec] = []  # asked ahead, waiting for a free slot
         self.baseline_metrics: dict[str, float] = {}
         self.ask_s: float | None = None  # how long study.ask takes (moving average)
-        self.failed_here = 0
+        self.failed_here = self.screened_here = 0
         self.started = time.monotonic()
 
     def run(self) -> StudyOutcome:
@@ -157,6 +172,8 @@ class Sweep:
         spec, study = self.spec, self.study
         self.baseline = self._baseline(pool)
         self.space = build_space(spec, list(self.baseline["groups"]))
+        if spec.sampler.space == "relative":
+            self.space = replace(self.space, relative=self._relative(pool))
         self.dists = self.space.distributions()
         enqueue_baselines(spec, study, self.space)
         self._warm_start(pool)
@@ -164,7 +181,8 @@ class Sweep:
         self.sync.add(t.number for t in trials if t.state.is_finished())
         front = pareto_front(trials, spec.directions)
         self.sync.sync(trials, front, self.baseline_metrics, force=True)
-        self.p.complete = sum(t.state.name == "COMPLETE" for t in trials)
+        self.p.complete = sum(t.state.name == "COMPLETE" and not is_screened(t) for t in trials)
+        self.p.screened = sum(is_screened(t) for t in trials)
         self._refresh(trials, front)
 
     def _finish(self, stopped: str) -> StudyOutcome:
@@ -186,6 +204,7 @@ class Sweep:
             tuple(t.number for t in front),
             hypervolume(trials, spec, self.baseline_metrics),
             len(self.sync.pending),
+            sum(is_screened(t) for t in trials),
         )
 
     def _loop(self, pool: WorkerPool) -> str:
@@ -201,6 +220,8 @@ class Sweep:
                 stopped = "timeout"
             if self.failed_here >= max_failures:
                 stopped = "failures"
+            if self.screened_here >= 4 * max_failures:  # the space is all under the floor: say so, don't spin
+                stopped = "screened"
             self._fill(pool, stopped)
             self.p.running = [s.number for s in pool.running]
             self.view.update()
@@ -247,7 +268,17 @@ class Sweep:
         self.ask_s = took if self.ask_s is None else 0.7 * self.ask_s + 0.3 * took
         self.asked[trial.number] = trial
         params = trial.params
-        return TrialSpec(trial.number, self.workload, trial_ratios(params), trial_values(params, self.spec.space))
+        values = trial_values(params, self.spec.space)
+        ratios = trial.user_attrs.get(ATTR_RATIOS) or self.space.trial_ratios(params)
+        if self.space.relative and ATTR_RATIOS not in trial.user_attrs:  # status, MLflow and exports read ratios
+            trial.set_user_attr(ATTR_RATIOS, ratios)
+        return TrialSpec(trial.number, self.workload, ratios, values, screen=self._screen_for(trial))
+
+    def _screen_for(self, trial) -> tuple[float, float] | None:
+        """The screen a sampler trial goes through; enqueued baselines and warm starts are the reference: never."""
+        if not self.spec.screen.on or is_uniform(trial) or is_warm_start(trial):
+            return None
+        return (self.spec.screen.min_map, float(self.baseline_metrics["map50_95"]))
 
     def _tell(self, r: TrialResult) -> None:
         """Record a result in the Optuna storage (the source of truth) and stage its files."""
@@ -256,8 +287,14 @@ class Sweep:
         spec = self.spec
         trial = self.asked.pop(r.number)
         record_run(trial, r)
-        values, failure = checked_values(spec, r)
-        if values is not None:
+        values, failure = checked_values(spec, r) if not (r.ok and r.screened) else ([], "")
+        if r.ok and r.screened:  # told COMPLETE + a violated constraint: see search.record
+            record_screened(trial, r, spec, self.baseline_metrics)
+            self.study.tell(trial, screened_values(spec, r, self.baseline_metrics))
+            self.p.screened += 1
+            self.screened_here += 1
+            self.view.event(f"trial {r.number} {r.reason} ({r.wall_s:.1f}s)")
+        elif values is not None:
             record_success(trial, r, spec, self.baseline_metrics)
             self.study.tell(trial, values)
             self.p.complete += 1
@@ -310,6 +347,20 @@ class Sweep:
         groups = {g: list(self.baseline["groups"][g]) for g in self.space.ratios}
         request = AllocationRequest(tuple(spec.baselines.ratios), groups, dict(self.space.ratios), self.space.step)
         enqueue_warm_start(spec, self.study, self.space, pool.allocations(self.workload, request))
+
+    def _relative(self, pool: WorkerPool):
+        """The relative space: the warm-start heuristic's allocation at every level, computed once per study by a
+        worker and kept in the study record (a resumed driver translates parameters into the same ratios)."""
+        stored = self.study.user_attrs.get(STUDY_ALLOCATIONS)
+        if stored is None:
+            levels = level_grid(self.space.ratios, self.space.step)
+            self.view.event(f"computing the {self.spec.sampler.warm_start} allocations at {len(levels)} levels ...")
+            groups = {g: list(self.baseline["groups"][g]) for g in self.space.ratios}
+            request = AllocationRequest(levels, groups, dict(self.space.ratios), self.space.step)
+            stored = {"levels": list(levels), "maps": pool.allocations(self.workload, request)}
+            self.study.set_user_attr(STUDY_ALLOCATIONS, stored)
+        levels = tuple(stored["levels"])
+        return relative_space(stored["maps"], levels, self.space.ratios, self.space.step, self.spec.sampler.offset)
 
     def _requeue(self, number: int, reason: str) -> None:
         fail_and_requeue(self.study, number, reason, handle=self.asked.get(number))

@@ -14,6 +14,7 @@ class StudyProgress:
     target: int | None
     complete: int = 0
     failed: int = 0
+    screened: int = 0  # stopped by the one-shot screen: not complete, not failed
     running: list[int] = field(default_factory=list)
     front: list[dict] = field(default_factory=list)  # trial_summary() records
     hypervolume: float = 0.0
@@ -32,10 +33,12 @@ class StudyProgress:
     def headline(self) -> str:
         target = f"/{self.target}" if self.target else ""
         eta = self.eta_s()
+        screened = f" · {self.screened} screened" if self.screened else ""
         eta_text = f" · ETA {_dur(eta)}" if eta is not None and self.complete < (self.target or 0) else ""
         return (
             f"{self.spec.name}: {self.complete}{target} complete · {len(self.running)} running · "
-            f"{self.failed} failed · hypervolume {self.hypervolume:.4f} · {_dur(time.monotonic() - self.started)}"
+            f"{self.failed} failed{screened} · hypervolume {self.hypervolume:.4f} · "
+            f"{_dur(time.monotonic() - self.started)}"
             f"{eta_text}"
         )
 

@@ -13,11 +13,14 @@ from ..search import (
     ATTR_FAILURE,
     ATTR_HISTORY,
     ATTR_METRICS,
+    ATTR_SCREENED,
     ATTR_TEST,
     ATTR_WALL,
     ATTR_WORKER,
+    SCREEN_CONSTRAINT,
     objective_values,
 )
+from ..study.metrics import ONESHOT
 from ..study.spec import StudySpec
 from ..tracking.tracker import staging_dir
 from ..trial.contract import TrialResult
@@ -55,6 +58,32 @@ def record_success(trial: Any, r: TrialResult, spec: StudySpec, baseline: dict[s
     violations = [c.violation(r.metrics, baseline) for c in spec.constraints]  # all of them, or none is set
     for c, v in zip(spec.constraints, violations):
         trial.set_constraint(c.text, v)  # read by the samplers and by search.feasible
+    if spec.screen.on:  # every COMPLETE trial of a screening study has the screen's constraint, met here
+        trial.set_constraint(SCREEN_CONSTRAINT, _screen_margin(spec, r.metrics.get(ONESHOT), baseline, met=True))
+
+
+def screened_values(spec: StudySpec, r: TrialResult, baseline: dict[str, float]) -> list[float]:
+    """The objective values a screened trial is told with: its one-shot figures; an objective the screen does not
+    measure (latency, file size) takes the unpruned model's figure. Never read as a result: the trial is infeasible."""
+    return [float(r.metrics.get(o.metric, baseline.get(o.metric, 0.0))) for o in spec.objectives]
+
+
+def record_screened(trial: Any, r: TrialResult, spec: StudySpec, baseline: dict[str, float]) -> None:
+    """A trial the screen stopped: one-shot metrics, the reason, and the screen's constraint violated by how far the
+    cut missed the floor (TPE ranks infeasible trials by it), plus the study's own constraints where measured."""
+    trial.set_user_attr(ATTR_METRICS, r.metrics)
+    trial.set_user_attr(ATTR_SCREENED, r.reason)
+    for c in spec.constraints:
+        trial.set_constraint(c.text, c.violation(r.metrics, baseline) if c.metric in r.metrics else 0.0)
+    trial.set_constraint(SCREEN_CONSTRAINT, _screen_margin(spec, r.metrics.get("map50_95"), baseline, met=False))
+
+
+def _screen_margin(spec: StudySpec, oneshot: float | None, baseline: dict[str, float], *, met: bool) -> float:
+    """floor - one-shot mAP50-95: > 0 for a screened trial, <= 0 for one that passed (0 when not measured)."""
+    if oneshot is None:
+        return 0.0
+    margin = spec.screen.min_map * baseline.get("map50_95", 0.0) - float(oneshot)
+    return min(margin, 0.0) if met else max(margin, 1e-9)
 
 
 def record_failure(trial: Any, reason: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from ..search import (
     ATTR_BASELINE,
     ATTR_INTENDED,
+    ATTR_RATIOS,
     ATTR_RETRY_OF,
     ATTR_WARM_START,
     STUDY_ORPHAN_FAILURES,
@@ -70,7 +71,7 @@ def fail_and_requeue(study: Any, number: int, reason: str, *, requeue: bool = Tr
     if not requeue:
         return
     attrs = {ATTR_RETRY_OF: number}
-    for origin in (ATTR_BASELINE, ATTR_WARM_START):  # a retried baseline or warm start keeps its origin
+    for origin in (ATTR_BASELINE, ATTR_WARM_START, ATTR_RATIOS):  # a retry keeps its origin and ratios
         if t.user_attrs.get(origin) is not None:
             attrs[origin] = t.user_attrs[origin]
     params = intended_params(t)

@@ -16,7 +16,7 @@ import math
 from itertools import combinations
 from pathlib import Path
 
-from ..search import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START, revealed, trial_summary
+from ..search import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START, is_screened, revealed, trial_summary
 from ..study.metrics import HELD_OUT, QUALITY
 from ..study.spec import StudySpec
 
@@ -36,7 +36,7 @@ def pareto_page(
     trial, as a hollow purple circle joined to it in every panel with a mAP axis, and listed val beside test in a
     table under the panels."""
     test = revealed(trials, spec.directions) if test is None else test
-    done = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get(ATTR_METRICS)]
+    done = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get(ATTR_METRICS) and not is_screened(t)]
     on_front = {t.number for t in front}
     objectives = [o.metric for o in spec.objectives]
     directions = {o.metric: o.direction for o in spec.objectives}
@@ -49,6 +49,10 @@ def pareto_page(
     n_front = sum(1 for t in done if t.number in on_front)
     body = "\n".join(panels) if done else "<p>No finished trial yet: the page is refreshed as trials finish.</p>"
     summary = f"{len(done)} finished trials, {n_front} on the Pareto front"
+    screened = [t.number for t in trials if is_screened(t)]
+    if screened:  # their figures are one-shot, not fine-tuned: listed, not drawn beside the others
+        shown = ", ".join(map(str, screened[:20])) + (", ..." if len(screened) > 20 else "")
+        summary += f"; {len(screened)} screened before fine-tuning (trials {shown}: one-shot mAP under the floor)"
     if test:
         summary += f"; {len(test)} checked once on the held-out test split (chosen on val, never on test)"
     page = _PAGE.format(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..search import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START, held_out_points
+from ..search import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START, held_out_points, is_screened
 from ..study.metrics import QUALITY
 from ..study.spec import StudySpec
 
@@ -23,7 +23,7 @@ def _figure():
 
 def front_plots(trials: list, front: list, spec: StudySpec, baseline: dict[str, float], out: Path) -> list[Path]:
     """One PNG per objective (other than mAP50-95) with mAP50-95 on the y axis."""
-    done = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get(ATTR_METRICS)]
+    done = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get(ATTR_METRICS) and not is_screened(t)]
     on_front = {t.number for t in front}
     paths = []
     for obj in spec.objectives:

@@ -21,6 +21,7 @@ from ..search import (
     ATTR_DEVICE,
     ATTR_HISTORY,
     ATTR_METRICS,
+    ATTR_RATIOS,
     ATTR_TEST,
     ATTR_WALL,
     ATTR_WORKER,
@@ -28,9 +29,10 @@ from ..search import (
     hypervolume_history,
     origin,
     pareto_front,
+    state_of,
     trial_summary,
 )
-from ..study.dimensions import parameter_names
+from ..study.dimensions import parameter_names, ratio_params
 from ..study.metrics import SUMMARY_METRICS, TEST_METRICS
 from ..study.spec import StudySpec
 from ..urls import mask_url
@@ -190,14 +192,17 @@ class Tracker:
         if ua.get(ATTR_WALL) is not None:
             metrics["wall_s"] = float(ua[ATTR_WALL])
         history = ua.get(ATTR_HISTORY, [])
-        tags = {"state": trial.state.name, "device": ua.get(ATTR_DEVICE, ""), "worker": ua.get(ATTR_WORKER, "")}
+        tags = {"state": state_of(trial), "device": ua.get(ATTR_DEVICE, ""), "worker": ua.get(ATTR_WORKER, "")}
         failure = failure or failure_reason(trial)
         if failure:
             tags["failure_reason"] = failure[:5000]
         if ua.get(ATTR_BASELINE) is not None:
             tags["uniform_ratio"] = str(ua[ATTR_BASELINE])
         tags["origin"] = origin(trial)
-        self._write.params(info.run_id, {k: v for k, v in trial.params.items()})
+        params = {k: v for k, v in trial.params.items()}
+        if ua.get(ATTR_RATIOS):  # relative space: the ratios the trial ran, beside its level and offsets
+            params.update(ratio_params(ua[ATTR_RATIOS]))
+        self._write.params(info.run_id, params)
         self._write.batch(info.run_id, metrics=metrics, ts=ts, tags=tags, history=history)
         if keep_files and (files is None or not files.is_dir() or not any(files.iterdir())):
             uid = self.identity.get("uid", "")

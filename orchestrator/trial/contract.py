@@ -71,6 +71,22 @@ class TrialSpec:
     # .pt; int8: deploy and validate an ONNX Runtime int8 file), and whatever is declared next
     values: dict[str, Any]
     attempt: int = 0  # 1 when retried after its worker died
+    # the one-shot screen: (fraction, unpruned mAP50-95); the trial validates its cut before fine-tuning and stops
+    # when it scores under fraction x mAP. None: not screened (the screen is off, or an enqueued baseline)
+    screen: tuple[float, float] | None = None
+
+
+def screen_reason(spec: TrialSpec, oneshot_map: float) -> str:
+    """Why the trial stops at the screen ("" when it goes on to fine-tune): one line, the figures in it.
+
+    Shared by the real and the fake trial so both stop on the same rule.
+    """
+    if spec.screen is None:
+        return ""
+    fraction, base = spec.screen
+    if oneshot_map >= fraction * base:
+        return ""
+    return f"screened: one-shot mAP50-95 {oneshot_map:.3f} < {fraction:g} x {base:.4f}"
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,10 @@ class TrialResult:
     wall_s: float = 0.0
     attempt: int = 0
     test: dict[str, float] = field(default_factory=dict)  # held-out split, sealed: see holdout.py
+    # stopped by the one-shot screen before fine-tuning: ``metrics`` are the cut model's one-shot figures (val
+    # scores and weight counts, no latency), ``reason`` the one line saying why (contract.screen_reason)
+    screened: bool = False
+    reason: str = ""
 
 
 class WorkerCache:

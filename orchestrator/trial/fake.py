@@ -16,7 +16,16 @@ import socket
 import time
 
 from ..errors import TrainingError
-from .contract import AllocationRequest, BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
+from ..study.metrics import ONESHOT
+from .contract import (
+    AllocationRequest,
+    BaselineResult,
+    TrialResult,
+    TrialSpec,
+    WorkerCache,
+    Workload,
+    screen_reason,
+)
 
 _GROUPS = {"layer": 24, "block": 10, "stage": 4}
 _BASE = {"map50_95": 0.314, "map50": 0.491, "params": 1_867_405.0, "gflops": 1.13, "latency_ms": 40.0}
@@ -73,8 +82,11 @@ def run_fake_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     w = [(i + 1) / sum(range(1, len(ratios) + 1)) for i in range(len(ratios))]
     kept = 1.0 - sum(wi * r for wi, r in zip(w, ratios))
     epochs, lr0 = spec.values["epochs"], spec.values["lr0"]
-    recovery = 1.0 - 0.5 ** (1 + epochs) * 0.4
-    acc = max(0.0, 1.0 - 1.6 * mean**2 - 2.0 * max(ratios) ** 3 + 0.5 * spread) * recovery
+    raw = max(0.0, 1.0 - 1.6 * mean**2 - 2.0 * max(ratios) ** 3 + 0.5 * spread)
+    acc = raw * _recovery(epochs)
+    oneshot = round(_BASE["map50_95"] * raw * _recovery(0), 6)  # the cut before any fine-tune
+    if reason := screen_reason(spec, oneshot):
+        return _screened(spec, raw, kept, reason)
     history = []
     for epoch in range(epochs):
         if spec.number in fake.nan_on:
@@ -101,6 +113,8 @@ def run_fake_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         metrics.update(ort_latency_ms=round(metrics["ort_latency_ms"] / 1.6, 4))
         metrics["ort_speedup"] = round(metrics["ort_speedup"] * 1.6, 5)
     metrics["sparsity"] = round(1.0 - kept, 6)
+    if spec.screen is not None:
+        metrics[ONESHOT] = oneshot
     files = {}
     if spec.workload.save_checkpoint:
         seed = hashlib.sha256(json.dumps(spec.ratios, sort_keys=True).encode()).digest()
@@ -110,3 +124,23 @@ def run_fake_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     doc = {"trial": spec.number, "study": spec.workload.study, **spec.values, "ratios": spec.ratios}
     files["ratios.json"] = json.dumps({**doc, "report": {"method": "fake"}}, indent=1, sort_keys=True).encode()
     return TrialResult(spec.number, True, metrics, history, files, device=f"cpu (fake) {socket.gethostname()}")
+
+
+def _recovery(epochs: int) -> float:
+    """The fraction of the cut's accuracy a fine-tune of ``epochs`` gives back (0.8 with none: one-shot)."""
+    return 1.0 - 0.5 ** (1 + epochs) * 0.4
+
+
+def _screened(spec: TrialSpec, raw: float, kept: float, reason: str) -> TrialResult:
+    """A trial stopped at the screen: its one-shot scores and weight counts, as the real trial returns them."""
+    shot = raw * _recovery(0)
+    metrics = {
+        "map50_95": round(_BASE["map50_95"] * shot, 6),
+        "map50": round(_BASE["map50"] * shot, 6),
+        "params": round(_BASE["params"] * kept),
+        "nonzero_params": round(_BASE["params"] * kept),
+        "sparsity": round(1.0 - kept, 6),
+    }
+    return TrialResult(
+        spec.number, True, metrics, device=f"cpu (fake) {socket.gethostname()}", screened=True, reason=reason
+    )

@@ -11,9 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..study.metrics import ONESHOT
 from . import steps
 from .context import WorkerContext
-from .contract import AllocationRequest, BaselineResult, TrialResult, TrialSpec, WorkerCache, Workload
+from .contract import (
+    AllocationRequest,
+    BaselineResult,
+    TrialResult,
+    TrialSpec,
+    WorkerCache,
+    Workload,
+    screen_reason,
+)
 from .heldout import held_out_files
 
 __all__ = ["RealTrial", "run_baseline", "run_trial"]
@@ -41,16 +50,24 @@ class RealTrial:
 
 
 def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
-    """Cut the cached baseline with the spec's ratios, fine-tune, deploy, measure, validate on the held-out split."""
+    """Cut the cached baseline with the spec's ratios, screen it (when asked), fine-tune, deploy, measure, validate
+    on the held-out split. A cut under the screen's floor returns its one-shot figures, ``screened``."""
     import torch
 
     w = spec.workload
     ctx = WorkerContext.of(w, cache)
     torch.manual_seed(w.seed + spec.number)
     pruned = steps.cut(spec, ctx)
+    shot = steps.one_shot(spec, ctx, pruned) if spec.screen is not None else {}
+    reason = screen_reason(spec, shot["map50_95"]) if shot else ""
+    if reason:
+        files = {"ratios.json": _ratio_map(spec, pruned.report)}
+        return TrialResult(spec.number, True, shot, [], files, device=ctx.device_name(), screened=True, reason=reason)
     tuned = steps.fine_tune(spec, ctx, pruned)
     shipped = steps.deploy(spec, ctx, tuned)
     metrics = steps.measure(spec, ctx, pruned, tuned, shipped)
+    if shot:
+        metrics[ONESHOT] = shot["map50_95"]
     test = steps.held_out(ctx, shipped, lambda: held_out_files(ctx.data, w.test_data, Path(w.base_dir), progress=False))
     files = {"ratios.json": _ratio_map(spec, pruned.report)}
     if w.save_checkpoint:

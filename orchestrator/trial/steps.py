@@ -1,4 +1,5 @@
-"""The real trial's steps, in the order ``run_trial`` runs them: cut, fine-tune, deploy, measure, held-out.
+"""The real trial's steps, in the order ``run_trial`` runs them: cut, one-shot screen, fine-tune, deploy, measure,
+held-out.
 
 Each step takes the worker's :class:`.context.WorkerContext` and the previous step's small result. The order
 is part of the behaviour: the trial seeds torch once at its start, and every step after draws from that stream.
@@ -73,6 +74,26 @@ def cut(spec: TrialSpec, ctx: WorkerContext) -> Cut:
 
         attach_masks(result.model, carried_masks(result.model, ctx.masks))
     return result
+
+
+def one_shot(spec: TrialSpec, ctx: WorkerContext, pruned: Cut) -> dict[str, float]:
+    """The cut model's val scores and weight counts before any fine-tune: what the screen judges a trial on.
+
+    Seconds at the study's imgsz, against the minutes a fine-tune costs; latency is not measured (a screened
+    trial is never on the front, and timing is the slow part of ``measure``).
+    """
+    from ..deploy.measure import count_nonzero
+    from ..yolo.val import validate
+
+    res = validate(pruned.model, ctx.val_set, device=ctx.device)
+    params, nonzero = count_nonzero(pruned.model)
+    return {
+        "map50_95": float(res.map50_95),
+        "map50": float(res.map50),
+        "params": float(params),
+        "nonzero_params": float(nonzero),
+        "sparsity": float(pruned.report.sparsity),
+    }
 
 
 def fine_tune(spec: TrialSpec, ctx: WorkerContext, pruned: Cut) -> Tuned:

@@ -243,3 +243,21 @@ def test_cache_modes_are_the_yolo_ones():
     from orchestrator.yolo.image_cache import CACHE_MODES as YOLO_MODES
 
     assert CACHE_MODES == YOLO_MODES
+
+
+@pytest.mark.parametrize(
+    ("text", "floor"),
+    [("", None), ("screen: false\n", None), ("screen: true\n", 0.3), ("screen: {min_map: 0.25}\n", 0.25)],
+)
+def test_screen_is_off_unless_asked(tmp_path, text, floor):
+    spec, _ = _load(tmp_path, GOOD + text)
+    assert spec.screen.min_map == floor and spec.screen.on is (floor is not None)
+
+
+def test_screen_and_space_problems_name_their_key(tmp_path):
+    assert _problems(tmp_path, GOOD + "screen: 3\n") == ["screen: must be true, false or {min_map: 0.3}, got 3"]
+    assert _problems(tmp_path, GOOD + "screen: {min_map: 1.5}\n") == ["screen.min_map: must be > 0 and < 1, got 1.5"]
+    assert _problems(tmp_path, GOOD + "screen: {floor: 0.3}\n")[0].startswith("screen.floor: unknown key")
+    assert _problems(tmp_path, GOOD + "sampler: {space: relative}\n") == [
+        "sampler.space: relative searches around the warm-start allocation: give sampler.warm_start"
+    ]

@@ -255,3 +255,76 @@ def test_missing_weights_and_data_stop_before_anything_is_created(tmp_path):
         f"{spec.path}: data: nowhere/data.yaml: no such data yaml",
     ]
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_screened_trials_are_told_infeasible_counted_apart_and_never_on_the_front(tmp_path):
+    from orchestrator.search import SCREEN_CONSTRAINT, is_screened, pareto_front, trial_summary
+    from orchestrator.study.metrics import ONESHOT
+
+    spec = load_study_spec(fake_study(tmp_path, screen={"min_map": 0.5}, budget={"n_trials": 8}))
+    out = run_study(spec, live=False)
+    trials = load_existing(spec).get_trials(deepcopy=False)
+    screened = [t for t in trials if is_screened(t)]
+    tuned = [t for t in trials if t.state.name == "COMPLETE" and not is_screened(t)]
+    assert out.stopped == "done" and out.complete == len(tuned) == 8 and out.screened == len(screened) > 0
+    front = {t.number for t in pareto_front(trials, spec.directions)}
+    for t in screened:  # COMPLETE to Optuna (TPE reads it), with the screen's constraint violated
+        assert t.state.name == "COMPLETE" and t.constraints[SCREEN_CONSTRAINT] > 0 and not feasible(t)
+        assert t.number not in front
+        s = trial_summary(t)
+        assert s["state"] == "SCREENED" and s["failure"].startswith("screened: one-shot mAP50-95 ")
+        assert "\n" not in s["failure"] and " < 0.5 x 0.3140" in s["failure"]
+        assert s["metrics"]["map50_95"] < 0.5 * 0.314
+    for t in tuned:  # the same constraint, met; the one-shot figure kept for sampler trials
+        assert t.constraints[SCREEN_CONSTRAINT] <= 0
+        assert (ONESHOT in t.user_attrs["metrics"]) is (t.user_attrs.get("uniform_ratio") is None)
+    from orchestrator.tracking.pareto_page import pareto_page
+
+    page = pareto_page(
+        trials, list(front_trials := pareto_front(trials, spec.directions)), spec, {}, tmp_path / "p.html"
+    )
+    assert f"{len(screened)} screened before fine-tuning (trials {screened[0].number}" in page.read_text()
+    assert front_trials and not any(is_screened(t) for t in front_trials)
+    runs = trial_runs(spec)
+    assert all(runs[t.number].data.tags["state"] == "SCREENED" for t in screened)
+    assert all(runs[t.number].info.status == "FINISHED" for t in screened)
+
+
+def test_without_screen_no_trial_is_screened_nor_constrained(tmp_path):
+    spec = load_study_spec(fake_study(tmp_path, budget={"n_trials": 4}))
+    assert run_study(spec, live=False).screened == 0
+    assert all(t.constraints == {} for t in load_existing(spec).get_trials(deepcopy=False))
+
+
+def test_the_relative_space_runs_ratios_translated_from_level_and_offsets(tmp_path):
+    from orchestrator.search import ATTR_RATIOS, STUDY_ALLOCATIONS, trial_summary
+    from orchestrator.study.dimensions import LEVEL
+
+    path = fake_study(
+        tmp_path,
+        pruning={"method": "unstructured", "granularity": "stage", "ratio": {"max": 0.6}, "step": 0.05},
+        sampler={"space": "relative", "warm_start": "global_magnitude", "offset": 0.1},
+        budget={"n_trials": 8},
+    )
+    spec = load_study_spec(path)
+    assert run_study(spec, live=False).complete == 8
+    study = load_existing(spec)
+    trials, stored = study.get_trials(deepcopy=False), study.user_attrs[STUDY_ALLOCATIONS]
+    maps = dict(zip(stored["levels"], stored["maps"]))
+    for t in trials:
+        ratios = t.user_attrs[ATTR_RATIOS]
+        assert LEVEL in t.params and not any(k.startswith("ratio.") for k in t.params)
+        assert trial_summary(t)["ratios"] == ratios and all(0.0 <= r <= 0.6 for r in ratios.values())
+        base = maps[min(maps, key=lambda v: abs(v - t.params[LEVEL]))]
+        if t.user_attrs.get("uniform_ratio") is not None:  # a uniform baseline runs its own exact map
+            assert set(ratios.values()) == {t.user_attrs["uniform_ratio"]}
+        else:  # every other trial perturbs the allocation at its level, within the offset
+            assert all(abs(ratios[g] - base[g]) <= 0.1 + 0.025 + 1e-9 for g in ratios)  # + half a step: the grid
+        if t.user_attrs.get("warm_start") is not None:  # the warm start is the allocation: offsets 0
+            assert ratios == maps[t.user_attrs["warm_start"]]
+    runs = trial_runs(spec)  # MLflow shows the ratios beside the level and offsets
+    assert all(
+        f"ratio.{g}" in runs[t.number].data.params and "level" in runs[t.number].data.params
+        for t in trials
+        for g in t.user_attrs[ATTR_RATIOS]
+    )

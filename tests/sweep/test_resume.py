@@ -182,3 +182,50 @@ def test_a_half_asked_trial_is_not_retried_but_a_half_asked_baseline_is():
     again = study.ask()  # the retry runs the baseline's own parameters
     assert again.number == retries[0].number and again.suggest_float("ratio.a", 0.0, 1.0) == 0.1
     assert len(events) == 2
+
+
+def test_kill_9_during_a_screen_resumes_it_and_records_it_once(tmp_path):
+    """Every sampler trial is screened (floor 0.99 x the unpruned mAP); the driver dies while one runs. The next
+    run fails the orphan with its reason, retries its parameters once through the screen, and stops on its rule."""
+    import optuna
+
+    from orchestrator.search import is_screened
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = fake_study(
+        tmp_path,
+        fake={"sleep_s": 1.5, "checkpoint_kb": 8},
+        baselines={"ratios": [0.1]},
+        screen={"min_map": 0.99},
+        budget={"n_trials": 2, "max_failures": 1},  # 4 screened trials in one run stop it ("screened")
+    )
+    spec = load_study_spec(path)
+    log = open(tmp_path / "driver.log", "w+")
+    first = _driver(path, tmp_path, log)
+    try:
+        _wait_for(spec, first, 1)  # the baseline done, a sampler trial in its screen
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        _end_group(first)
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    orphans = [t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+    assert orphans
+    second = _driver(path, tmp_path, log)
+    try:
+        assert second.wait(timeout=300) == 1  # stopped by the screen rule, not done
+    finally:
+        _end_group(second)
+    log.seek(0)
+    assert "trials screened before fine-tuning" in log.read()
+    loaded = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    trials, attrs = loaded.get_trials(deepcopy=False), loaded.user_attrs
+    for n in orphans:
+        assert trials[n].state.name == "FAIL" and "driver stopped" in failure_reason(trials[n], attrs)
+        retries = [r for r in trials if r.user_attrs.get("retry_of") == n]
+        if set(trials[n].params) != set(trials[0].params):
+            continue  # killed while being asked: not retried
+        assert len(retries) == 1 and is_screened(retries[0]) and retries[0].params == trials[n].params
+    assert sum(is_screened(t) for t in trials) >= 4  # 4 in the second run; the first may have screened one
+    runs = trial_runs(spec)  # fails on a trial logged twice
+    assert sorted(runs) == [t.number for t in trials]

@@ -67,3 +67,28 @@ def test_one_contract(workload):
     maps = execute_allocations(workload, AllocationRequest((0.3,), base.groups, bounds, 0.05), cache)
     assert len(maps) == 1 and set(maps[0]) == set(base.groups)
     assert all(0.0 <= v <= 0.6 for v in maps[0].values())
+
+
+def test_one_screen(workload):
+    """Both trials validate the cut before fine-tuning and stop under the floor, with the same one-line reason."""
+    from orchestrator.study.metrics import SCREEN_METRICS
+
+    cache = WorkerCache()
+    base = execute_baseline(workload, cache)
+    values = {"epochs": 1, "lr0": 0.001, "quantize": "none"}
+    spec = TrialSpec(5, workload, {g: 0.8 for g in base.groups}, values, screen=(0.9, base.metrics["map50_95"]))
+    r = execute(spec, cache, "contract")
+    assert r.ok and r.screened, r
+    assert set(SCREEN_METRICS) <= set(r.metrics) and r.history == []
+    assert r.metrics["map50_95"] < 0.9 * base.metrics["map50_95"]
+    assert r.reason == f"screened: one-shot mAP50-95 {r.metrics['map50_95']:.3f} < 0.9 x {base.metrics['map50_95']:.4f}"
+    assert ARTIFACTS["checkpoint"] not in r.files  # nothing was fine-tuned: nothing to ship
+
+
+def test_screen_reason_is_empty_at_or_over_the_floor(workload):
+    from orchestrator.trial.contract import screen_reason
+
+    spec = TrialSpec(1, workload, {}, {}, screen=(0.5, 0.3))
+    assert screen_reason(spec, 0.15) == "" and screen_reason(spec, 0.2) == ""
+    assert screen_reason(spec, 0.149) == "screened: one-shot mAP50-95 0.149 < 0.5 x 0.3000"
+    assert screen_reason(TrialSpec(1, workload, {}, {}), 0.0) == ""  # not screened: never stops
