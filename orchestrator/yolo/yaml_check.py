@@ -163,11 +163,13 @@ def check_against_state(cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> 
     for name, m in convs.items():
         w = state[f"{name}.weight"].shape
         want = (m.out_channels, m.in_channels // m.groups, *m.kernel_size)
-        exact = name in outputs  # the Detect convs carry nc; pruning never touches them
-        if tuple(w[2:]) != want[2:] or (tuple(w) != want if exact else (w[0] > want[0] or w[1] > want[1])):
+        # The Detect convs' outputs carry nc and anchors: exact. Everything else (their inputs included, which a
+        # structured cut of the neck narrows) may be narrower than the table, never wider.
+        exact = name in outputs
+        if tuple(w[2:]) != want[2:] or (w[0] != want[0] if exact else w[0] > want[0]) or w[1] > want[1]:
             raise LayerTableError(
                 f"the layer table does not match the stored tensors ({name}.weight is {tuple(w)}, "
-                f"the table makes {want}{'' if exact else ' or narrower'})"
+                f"the table makes {want} or {'fewer inputs' if exact else 'narrower'})"
             )
     _probe_activations(layers, froms, save, cfg.get("ch", 3))
 

@@ -57,9 +57,13 @@ def _data(path: Path, root: str = "tiny", **splits: str) -> Path:
 
 
 def _names() -> list[str]:
-    from conftest import assets_dir
+    import os
 
-    return yaml.safe_load((assets_dir() / "coco128.yaml").read_text())["names"]
+    # the assets folder as tests/conftest.py finds it (a test module cannot import a conftest by name: there are two)
+    assets = Path(
+        os.environ.get("ORCHESTRATOR_ASSETS", Path(__file__).resolve().parents[2].parent / "shared" / "assets")
+    )
+    return yaml.safe_load((assets / "coco128.yaml").read_text())["names"]
 
 
 def _with(folder: Path, **keys: str) -> Path:
