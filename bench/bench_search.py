@@ -1,12 +1,13 @@
 """The search itself measured on the REAL trial: today's TPE, TPE + one-shot screen, the relative space, both.
 
     ORCHESTRATOR_ASSETS=../shared/assets .venv/bin/python bench/bench_search.py \\
-        --variants tpe,screen,relative,both --trials 20 --out /tmp/bench-search [--json]
+        --variants tpe,screen,relative,both --seeds 0,1,2 --trials 32 --out /tmp/bench-search [--json]
 
 Each variant is a copy of the study file (``--study``, default the quickstart) with its own Optuna and MLflow
 stores under ``--out``, run to ``--trials`` COMPLETE trials by ``python -m orchestrator run`` (the same command a
 user runs, Ray and MLflow included: the wall time is what a user waits). A variant whose store already exists is
-resumed, not rerun, so a bench cut short goes on where it stopped (``--fresh`` starts over).
+resumed, not rerun, so a bench cut short goes on where it stopped. Each seed is the sampler's seed (``sampler.seed``);
+the training seed stays the study's, so the five warm starts are the same trials in every run.
 
     tpe       the study as shipped
     screen    + ``screen: {min_map: 0.3}``: a sampler trial whose one-shot mAP50-95 (before fine-tuning) is
@@ -41,16 +42,17 @@ VARIANTS = {
 }
 
 
-def variant_file(study: Path, name: str, out: Path, trials: int) -> Path:
-    """The study file with the variant's settings, its own stores and ``trials`` as the budget."""
+def variant_file(study: Path, name: str, out: Path, trials: int, seed: int) -> Path:
+    """The study file with the variant's settings, its own stores, the sampler's seed and ``trials`` as budget."""
     import yaml
 
     doc = yaml.safe_load(study.read_text())
     for key, value in VARIANTS[name].items():
         doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) and key in doc else value
-    folder = out / name
+    doc["sampler"] = {**doc.get("sampler", {}), "seed": seed}
+    folder = out / f"{name}-s{seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    doc["name"] = f"{doc['name']}-{name}"
+    doc["name"] = f"{doc['name']}-{name}-s{seed}"
     doc["storage"] = f"sqlite:///{folder / 'optuna.db'}"
     doc["tracking"] = {**doc.get("tracking", {}), "uri": f"sqlite:///{folder / 'mlflow.db'}"}
     doc["budget"] = {**doc.get("budget", {}), "n_trials": trials}
@@ -107,27 +109,31 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", type=Path, default=REPO / "studies" / "yolov5n-coco128.yaml")
     p.add_argument("--variants", default="tpe,screen,relative,both")
-    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--seeds", default="0", help="sampler seeds, comma-separated: one run per variant and seed")
+    p.add_argument("--trials", type=int, default=32)
     p.add_argument("--out", type=Path, default=Path("/tmp/bench-search"))
     p.add_argument("--summary-only", action="store_true", help="read the stores, run nothing")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     rows = {}
-    for name in args.variants.split(","):
-        path = variant_file(args.study, name, args.out, args.trials)
+    runs = [(s, n) for s in args.seeds.split(",") for n in args.variants.split(",")]  # seed-major: all variants early
+    for seed, name in runs:
+        path = variant_file(args.study, name, args.out, args.trials, int(seed))
         timing = path.parent / "wall_s.txt"
         wall = float(timing.read_text()) if args.summary_only and timing.exists() else 0.0
         if not args.summary_only:
             wall = run_variant(path)
-        rows[name] = summarize(path, wall)
-        print(name, rows[name], flush=True)
+        elif not timing.exists():
+            continue  # not run yet
+        rows[f"{name}-s{seed}"] = summarize(path, wall)
+        print(name, seed, rows[f"{name}-s{seed}"], flush=True)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"{'variant':10} {'HV':>7} {'xwarm':>6} {'tuned':>6} {'<half':>6} {'screened':>9} {'wall s':>7}")
+        print(f"{'variant':12} {'HV':>7} {'xwarm':>6} {'tuned':>6} {'<half':>6} {'screened':>9} {'wall s':>7}")
         for name, r in rows.items():
             print(
-                f"{name:10} {r['hypervolume']:7.4f} {r['vs_warm'] or 0:6.3f} {r['sampler_tuned']:6d} "
+                f"{name:12} {r['hypervolume']:7.4f} {r['vs_warm'] or 0:6.3f} {r['sampler_tuned']:6d} "
                 f"{r['under_half']:6d} {r['screened']:9d} {r['wall_s']:7.1f}"
             )
     return 0
