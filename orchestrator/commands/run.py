@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
         )
     msg = {
         "done": f"study {spec.name}: {out.complete} trials complete, {out.failed} failed; "
-        + (f"{out.screened} screened before fine-tuning; " if out.screened else "")
+        + (f"{out.screened} screened or stopped early; " if out.screened else "")
         + f"Pareto front: trials {', '.join(map(str, out.front)) or '-'} (hypervolume {out.hypervolume:.4f})",
         "interrupted": f"stopped: {out.complete} of {out.target or '?'} trials complete. "
         f"Resume with: orchestrator run {args.study}",

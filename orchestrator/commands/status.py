@@ -74,11 +74,13 @@ def _snapshot(spec, study) -> dict[str, Any]:
 
 
 def _counts(records: list[dict]) -> dict[str, int]:
-    """Trials per state; SCREENED (told COMPLETE to Optuna, never fine-tuned) only in a study that has some."""
+    """Trials per state; SCREENED and STOPPED (told COMPLETE to Optuna, never fine-tuned or stopped during it) only
+    in a study that has some."""
     states = ("COMPLETE", "FAIL", "RUNNING", "WAITING")
     counts = {s: sum(r["state"] == s for r in records) for s in states}
-    if screened := sum(r["state"] == "SCREENED" for r in records):
-        counts["SCREENED"] = screened
+    for state in ("SCREENED", "STOPPED"):
+        if n := sum(r["state"] == state for r in records):
+            counts[state] = n
     return counts
 
 
@@ -92,6 +94,7 @@ def _table(spec, snap: dict[str, Any]):
     t = Table(
         title=f"{spec.name}: {counts['COMPLETE']}/{spec.budget.n_trials or '-'} complete, {counts['FAIL']} failed, "
         + (f"{counts['SCREENED']} screened, " if counts.get("SCREENED") else "")
+        + (f"{counts['STOPPED']} stopped early, " if counts.get("STOPPED") else "")
         + f"{counts['RUNNING']} running, {counts['WAITING']} waiting · hypervolume {snap['hypervolume']:.4f}",
         title_justify="left",
     )

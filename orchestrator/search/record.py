@@ -32,6 +32,10 @@ ATTR_SCREENED = "screened"
 # relative space's enqueued uniform baselines (their exact map): status, MLflow and the exports read it
 ATTR_RATIOS = "ratios"
 SCREEN_CONSTRAINT = "screen: one-shot map50_95 >= floor"  # its value: floor - one-shot mAP50-95 (> 0: screened)
+# set (with ATTR_SCREENED, its reason) on a trial early stopping ended: the epoch after which it stopped. Every
+# COMPLETE trial of a study with early_stop has STOP_CONSTRAINT: 0, or how far the stopped one trailed (> 0)
+ATTR_STOPPED_EPOCH = "stopped_epoch"
+STOP_CONSTRAINT = "early stop: map50_95 within margin of cheaper trials epoch by epoch"
 # study user attributes
 STUDY_BASELINE = "baseline"  # the unpruned model's groups + metrics
 STUDY_SPEC = "study_file"
@@ -68,13 +72,33 @@ def ratios_of(t) -> dict[str, float]:
 
 
 def is_screened(t) -> bool:
-    """Stopped by the one-shot screen before fine-tuning (never on the front; not counted toward n_trials)."""
+    """Stopped by the one-shot screen before fine-tuning, or by early stopping during it (never on the front; not
+    counted toward n_trials)."""
     return bool(t.user_attrs.get(ATTR_SCREENED))
 
 
 def state_of(t) -> str:
-    """Optuna's state name, or ``SCREENED`` for a trial the one-shot screen stopped (told COMPLETE to Optuna)."""
-    return "SCREENED" if is_screened(t) else t.state.name
+    """Optuna's state name, or ``SCREENED``/``STOPPED`` for a trial the one-shot screen or early stopping ended
+    (told COMPLETE to Optuna)."""
+    if not is_screened(t):
+        return t.state.name
+    return "STOPPED" if t.user_attrs.get(ATTR_STOPPED_EPOCH) else "SCREENED"
+
+
+def learning_curves(trials: list, costs: tuple[str, ...]) -> list[tuple[int, tuple[float, ...], tuple[float, ...]]]:
+    """(number, its ``costs`` metrics, best mAP50-95 so far after each epoch) of every trial that ran its whole
+    fine-tune: what early stopping judges a new trial against."""
+    out = []
+    for t in trials:
+        history, metrics = t.user_attrs.get(ATTR_HISTORY) or [], metrics_of(t)
+        if t.state.name != "COMPLETE" or is_screened(t) or not history or not all(c in metrics for c in costs):
+            continue
+        best, curve = float("-inf"), []
+        for rec in history:
+            best = max(best, float(rec["map50_95"]))
+            curve.append(best)
+        out.append((t.number, tuple(float(metrics[c]) for c in costs), tuple(curve)))
+    return out
 
 
 def is_warm_start(t) -> bool:

@@ -20,14 +20,16 @@ from ..vocabulary import DATA_IMPORTANCES, RECOVERY_STEPS
 from ..yolo.hyp import Hyp
 from .dimensions import DIMENSIONS, Range
 from .keys import KeyReader, close_match, is_number, known_keys, ordered, read_fields, show, to_float, unusable
-from .metrics import OBJECTIVES
+from .metrics import CUT_COSTS, OBJECTIVES, QUALITY_METRICS
 from .spec import (
     DEFAULT_SCREEN,
+    DEFAULT_STOP_MARGIN,
     MAX_GRID,
     BaselinesSpec,
     BudgetSpec,
     CacheSpec,
     Constraint,
+    EarlyStopSpec,
     FakeTrialSpec,
     FinetuneSpec,
     GroupBounds,
@@ -99,6 +101,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     sampler_defaults = {"seed": spec["seed"]}
     spec["sampler"] = SamplerSpec(**_read_section(r, top, "sampler", SamplerSpec, **sampler_defaults))
     spec["screen"] = _screen(r, top)
+    spec["early_stop"] = _early_stop(r, top, spec)
     _check_together(r, spec)
     r.done(top, "")
     if r.problems:
@@ -319,6 +322,34 @@ def _screen(r: KeyReader, top: dict) -> ScreenSpec:
     return ScreenSpec(**_read_section(r, {"screen": raw}, "screen", ScreenSpec))
 
 
+def _early_stop(r: KeyReader, top: dict, spec: dict[str, Any]) -> EarlyStopSpec:
+    """``early_stop: {margin: 0.02, after: 1}``, ``true`` (the default margin) or ``false``/absent (off); refused
+    where it could never act or could not compare: a cost objective measured only after the fine-tune, or no
+    trial running more epochs than ``after``."""
+    raw = top.pop("early_stop", None)
+    if raw is None or raw is False:
+        return EarlyStopSpec()
+    if raw is True:
+        raw = {"margin": DEFAULT_STOP_MARGIN}
+    if not isinstance(raw, dict):
+        r.bad("early_stop", f"must be true, false or {{margin: 0.02, after: 1}}, got {raw!r}")
+        return EarlyStopSpec()
+    raw = {"margin": DEFAULT_STOP_MARGIN, **raw}
+    stop = EarlyStopSpec(**_read_section(r, {"early_stop": raw}, "early_stop", EarlyStopSpec))
+    late = [o.metric for o in spec.get("objectives", ()) if o.metric not in (*QUALITY_METRICS, *CUT_COSTS)]
+    if late:
+        r.bad(
+            "early_stop",
+            f"objective {late[0]} is measured only after the fine-tune; early stopping compares costs known at the "
+            f"cut ({', '.join(CUT_COSTS)}): drop early_stop or that objective",
+        )
+    epochs = spec["space"].get("epochs")
+    if epochs is not None and epochs.high <= stop.after:
+        most = int(epochs.high)
+        r.bad("early_stop.after", f"{stop.after} >= the most epochs a trial runs ({most}): it could never stop one")
+    return stop
+
+
 def _baselines(r: KeyReader, d: dict, space: dict[str, Any]) -> BaselinesSpec:
     ratios = read_fields(r, d, BaselinesSpec, "baselines")["ratios"]
     for i, v in enumerate(ratios):
@@ -340,7 +371,7 @@ def _known() -> dict[str, tuple[str, ...]]:
     for name, cls in (("sampler", SamplerSpec), ("budget", BudgetSpec), ("resources", ResourcesSpec)):
         known[name] = known_keys(cls)
     known.update(tracking=known_keys(TrackingSpec), fake=known_keys(FakeTrialSpec))
-    known.update(cache=known_keys(CacheSpec), screen=known_keys(ScreenSpec))
+    known.update(cache=known_keys(CacheSpec), screen=known_keys(ScreenSpec), early_stop=known_keys(EarlyStopSpec))
     known["baselines"] = (*known_keys(BaselinesSpec), *DIMENSIONS)
     for dim in DIMENSIONS.values():
         known[dim.section] = (*known.get(dim.section, ()), dim.key)

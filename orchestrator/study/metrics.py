@@ -23,6 +23,10 @@ OBJECTIVES: dict[str, str] = {
     "ort_speedup": "maximize",
 }
 QUALITY = "map50_95"  # the accuracy every cost is plotted against
+QUALITY_METRICS = ("map50_95", "map50")  # the objectives that are accuracies; every other objective is a cost
+# the costs a trial knows at its cut, before any fine-tune (weights kept; the architecture's FLOPs): early stopping
+# compares a trial with others only on these (latency and file size are measured after the fine-tune)
+CUT_COSTS = ("params", "nonzero_params", "gflops")
 ONESHOT = "oneshot_map50_95"  # the cut model's mAP50-95 before fine-tuning, when the study screens (screen:)
 # what a trial stopped by the screen returns: its one-shot scores and weight counts (no fine-tune, no latency)
 SCREEN_METRICS = ("map50_95", "map50", "params", "nonzero_params", "sparsity")

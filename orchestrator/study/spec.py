@@ -35,6 +35,7 @@ WARM_STARTS = ("none", "global_magnitude", "sensitivity")
 # warm-start allocation at that level (search/relative.py), so every sample perturbs an allocation that works
 SPACES = ("absolute", "relative")
 DEFAULT_SCREEN = 0.3  # `screen: true`: the floor as a fraction of the unpruned mAP50-95
+DEFAULT_STOP_MARGIN = 0.02  # `early_stop: true`: mAP50-95 behind a cheaper trial's at the same epoch
 ARTIFACT_POLICIES = ("all", "pareto", "none")
 TRIAL_KINDS = ("real", "fake")
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -159,6 +160,27 @@ class ScreenSpec:
     @property
     def on(self) -> bool:
         return self.min_map is not None
+
+
+@dataclass(frozen=True)
+class EarlyStopSpec:
+    """Per-epoch early stopping: a sampler trial whose best mAP50-95 after epoch k (k >= ``after``) trails by more
+    than ``margin`` what a complete trial at no more cost had reached by its own epoch k stops there (off when
+    ``margin`` is None: ``early_stop: false`` or absent).
+
+    Why epoch against epoch: a fine-tune's curve rises, so a trial's third epoch is judged against the third epochs
+    of the trials it would have to beat, not against their finals. Why "at no more cost": a cheaper cut is allowed
+    to score lower; only a trial that some equal-or-cheaper one already beats, by the margin, has nothing to win.
+    The costs must be known at the cut (study.metrics.CUT_COSTS): latency and file size are only measured after
+    the fine-tune, so a study ranking those refuses ``early_stop``. The epochs dimension is then a budget.
+    """
+
+    margin: float | None = setting(None, float, check=lambda v: 0 <= v < 1, rule=">= 0 and < 1", nullable=True)
+    after: int = setting(1, int, check=lambda v: v >= 1, rule=">= 1")  # the first epoch a trial may stop after
+
+    @property
+    def on(self) -> bool:
+        return self.margin is not None
 
 
 @dataclass(frozen=True)
@@ -302,6 +324,7 @@ class StudySpec:
     constraints: tuple[Constraint, ...] = section_field(())
     sampler: SamplerSpec = section_field(SamplerSpec())
     screen: ScreenSpec = section_field(ScreenSpec())
+    early_stop: EarlyStopSpec = section_field(EarlyStopSpec())
     baselines: BaselinesSpec = section_field(BaselinesSpec())
     budget: BudgetSpec = section_field(BudgetSpec())
     resources: ResourcesSpec = section_field(ResourcesSpec())

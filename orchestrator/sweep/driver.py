@@ -26,8 +26,6 @@ from ..search import (
     enqueue_warm_start,
     hypervolume,
     is_screened,
-    is_uniform,
-    is_warm_start,
     level_grid,
     open_storage,
     pareto_front,
@@ -55,6 +53,7 @@ from .results import (
     stage_files,
 )
 from .resume import fail_and_requeue, recover_orphans
+from .stopping import stopping_rules
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class StudyOutcome:
     front: tuple[int, ...]
     hypervolume: float
     tracker_pending: int  # finished trials not yet in MLflow (tracker unreachable)
-    screened: int = 0  # stopped by the one-shot screen before fine-tuning (not in ``complete``)
+    screened: int = 0  # stopped by the one-shot screen or early stopping (not in ``complete``)
 
 
 def run_study(
@@ -272,13 +271,8 @@ class Sweep:
         ratios = trial.user_attrs.get(ATTR_RATIOS) or self.space.trial_ratios(params)
         if self.space.relative and ATTR_RATIOS not in trial.user_attrs:  # status, MLflow and exports read ratios
             trial.set_user_attr(ATTR_RATIOS, ratios)
-        return TrialSpec(trial.number, self.workload, ratios, values, screen=self._screen_for(trial))
-
-    def _screen_for(self, trial) -> tuple[float, float] | None:
-        """The screen a sampler trial goes through; enqueued baselines and warm starts are the reference: never."""
-        if not self.spec.screen.on or is_uniform(trial) or is_warm_start(trial):
-            return None
-        return (self.spec.screen.min_map, float(self.baseline_metrics["map50_95"]))
+        rules = stopping_rules(self.spec, trial, self.study, self.baseline_metrics)
+        return TrialSpec(trial.number, self.workload, ratios, values, **rules)
 
     def _tell(self, r: TrialResult) -> None:
         """Record a result in the Optuna storage (the source of truth) and stage its files."""
@@ -292,7 +286,7 @@ class Sweep:
             record_screened(trial, r, spec, self.baseline_metrics)
             self.study.tell(trial, screened_values(spec, r, self.baseline_metrics))
             self.p.screened += 1
-            self.screened_here += 1
+            self.screened_here += not r.stopped_epoch  # a dead space is one whose cuts fail the screen
             self.view.event(f"trial {r.number} {r.reason} ({r.wall_s:.1f}s)")
         elif values is not None:
             record_success(trial, r, spec, self.baseline_metrics)

@@ -14,7 +14,7 @@ class StudyProgress:
     target: int | None
     complete: int = 0
     failed: int = 0
-    screened: int = 0  # stopped by the one-shot screen: not complete, not failed
+    screened: int = 0  # stopped by the one-shot screen or early stopping: not complete, not failed
     running: list[int] = field(default_factory=list)
     front: list[dict] = field(default_factory=list)  # trial_summary() records
     hypervolume: float = 0.0

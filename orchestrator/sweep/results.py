@@ -14,10 +14,12 @@ from ..search import (
     ATTR_HISTORY,
     ATTR_METRICS,
     ATTR_SCREENED,
+    ATTR_STOPPED_EPOCH,
     ATTR_TEST,
     ATTR_WALL,
     ATTR_WORKER,
     SCREEN_CONSTRAINT,
+    STOP_CONSTRAINT,
     objective_values,
 )
 from ..study.metrics import ONESHOT
@@ -60,6 +62,8 @@ def record_success(trial: Any, r: TrialResult, spec: StudySpec, baseline: dict[s
         trial.set_constraint(c.text, v)  # read by the samplers and by search.feasible
     if spec.screen.on:  # every COMPLETE trial of a screening study has the screen's constraint, met here
         trial.set_constraint(SCREEN_CONSTRAINT, _screen_margin(spec, r.metrics.get(ONESHOT), baseline, met=True))
+    if spec.early_stop.on:  # likewise early stopping's
+        trial.set_constraint(STOP_CONSTRAINT, 0.0)
 
 
 def screened_values(spec: StudySpec, r: TrialResult, baseline: dict[str, float]) -> list[float]:
@@ -69,13 +73,22 @@ def screened_values(spec: StudySpec, r: TrialResult, baseline: dict[str, float])
 
 
 def record_screened(trial: Any, r: TrialResult, spec: StudySpec, baseline: dict[str, float]) -> None:
-    """A trial the screen stopped: one-shot metrics, the reason, and the screen's constraint violated by how far the
-    cut missed the floor (TPE ranks infeasible trials by it), plus the study's own constraints where measured."""
+    """A trial the screen or early stopping ended: its figures, the reason, and its stopping rule's constraint
+    violated by how far it missed (TPE ranks infeasible trials by it), plus the study's own constraints where
+    measured. A trial stopped after epoch k passed the screen (met) and keeps its epochs' history."""
     trial.set_user_attr(ATTR_METRICS, r.metrics)
     trial.set_user_attr(ATTR_SCREENED, r.reason)
     for c in spec.constraints:
         trial.set_constraint(c.text, c.violation(r.metrics, baseline) if c.metric in r.metrics else 0.0)
-    trial.set_constraint(SCREEN_CONSTRAINT, _screen_margin(spec, r.metrics.get("map50_95"), baseline, met=False))
+    if r.stopped_epoch:
+        trial.set_user_attr(ATTR_STOPPED_EPOCH, r.stopped_epoch)
+        trial.set_user_attr(ATTR_HISTORY, r.history)
+        trial.set_constraint(STOP_CONSTRAINT, max(r.stop_gap, 1e-9))
+    elif spec.early_stop.on:
+        trial.set_constraint(STOP_CONSTRAINT, 0.0)
+    if spec.screen.on or not r.stopped_epoch:
+        oneshot = r.metrics.get(ONESHOT) if r.stopped_epoch else r.metrics.get("map50_95")
+        trial.set_constraint(SCREEN_CONSTRAINT, _screen_margin(spec, oneshot, baseline, met=bool(r.stopped_epoch)))
 
 
 def _screen_margin(spec: StudySpec, oneshot: float | None, baseline: dict[str, float], *, met: bool) -> float:

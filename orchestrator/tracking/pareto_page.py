@@ -52,7 +52,7 @@ def pareto_page(
     screened = [t.number for t in trials if is_screened(t)]
     if screened:  # their figures are one-shot, not fine-tuned: listed, not drawn beside the others
         shown = ", ".join(map(str, screened[:20])) + (", ..." if len(screened) > 20 else "")
-        summary += f"; {len(screened)} screened before fine-tuning (trials {shown}: one-shot mAP under the floor)"
+        summary += f"; {len(screened)} screened or stopped early (trials {shown}: under the floor or a cheaper trial)"
     if test:
         summary += f"; {len(test)} checked once on the held-out test split (chosen on val, never on test)"
     page = _PAGE.format(

@@ -63,6 +63,27 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A complete trial as early stopping sees it: its costs (the study's cost objectives, known at the cut) and
+    its best mAP50-95 so far after each of its epochs."""
+
+    number: int
+    costs: tuple[float, ...]
+    best_by_epoch: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """The rule a sampler trial's fine-tune runs under (study.spec.EarlyStopSpec), with the complete trials it is
+    judged against, as they stood when it was asked. ``costs``: (metric, direction) of each cost objective."""
+
+    margin: float
+    after: int
+    costs: tuple[tuple[str, str], ...]
+    references: tuple[Reference, ...]
+
+
+@dataclass(frozen=True)
 class TrialSpec:
     number: int
     workload: Workload
@@ -74,6 +95,7 @@ class TrialSpec:
     # the one-shot screen: (fraction, unpruned mAP50-95); the trial validates its cut before fine-tuning and stops
     # when it scores under fraction x mAP. None: not screened (the screen is off, or an enqueued baseline)
     screen: tuple[float, float] | None = None
+    stop: EarlyStop | None = None  # per-epoch early stopping; None: the trial runs all its epochs
 
 
 def screen_reason(spec: TrialSpec, oneshot_map: float) -> str:
@@ -87,6 +109,33 @@ def screen_reason(spec: TrialSpec, oneshot_map: float) -> str:
     if oneshot_map >= fraction * base:
         return ""
     return f"screened: one-shot mAP50-95 {oneshot_map:.3f} < {fraction:g} x {base:.4f}"
+
+
+def stop_reason(spec: TrialSpec, epoch: int, best: float, costs: dict[str, float]) -> tuple[str, float]:
+    """Why the trial stops after ``epoch`` ("" to go on) and by how much it trails (the stop's constraint value).
+
+    It stops when a reference at no more cost (each cost no worse) had, by its own ``epoch``, a best mAP50-95
+    above ``best`` + margin; never after its last epoch (nothing left to save). Shared by the real and the fake
+    trial so both stop on the same rule.
+    """
+    rule, epochs = spec.stop, spec.values["epochs"]
+    if rule is None or epoch < rule.after or epoch >= epochs:
+        return "", 0.0
+    mine = [costs[m] for m, _ in rule.costs]
+    beaten = [
+        (ref.best_by_epoch[epoch - 1] - rule.margin - best, ref)
+        for ref in rule.references
+        if len(ref.best_by_epoch) >= epoch
+        and all(c <= m if d == "minimize" else c >= m for c, m, (_, d) in zip(ref.costs, mine, rule.costs))
+    ]
+    gap, ref = max(beaten, key=lambda x: x[0], default=(0.0, None))
+    if ref is None or gap <= 0:
+        return "", 0.0
+    return (
+        f"stopped after epoch {epoch} of {epochs}: mAP50-95 {best:.3f}, trial {ref.number} at no more cost had "
+        f"{ref.best_by_epoch[epoch - 1]:.3f} by then (margin {rule.margin:g})",
+        gap,
+    )
 
 
 @dataclass(frozen=True)
@@ -126,6 +175,10 @@ class TrialResult:
     # scores and weight counts, no latency), ``reason`` the one line saying why (contract.screen_reason)
     screened: bool = False
     reason: str = ""
+    # stopped early after this fine-tune epoch (contract.stop_reason): ``metrics`` are its best val scores by then
+    # and its cut's costs, ``screened`` is set too (never on the front, not counted), ``stop_gap`` how far it trailed
+    stopped_epoch: int = 0
+    stop_gap: float = 0.0
 
 
 class WorkerCache:

@@ -25,6 +25,7 @@ from .contract import (
     WorkerCache,
     Workload,
     screen_reason,
+    stop_reason,
 )
 
 _GROUPS = {"layer": 24, "block": 10, "stage": 4}
@@ -88,12 +89,23 @@ def run_fake_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     if reason := screen_reason(spec, oneshot):
         return _screened(spec, raw, kept, reason)
     history = []
+    costs = _costs(kept)
     for epoch in range(epochs):
         if spec.number in fake.nan_on:
             raise TrainingError(f"loss became nan at epoch {epoch} (lr0={lr0:g}): lower lr0 or the ratios")
+        got = raw * _recovery(epoch + 1)  # the curve rises toward the final figure, as a real fine-tune's does
         history.append(
-            {"box": 0.05 / (epoch + 1), "obj": 0.04, "cls": 0.02, "lr": lr0, "map50_95": acc * 0.3, "map50": acc * 0.45}
-        )
+            {"box": 0.05 / (epoch + 1), "obj": 0.04, "cls": 0.02, "lr": lr0,
+             "map50_95": round(_BASE["map50_95"] * got, 6), "map50": round(_BASE["map50"] * got, 6)}
+        )  # fmt: skip
+        why, gap = stop_reason(spec, epoch + 1, history[-1]["map50_95"], costs)
+        if why:
+            metrics = {"map50_95": history[-1]["map50_95"], "map50": history[-1]["map50"], **costs}
+            device = f"cpu (fake) {socket.gethostname()}"
+            return TrialResult(
+                spec.number, True, metrics, history, device=device, screened=True, reason=why,
+                stopped_epoch=epoch + 1, stop_gap=gap,
+            )  # fmt: skip
     metrics = {
         "map50_95": round(_BASE["map50_95"] * acc, 6),
         "map50": round(_BASE["map50"] * acc, 6),
@@ -124,6 +136,13 @@ def run_fake_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     doc = {"trial": spec.number, "study": spec.workload.study, **spec.values, "ratios": spec.ratios}
     files["ratios.json"] = json.dumps({**doc, "report": {"method": "fake"}}, indent=1, sort_keys=True).encode()
     return TrialResult(spec.number, True, metrics, history, files, device=f"cpu (fake) {socket.gethostname()}")
+
+
+def _costs(kept: float) -> dict[str, float]:
+    """The costs known at the cut (study.metrics.CUT_COSTS), as the finished trial reports them."""
+    params = round(_BASE["params"] * kept)
+    return {"params": params, "nonzero_params": params, "gflops": round(_BASE["gflops"] * kept, 5),
+            "sparsity": round(1.0 - kept, 6)}  # fmt: skip
 
 
 def _recovery(epochs: int) -> float:

@@ -51,7 +51,8 @@ class RealTrial:
 
 def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     """Cut the cached baseline with the spec's ratios, screen it (when asked), fine-tune, deploy, measure, validate
-    on the held-out split. A cut under the screen's floor returns its one-shot figures, ``screened``."""
+    on the held-out split. A cut under the screen's floor returns its one-shot figures, ``screened``; a fine-tune
+    that early stopping ends returns its best figures by then (``stopped_epoch``, screened too)."""
     import torch
 
     w = spec.workload
@@ -64,6 +65,14 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         files = {"ratios.json": _ratio_map(spec, pruned.report)}
         return TrialResult(spec.number, True, shot, [], files, device=ctx.device_name(), screened=True, reason=reason)
     tuned = steps.fine_tune(spec, ctx, pruned)
+    if tuned.stopped is not None:
+        reason, gap = tuned.stopped
+        metrics = {**steps.stopped_metrics(spec, pruned, tuned), **({ONESHOT: shot["map50_95"]} if shot else {})}
+        files = {"ratios.json": _ratio_map(spec, pruned.report)}
+        return TrialResult(
+            spec.number, True, metrics, tuned.history, files, device=ctx.device_name(), screened=True,
+            reason=reason, stopped_epoch=len(tuned.history), stop_gap=gap,
+        )  # fmt: skip
     shipped = steps.deploy(spec, ctx, tuned)
     metrics = steps.measure(spec, ctx, pruned, tuned, shipped)
     if shot:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..vocabulary import DATA_IMPORTANCES
 from .context import WorkerContext, loader_workers
-from .contract import TrialSpec
+from .contract import TrialSpec, stop_reason
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,11 +31,13 @@ class Cut:
 
 @dataclass(frozen=True)
 class Tuned:
-    """The fine-tuned model (its best EMA), its val scores, and one record per epoch."""
+    """The fine-tuned model (its best EMA), its val scores, and one record per epoch; ``stopped`` (reason, how far
+    it trailed) when early stopping ended it before its last epoch."""
 
     model: nn.Module
     val: Any  # yolo.val.ValResult of ``model``
     history: list[dict[str, float]]
+    stopped: tuple[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,12 +98,36 @@ def one_shot(spec: TrialSpec, ctx: WorkerContext, pruned: Cut) -> dict[str, floa
     }
 
 
+def cut_costs(spec: TrialSpec, pruned: Cut) -> dict[str, float]:
+    """The costs a trial knows before it trains (study.metrics.CUT_COSTS), measured as ``measure`` measures them:
+    what early stopping compares it on, and what a stopped trial reports."""
+    from ..deploy.measure import count_nonzero
+
+    params, nonzero = count_nonzero(pruned.model)
+    costs = {"params": float(params), "nonzero_params": float(nonzero), "sparsity": float(pruned.report.sparsity)}
+    if spec.stop is not None and any(m == "gflops" for m, _ in spec.stop.costs):
+        from ..prune.unstructured import deployable
+        from ..yolo.flops import count_gflops
+
+        costs["gflops"] = count_gflops(deployable(pruned.model), spec.workload.imgsz)
+    return costs
+
+
 def fine_tune(spec: TrialSpec, ctx: WorkerContext, pruned: Cut) -> Tuned:
-    """The spec's epochs at its lr0 on the cached train images, distilled from the baseline when asked."""
+    """The spec's epochs at its lr0 on the cached train images, distilled from the baseline when asked; under
+    early stopping (``spec.stop``) it ends after the first epoch at which :func:`.contract.stop_reason` says so."""
     from ..yolo.train import TrainSettings, finetune
 
     w = spec.workload
     history: list[dict[str, float]] = []
+    costs = cut_costs(spec, pruned) if spec.stop is not None else {}
+    gaps: list[float] = []
+
+    def stop(rec: Any) -> str:
+        why, gap = stop_reason(spec, rec.epoch, max(h["map50_95"] for h in history), costs)
+        gaps.append(gap)
+        return why
+
     epochs = spec.values["epochs"]
     settings = TrainSettings(
         imgsz=w.imgsz,
@@ -122,8 +148,16 @@ def fine_tune(spec: TrialSpec, ctx: WorkerContext, pruned: Cut) -> Tuned:
         train_images=ctx.train_images() if epochs > 0 else None,
         teacher=ctx.model if w.finetune.distill > 0 else None,  # the unpruned model, loaded once per worker
         progress=lambda rec: history.append(epoch_dict(rec)),
+        stop=stop if spec.stop is not None else None,
     )
-    return Tuned(ft.model, ft.metrics, history)
+    return Tuned(ft.model, ft.metrics, history, (ft.stopped, gaps[-1]) if ft.stopped else None)
+
+
+def stopped_metrics(spec: TrialSpec, pruned: Cut, tuned: Tuned) -> dict[str, float]:
+    """What a trial stopped early reports: its best val scores by then and the costs of its cut (no deploy, no
+    latency: it is never on the front)."""
+    best = max(tuned.history, key=lambda h: h["map50_95"])
+    return {"map50_95": best["map50_95"], "map50": best["map50"], **cut_costs(spec, pruned)}
 
 
 def deploy(spec: TrialSpec, ctx: WorkerContext, tuned: Tuned) -> Deployed:

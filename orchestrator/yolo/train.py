@@ -81,6 +81,7 @@ class FinetuneResult:
     metrics: ValResult  # validation of ``model``
     hyp: Hyp
     seconds: float
+    stopped: str = ""  # why the fine-tune ended before its last epoch (``stop`` said so); "" when it ran them all
 
 
 class ModelEMA:
@@ -165,13 +166,15 @@ def finetune(
     teacher: nn.Module | None = None,
     progress: Callable[[EpochRecord], None] | None = None,
     on_batch: Callable[[BatchProgress], None] | None = None,
+    stop: Callable[[EpochRecord], str] | None = None,
     **options: Any,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (trained in place) and return the best EMA, validated each epoch on ``data.val``.
 
     ``epochs=0`` validates and returns the model as it is. ``val_set``/``train_images`` let a worker
     reuse decoded data across trials (they must match ``imgsz``). Never prints; ``progress`` gets each
-    :class:`EpochRecord`, ``on_batch`` each :class:`BatchProgress`. Deterministic on CPU for a seed.
+    :class:`EpochRecord`, ``on_batch`` each :class:`BatchProgress`, ``stop`` each record too: a reason it
+    returns ends the fine-tune there (the best EMA so far is returned). Deterministic on CPU for a seed.
     With a ``teacher`` (the unpruned model), ``distill`` x :func:`.distill.distill_loss` per image is added.
     ``options`` are :class:`TrainSettings` fields given one by one (``imgsz=320, batch=8``), on top of ``settings``.
     """
@@ -193,6 +196,7 @@ def finetune(
     loop = _Loop.start(model, data, epochs, s, hyp, device, train_images, teacher, on_batch)
     history: list[EpochRecord] = []
     best: tuple[float, int, nn.Module, ValResult] | None = None
+    stopped = ""
     for epoch in range(epochs):
         sums, seen, train_s = loop.train_epoch(epoch)
         t1 = time.perf_counter()
@@ -207,11 +211,14 @@ def finetune(
             best = (fitness(res), epoch + 1, detached_copy(loop.ema.module), res)
         if progress is not None:
             progress(rec)
+        if stop is not None and (stopped := stop(rec)):
+            break
 
     loop.model.eval()
     assert best is not None
     _, best_epoch, best_model, best_res = best
-    return FinetuneResult(best_model.eval(), tuple(history), best_epoch, best_res, hyp, time.perf_counter() - t_start)
+    seconds = time.perf_counter() - t_start
+    return FinetuneResult(best_model.eval(), tuple(history), best_epoch, best_res, hyp, seconds, stopped)
 
 
 def train_loader(dataset: TrainDataset, sampler: EpochBatchSampler, workers: int | None, device: torch.device):

@@ -283,7 +283,7 @@ def test_screened_trials_are_told_infeasible_counted_apart_and_never_on_the_fron
     page = pareto_page(
         trials, list(front_trials := pareto_front(trials, spec.directions)), spec, {}, tmp_path / "p.html"
     )
-    assert f"{len(screened)} screened before fine-tuning (trials {screened[0].number}" in page.read_text()
+    assert f"{len(screened)} screened or stopped early (trials {screened[0].number}" in page.read_text()
     assert front_trials and not any(is_screened(t) for t in front_trials)
     runs = trial_runs(spec)
     assert all(runs[t.number].data.tags["state"] == "SCREENED" for t in screened)
@@ -328,3 +328,52 @@ def test_the_relative_space_runs_ratios_translated_from_level_and_offsets(tmp_pa
         for t in trials
         for g in t.user_attrs[ATTR_RATIOS]
     )
+
+
+def test_early_stopped_trials_keep_their_epochs_and_reason_and_are_never_on_the_front(tmp_path):
+    from orchestrator.search import STOP_CONSTRAINT, is_screened, pareto_front, trial_summary
+
+    path = fake_study(
+        tmp_path,
+        finetune={"epochs": {"min": 2, "max": 4}},
+        objectives=[{"metric": "map50_95"}, {"metric": "nonzero_params"}],
+        early_stop={"margin": 0.01},
+        sampler={"seed": 1},
+        budget={"n_trials": 12},
+    )
+    spec = load_study_spec(path)
+    out = run_study(spec, live=False)
+    trials = load_existing(spec).get_trials(deepcopy=False)
+    stopped = [t for t in trials if trial_summary(t)["state"] == "STOPPED"]
+    full = [t for t in trials if t.state.name == "COMPLETE" and not is_screened(t)]
+    assert out.complete == len(full) == 12 and out.screened == len(stopped) > 0
+    front = {t.number for t in pareto_front(trials, spec.directions)}
+    for t in stopped:  # told COMPLETE with the stop's constraint violated; its epochs kept, fewer than asked
+        s = trial_summary(t)
+        assert t.constraints[STOP_CONSTRAINT] > 0 and not feasible(t) and t.number not in front
+        assert 1 <= len(t.user_attrs["history"]) == t.user_attrs["stopped_epoch"] < t.params["epochs"]
+        assert s["failure"].startswith(f"stopped after epoch {t.user_attrs['stopped_epoch']} of ")
+        assert "\n" not in s["failure"] and s["origin"] == "sampler"
+        ref = int(s["failure"].split("trial ")[1].split()[0])  # the cheaper trial it trails is a full one
+        assert ref in {f.number for f in full}
+        assert trials[ref].user_attrs["metrics"]["nonzero_params"] <= s["metrics"]["nonzero_params"]
+    assert all(t.constraints[STOP_CONSTRAINT] == 0 for t in full)
+    assert all(t.params["epochs"] == len(t.user_attrs["history"]) for t in full)
+    assert all(trial_summary(t)["origin"] != "sampler" for t in full[:2])  # baselines always run in full
+
+
+def test_early_stop_is_refused_where_it_could_not_compare_or_never_act(tmp_path):
+    from orchestrator.errors import ConfigError
+
+    late = fake_study(tmp_path, name="late", early_stop=True)  # objectives: map50_95 and gflops: known at the cut
+    assert load_study_spec(late).early_stop.margin == 0.02
+    cases = {
+        "latency": ({"objectives": [{"metric": "map50_95"}, {"metric": "latency_ms"}]}, "early_stop: objective "),
+        "never": ({"finetune": {"epochs": 2}, "early_stop": {"after": 2}}, "early_stop.after: 2 >= the most epochs"),
+        "margin": ({"early_stop": {"margin": 1.5}}, "early_stop.margin: must be >= 0 and < 1"),
+        "shape": ({"early_stop": "yes"}, "early_stop: must be true, false or"),
+    }
+    for name, (overrides, message) in cases.items():
+        with pytest.raises(ConfigError) as e:
+            load_study_spec(fake_study(tmp_path, name=name, **{"early_stop": True, **overrides}))
+        assert message in str(e.value), name

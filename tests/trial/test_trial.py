@@ -72,3 +72,18 @@ def test_bad_ratio_key_fails_the_trial_not_the_worker(workload):
         TrialSpec(1, workload, {"model.99": 0.3}, {"epochs": 0, "lr0": 0.002, "quantize": "none"}), cache, "test"
     )
     assert not r.ok and "model.99" in r.failure
+
+
+def test_a_real_fine_tune_stops_early_behind_a_cheaper_reference(workload):
+    from orchestrator.trial.contract import EarlyStop, Reference
+
+    cache = WorkerCache()
+    base = execute_baseline(workload, cache)
+    rule = EarlyStop(0.0, 1, (("gflops", "minimize"),), (Reference(2, (0.0,), (0.99, 0.99)),))
+    values = {"epochs": 2, "lr0": 0.002, "quantize": "none"}
+    r = execute(TrialSpec(9, workload, {g: 0.2 for g in base.groups}, values, stop=rule), cache, "test")
+    assert r.ok and r.screened and r.stopped_epoch == 1 and len(r.history) == 1, r.failure
+    assert r.reason.startswith("stopped after epoch 1 of 2: mAP50-95 ") and "trial 2" in r.reason
+    assert r.metrics["map50_95"] == r.history[0]["map50_95"] and abs(r.stop_gap - (0.99 - r.metrics["map50_95"])) < 1e-9
+    assert 0 < r.metrics["gflops"] and r.metrics["nonzero_params"] < base.metrics["nonzero_params"]
+    assert "pruned.pt" not in r.files  # never shipped: it is not a result

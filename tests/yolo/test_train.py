@@ -195,3 +195,12 @@ def test_acceptance_pruned_30_percent_three_epochs(yolov5n, coco128_yaml):
     assert len(r.history) == 3
     assert r.metrics.map50_95 >= 0.26
     assert conv_sparsity(r.model) >= 0.299
+
+
+def test_stop_ends_the_fine_tune_after_the_epoch_it_names(yolov5n, small_data, small_val, small_train):
+    seen = []
+    r = finetune(
+        copy.deepcopy(yolov5n), small_data, 3, hyp=HYP, val_set=small_val, train_images=small_train,
+        progress=seen.append, stop=lambda rec: "behind" if rec.epoch == 1 else "", **SMALL,
+    )  # fmt: skip
+    assert r.stopped == "behind" and len(r.history) == 1 == len(seen) and r.best_epoch == 1
