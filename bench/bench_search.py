@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ASSETS, REPO
+from common import ASSETS, REPO, TreeCPU
 
 sys.path.insert(0, str(REPO))
 
@@ -62,23 +62,29 @@ def variant_file(study: Path, name: str, out: Path, trials: int, seed: int) -> P
     return path
 
 
-def run_variant(path: Path) -> float:
-    """``orchestrator run`` on the variant's file; its wall seconds (added to those of earlier, resumed runs)."""
+def run_variant(path: Path) -> tuple[float, float]:
+    """``orchestrator run`` on the variant's file; its wall and CPU seconds (the run, its Ray workers and their
+    loader processes), added to those of earlier, resumed runs."""
     log = path.parent / "run.log"
-    timing = path.parent / "wall_s.txt"
+    timing, cpu_file = path.parent / "wall_s.txt", path.parent / "cpu_s.txt"
     before = float(timing.read_text()) if timing.exists() else 0.0
+    cpu_before = float(cpu_file.read_text()) if cpu_file.exists() else 0.0
     env = {**os.environ, "PYTHONPATH": str(REPO), "ORCHESTRATOR_ASSETS": str(ASSETS)}
     t0 = time.perf_counter()
-    try:
-        with log.open("a") as f:
-            cmd = [sys.executable, "-m", "orchestrator", "run", str(path)]
-            subprocess.run(cmd, env=env, stdout=f, stderr=f, check=True)
-    finally:  # an interrupted run's time counts too: the next one resumes it
-        timing.write_text(f"{before + time.perf_counter() - t0:.1f}")
-    return float(timing.read_text())
+    with log.open("a") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", str(path)], env=env, stdout=f, stderr=f)
+        cpu = TreeCPU(proc.pid)
+        try:
+            code = proc.wait()
+        finally:  # an interrupted run's time counts too: the next one resumes it
+            timing.write_text(f"{before + time.perf_counter() - t0:.1f}")
+            cpu_file.write_text(f"{cpu_before + cpu.stop():.1f}")
+    if code:
+        raise SystemExit(f"{path}: orchestrator run exited {code} (see {log})")
+    return float(timing.read_text()), float(cpu_file.read_text())
 
 
-def summarize(path: Path, wall: float) -> dict:
+def summarize(path: Path, wall: float, cpu: float | None) -> dict:
     """What the variant reached, read back from its Optuna storage."""
     import optuna
 
@@ -95,13 +101,22 @@ def summarize(path: Path, wall: float) -> dict:
     tuned = [t for t in sampler if not is_screened(t)]
     warm = [t for t in trials if origin(t).startswith("warm") and t.state.name == "COMPLETE"]
     hv, hv_warm = hypervolume(trials, spec, base), hypervolume(warm, spec, base)
+    seconds = {  # each trial's own wall time, from Optuna's start and end stamps
+        t.number: (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in trials
+        if t.datetime_complete and t.datetime_start
+    }
+    screen_s = sum(seconds.get(t.number, 0.0) for t in sampler if is_screened(t))
     return {
         "hypervolume": round(hv, 4),
         "vs_warm": round(hv / hv_warm, 3) if hv_warm else None,
         "sampler_tuned": len(tuned),
         "under_half": sum(t.values[0] < half for t in tuned),
         "screened": len(sampler) - len(tuned),
+        "trials_s": round(sum(seconds.values()), 1),  # all trials, screened ones included
+        "screens_s": round(screen_s, 1),
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1) if cpu is not None else None,  # None: run before the bench measured CPU
     }
 
 
@@ -119,22 +134,24 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(s, n) for s in args.seeds.split(",") for n in args.variants.split(",")]  # seed-major: all variants early
     for seed, name in runs:
         path = variant_file(args.study, name, args.out, args.trials, int(seed))
-        timing = path.parent / "wall_s.txt"
-        wall = float(timing.read_text()) if args.summary_only and timing.exists() else 0.0
+        timing, cpu_file = path.parent / "wall_s.txt", path.parent / "cpu_s.txt"
         if not args.summary_only:
-            wall = run_variant(path)
+            run_variant(path)
         elif not timing.exists():
             continue  # not run yet
-        rows[f"{name}-s{seed}"] = summarize(path, wall)
+        cpu = float(cpu_file.read_text()) if cpu_file.exists() else None
+        rows[f"{name}-s{seed}"] = summarize(path, float(timing.read_text()), cpu)
         print(name, seed, rows[f"{name}-s{seed}"], flush=True)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"{'variant':12} {'HV':>7} {'xwarm':>6} {'tuned':>6} {'<half':>6} {'screened':>9} {'wall s':>7}")
+        head = f"{'variant':12} {'HV':>7} {'xwarm':>6} {'tuned':>6} {'<half':>6} {'screened':>9} {'trials s':>9}"
+        print(head + f" {'screens s':>9} {'wall s':>7} {'cpu s':>7}")
         for name, r in rows.items():
             print(
                 f"{name:12} {r['hypervolume']:7.4f} {r['vs_warm'] or 0:6.3f} {r['sampler_tuned']:6d} "
-                f"{r['under_half']:6d} {r['screened']:9d} {r['wall_s']:7.1f}"
+                f"{r['under_half']:6d} {r['screened']:9d} {r['trials_s']:9.1f} {r['screens_s']:9.1f} "
+                f"{r['wall_s']:7.1f} {r['cpu_s'] or 0:7.1f}"
             )
     return 0
 
