@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from ..bounded_yaml import YamlRefused, read_yaml
 from ..errors import ConfigError
-from ..vocabulary import DATA_IMPORTANCES, RECOVERY_STEPS
+from ..vocabulary import DATA_IMPORTANCES, RECOVERY_DEFAULT, RECOVERY_STEPS
 from ..yolo.hyp import Hyp
 from .dimensions import DIMENSIONS, Range
 from .keys import KeyReader, close_match, is_number, known_keys, ordered, read_fields, show, to_float, unusable
@@ -72,7 +72,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
         quantize = {"choices": quantize, "__short__": True}
     spec: dict[str, Any] = read_fields(r, top, StudySpec)
     spec.update(path=path, text=text, space={})
-    spec["pruning"] = _pruning(r, r.section(top, "pruning"))
+    pruning, named = _pruning(r, r.section(top, "pruning"))
     d = r.section(top, "finetune")
     finetune = read_fields(r, d, FinetuneSpec, "finetune")
     _read_dimensions(r, d, "finetune", spec["space"], finetune)
@@ -90,6 +90,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
             if section:
                 r.done(d, section)
     spec["objectives"] = _objectives(r, top)
+    spec["pruning"] = _evidence_defaults(pruning, named, spec["objectives"])
     spec["baselines"] = _baselines(r, r.section(top, "baselines"), spec["space"])
     spec["budget"] = BudgetSpec(**_read_section(r, top, "budget", BudgetSpec))
     if spec["budget"].n_trials is None and spec["budget"].timeout_s is None:
@@ -150,8 +151,14 @@ def _read_dimensions(
             space[name] = dim.read(r, d.pop(dim.key, None), at or dim.path, context)
 
 
-def _pruning(r: KeyReader, d: dict) -> PruningSpec:
+def _pruning(r: KeyReader, d: dict) -> tuple[PruningSpec, set[str]]:
+    """The pruning section, and the keys it names (the others take :func:`_evidence_defaults` once the objectives
+    are known)."""
+    named = set(d)
     values = read_fields(r, d, PruningSpec, "pruning")
+    if "method" not in named and ("recover" in named or values["importance"] in ("bn_scale", *DATA_IMPORTANCES)):
+        values["method"] = "structured"  # what the named recovery or channel importance needs, whatever the costs
+        named.add("method")
     values["ratio"] = _ratio_range(r, d.pop("ratio", None), "pruning.ratio", PruningSpec.ratio)
     groups = []
     raw_groups = d.pop("groups", None) or {}
@@ -186,7 +193,30 @@ def _pruning(r: KeyReader, d: dict) -> PruningSpec:
                 f"(use a step >= {widest / (MAX_GRID - 1):.2g}, or no step for a continuous range)",
             )
     r.done(d, "pruning")
-    return PruningSpec(**values)
+    return PruningSpec(**values), named
+
+
+# the cost objectives zeroed weights lower (a compressed download, a count of nonzero weights): only these make
+# unstructured masks a result; every other cost (GFLOPs, latency, dense params or bytes) needs channels removed
+_ZEROS_PAY = ("nonzero_params", "size_zip_mb")
+
+
+def _evidence_defaults(p: PruningSpec, named: set[str], objectives: tuple[Objective, ...]) -> PruningSpec:
+    """What a study file that names no method, importance or recovery gets: what the benches rank best for its
+    objectives (docs/pruning.md). Unstructured L1 masks when every cost is one that zeros lower; otherwise channel
+    cuts ranked by ``output_error`` with ``compensate, reconstruct`` recovery on train images (0.186 one-shot at
+    0.82x GFLOPs where L1 without recovery keeps 0.008; "Structured recovery")."""
+    costs = [o.metric for o in objectives if o.metric not in QUALITY_METRICS]
+    changes: dict[str, Any] = {}
+    if "method" not in named:
+        changes["method"] = "unstructured" if costs and all(c in _ZEROS_PAY for c in costs) else "structured"
+    method = changes.get("method", p.method)
+    if method == "structured":
+        if "importance" not in named:
+            changes["importance"] = "output_error"
+        if "recover" not in named:
+            changes["recover"] = RECOVERY_DEFAULT
+    return replace(p, **changes)
 
 
 def _ratio_range(r: KeyReader, raw: Any, key: str, default: Range | None) -> Range | None:

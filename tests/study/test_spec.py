@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from study_files import fake_study
 
 from orchestrator.errors import ConfigError
 from orchestrator.study.file import load_study_spec
@@ -261,3 +262,19 @@ def test_screen_and_space_problems_name_their_key(tmp_path):
     assert _problems(tmp_path, GOOD + "sampler: {space: relative}\n") == [
         "sampler.space: relative searches around the warm-start allocation: give sampler.warm_start"
     ]
+
+
+def test_a_study_naming_no_method_gets_what_the_benches_rank_best_for_its_objectives(tmp_path):
+    def pruning(name: str, **overrides):
+        return load_study_spec(fake_study(tmp_path, name=name, **overrides)).pruning
+
+    zeros = [{"metric": "map50_95"}, {"metric": "nonzero_params"}, {"metric": "size_zip_mb"}]
+    p = pruning("zeros", objectives=zeros)  # every cost is one that masks lower: L1 masks
+    assert (p.method, p.importance, p.recover) == ("unstructured", "l1", ())
+    for name, costs in {"flops": ["gflops"], "mixed": ["nonzero_params", "ort_speedup"]}.items():
+        p = pruning(name, objectives=[{"metric": "map50_95"}, *({"metric": c} for c in costs)])
+        assert (p.method, p.importance, p.recover) == ("structured", "output_error", ("compensate", "reconstruct"))
+    p = pruning("named", pruning={"importance": "l1", "recover": []})  # what a file names is kept
+    assert (p.method, p.importance, p.recover) == ("structured", "l1", ())
+    p = pruning("channel", pruning={"importance": "bn_scale"}, objectives=zeros)  # a channel importance: channels
+    assert (p.method, p.importance) == ("structured", "bn_scale")
