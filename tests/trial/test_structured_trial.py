@@ -32,7 +32,7 @@ def _workload(folder, assets, **pruning):
 
 
 def test_recovery_keeps_what_a_plain_cut_loses(tmp_path, assets):
-    plain = _workload(tmp_path / "plain", assets)
+    plain = _workload(tmp_path / "plain", assets, importance="l1", recover=[])  # names no recovery: none
     recovered = _workload(tmp_path / "rec", assets, importance="output_error", recover=["compensate", "reconstruct"])
     assert recovered.pruning.recover == ("compensate", "reconstruct") and recovered.finetune.distill == 1.0
     ratios = {g: 0.1 for g in ("backbone.P1", "backbone.P2", "backbone.P3", "backbone.P4", "backbone.P5", "neck")}
