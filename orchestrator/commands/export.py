@@ -83,7 +83,8 @@ def _out(args: argparse.Namespace, weights: Path, suffix: str) -> Path:
     if args.out:
         return Path(args.out)
     local = Path(args.weights).expanduser().is_file()
-    return weights.with_suffix(suffix) if local else Path.cwd() / f"{weights.stem}{suffix}"
+    name = f"{weights.stem}-{args.imgsz}{suffix}"  # the input size is part of what the file is
+    return weights.with_name(name) if local else Path.cwd() / name
 
 
 def _run_int8(args: argparse.Namespace) -> int:

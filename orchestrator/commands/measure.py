@@ -26,6 +26,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="also time this batch size (default 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or N (default cpu)")
     p.add_argument("--baseline", metavar="W0", help="unpruned checkpoint (or .onnx) to compute the speed-up against")
+    p.add_argument(
+        "--baseline-imgsz",
+        type=int,
+        default=None,
+        metavar="N",
+        help="time the baseline at this input size (default --imgsz): the speed-up of a model shipped at a "
+        "smaller size against the size it replaces",
+    )
     p.add_argument("--runs", type=int, default=None, help="timed runs (default 20 on CPU, 50 on GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default 3 on CPU, 10 on GPU)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads while timing (default: torch's)")
@@ -44,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
     if args.warmup is not None and args.warmup < 0:
         raise OrchestratorError(f"--warmup: expected >= 0, got {args.warmup}")
     check_imgsz(args.imgsz)
+    if args.baseline_imgsz is not None:
+        if not args.baseline:
+            raise OrchestratorError("--baseline-imgsz: needs --baseline (the model it times)")
+        if args.baseline_imgsz < 32 or args.baseline_imgsz % 32:
+            raise OrchestratorError(f"--baseline-imgsz: expected a positive multiple of 32, got {args.baseline_imgsz}")
+        check_imgsz(args.baseline_imgsz, "--baseline-imgsz")
     from ..deploy.measure import measure
     from ..yolo.checkpoint import load_model
 
@@ -62,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         threads=args.threads,
         half=args.half,
+        baseline_imgsz=args.baseline_imgsz,
     )
     out = m.to_dict()
+    if baseline is not None:
+        out["baseline_imgsz"] = args.baseline_imgsz or args.imgsz
     if baseline is None:
         for k in ("speedup", "speedup_batch", "baseline_latency_ms", "ort_speedup", "ort_baseline_latency_ms"):
             out.pop(k)
@@ -88,7 +105,7 @@ def _run_onnx(args: argparse.Namespace, weights: Path) -> int:
             from ..deploy.export import onnx_bytes
             from ..yolo.checkpoint import load_model
 
-            baseline = onnx_bytes(load_model(baseline), imgsz=args.imgsz)
+            baseline = onnx_bytes(load_model(baseline), imgsz=args.baseline_imgsz or args.imgsz)
     m = measure_onnx(
         weights,
         imgsz=args.imgsz,
@@ -97,8 +114,11 @@ def _run_onnx(args: argparse.Namespace, weights: Path) -> int:
         runs=args.runs,
         warmup=args.warmup,
         threads=args.threads,
+        baseline_imgsz=args.baseline_imgsz,
     )
     out = m.to_dict()
+    if baseline is not None:
+        out["baseline_imgsz"] = args.baseline_imgsz or args.imgsz
     if baseline is None:
         out.pop("ort_speedup")
         out.pop("ort_baseline_latency_ms")
@@ -124,7 +144,8 @@ def _ort_rows(t, d: dict) -> None:
         f"{d['ort_latency_ms']:.2f} ms (median of {d['runs']}, {d['ort_provider']}, {d['threads']} thread(s))",
     )
     if "ort_speedup" in d and d["ort_speedup"] is not None:
-        t.add_row("ONNX Runtime speed-up", f"{d['ort_speedup']:.3f}x (baseline {d['ort_baseline_latency_ms']:.2f} ms)")
+        base = f"baseline {d['ort_baseline_latency_ms']:.2f} ms{_at(d)}"
+        t.add_row("ONNX Runtime speed-up", f"{d['ort_speedup']:.3f}x ({base})")
 
 
 def _print(d: dict, weights: Path) -> None:
@@ -140,9 +161,16 @@ def _print(d: dict, weights: Path) -> None:
     if d["batch"] > 1:
         t.add_row(f"latency batch {d['batch']}", f"{d['latency_ms_batch']:.2f} ms per batch")
     if "speedup" in d:
-        t.add_row("eager speed-up vs baseline", f"{d['speedup']:.3f}x (baseline {d['baseline_latency_ms']:.2f} ms)")
+        base = f"baseline {d['baseline_latency_ms']:.2f} ms{_at(d)}"
+        t.add_row("eager speed-up vs baseline", f"{d['speedup']:.3f}x ({base})")
         if d["batch"] > 1:
             t.add_row(f"speed-up batch {d['batch']}", f"{d['speedup_batch']:.3f}x")
     if d.get("ort_latency_ms") is not None:
         _ort_rows(t, {**d, "threads": d["threads"] or "-"})
     stdout_console().print(t)
+
+
+def _at(d: dict) -> str:
+    """The baseline's size when it is not the model's."""
+    size0 = d.get("baseline_imgsz")
+    return f" at {size0}" if size0 and size0 != d["imgsz"] else ""

@@ -128,8 +128,12 @@ def _export(spec, number: int, out: Path, *, onnx: bool) -> list[Path]:
 
 
 def _onnx(checkpoint: Path, imgsz: int) -> Path:
-    """The project's ONNX export (BN-fused, ``output0`` as the official export), checked with onnxruntime."""
+    """The project's ONNX export (BN-fused, ``output0`` as the official export), checked with onnxruntime, at
+    the size the trial ran at (its checkpoint says; ``imgsz``, the study's, for one that does not)."""
     from ..deploy.export import export_onnx
-    from ..yolo.checkpoint import load_model
+    from ..yolo.checkpoint import load_checkpoint
 
-    return export_onnx(load_model(checkpoint).float().eval(), checkpoint.with_suffix(".onnx"), imgsz=imgsz).path
+    ck = load_checkpoint(checkpoint)
+    size = int(ck.meta.get("orchestrator_imgsz", imgsz))
+    out = checkpoint.with_name(f"{checkpoint.stem}-{size}.onnx")
+    return export_onnx(ck.model.float().eval(), out, imgsz=size).path

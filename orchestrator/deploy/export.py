@@ -107,6 +107,8 @@ def _export(net: nn.Module, x: torch.Tensor, opset: int, dynamic: bool, width: i
     if not last.HasField("dim_value"):  # the exporter names every dimension of a dynamic output
         last.Clear()
         last.dim_value = width
+    # the size it was made for (a study may ship 256 px for speed): a file that says so is deployed at it
+    onnx.helper.set_model_props(m, {"imgsz": str(int(x.shape[-1]))})
     return m.SerializeToString()
 
 

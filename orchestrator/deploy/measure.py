@@ -135,21 +135,30 @@ def _timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
 
 
 def time_models(
-    net: nn.Module, baseline: nn.Module | None, x: torch.Tensor, *, runs: int, warmup: int, device: torch.device
+    net: nn.Module,
+    baseline: nn.Module | None,
+    x: torch.Tensor,
+    *,
+    runs: int,
+    warmup: int,
+    device: torch.device,
+    x0: torch.Tensor | None = None,
 ) -> Timing:
-    """Warm up both, then time them alternately run by run (:func:`time_interleaved`)."""
+    """Warm up both, then time them alternately run by run (:func:`time_interleaved`); the baseline runs on ``x0``
+    when given (another input size), else on ``x``."""
     timer = _timer(device)
+    x0 = x if x0 is None else x0
     with torch.inference_mode():
         if device.type == "cuda":  # warm-up launches are async: let them finish before timing starts
             for _ in range(warmup):
                 net(x)
                 if baseline is not None:
-                    baseline(x)
+                    baseline(x0)
             torch.cuda.synchronize(device)
             warmup = 0
         return time_interleaved(
             lambda: net(x),
-            (lambda: baseline(x)) if baseline is not None else None,
+            (lambda: baseline(x0)) if baseline is not None else None,
             runs=runs,
             warmup=warmup,
             timer=timer,
@@ -170,12 +179,14 @@ def measure(
     ort: bool = True,
     onnx: bytes | None = None,
     ort_baseline: Any | None = None,
+    baseline_imgsz: int | None = None,
 ) -> Measurements:
     """Parameters, nonzeros, file bytes, GFLOPs and latency of ``model`` (not changed; copies are measured).
 
     ``runs``/``warmup`` default to 50/10 on GPU and 20/3 on CPU. ``half`` times fp16 (GPU only). With
     ``ort`` also the ONNX Runtime latency: of ``onnx`` when given (the file a trial deploys), else of the
     model exported here; against ``ort_baseline`` (an open session) when given, else ``baseline`` exported.
+    The baseline is timed at ``baseline_imgsz`` when given (a study's base size; ``imgsz`` otherwise).
     """
     dev = resolve_device(device)
     if imgsz <= 0 or imgsz % 32:
@@ -197,15 +208,18 @@ def measure(
     ch = model.yaml.get("ch", 3) if hasattr(model, "yaml") else 3
     dtype = torch.float16 if half else torch.float32
     with cpu_threads(threads if dev.type == "cpu" else None):
+        size0 = baseline_imgsz or imgsz
         x1 = torch.rand(1, ch, imgsz, imgsz, device=dev, dtype=dtype)
-        t1 = time_models(net, base, x1, runs=runs, warmup=warmup, device=dev)
+        x0 = None if size0 == imgsz else torch.rand(1, ch, size0, size0, device=dev, dtype=dtype)
+        t1 = time_models(net, base, x1, runs=runs, warmup=warmup, device=dev, x0=x0)
         if batch > 1:
             xb = torch.rand(batch, ch, imgsz, imgsz, device=dev, dtype=dtype)
-            tb = time_models(net, base, xb, runs=runs, warmup=warmup, device=dev)
+            xb0 = None if size0 == imgsz else torch.rand(batch, ch, size0, size0, device=dev, dtype=dtype)
+            tb = time_models(net, base, xb, runs=runs, warmup=warmup, device=dev, x0=xb0)
         else:
             tb = t1
         used_threads = torch.get_num_threads() if dev.type == "cpu" else None
-    ot = _ort_timing(model, baseline, onnx, ort_baseline, imgsz, dev, runs, warmup, threads) if ort else None
+    ot = _ort_timing(model, baseline, onnx, ort_baseline, (imgsz, size0), dev, runs, warmup, threads) if ort else None
     return Measurements(
         params=params,
         nonzero_params=nonzero,
@@ -237,23 +251,25 @@ def _ort_timing(
     baseline: nn.Module | None,
     onnx: bytes | None,
     ort_baseline: Any | None,
-    imgsz: int,
+    sizes: tuple[int, int],
     dev: torch.device,
     runs: int,
     warmup: int,
     threads: int | None,
 ):
-    """ONNX Runtime timing of the model's ONNX against the baseline's, interleaved (see the module doc)."""
+    """ONNX Runtime timing of the model's ONNX against the baseline's, interleaved (see the module doc);
+    ``sizes``: the model's input size and the baseline's."""
     from .export import onnx_bytes
     from .ort_runtime import open_session, time_sessions
 
+    imgsz, size0 = sizes
     n = threads if dev.type == "cpu" else None
     runs = max(runs, ORT_MIN_RUNS)  # a run is a few ms: more pairs steady the median ratio for little time
     sess = open_session(onnx if onnx is not None else onnx_bytes(model, imgsz=imgsz), device=dev, threads=n)
     base = ort_baseline
     if base is None and baseline is not None:
-        base = open_session(onnx_bytes(baseline, imgsz=imgsz), device=dev, threads=n)
-    return time_sessions(sess, base, imgsz, runs=runs, warmup=warmup, threads=n)
+        base = open_session(onnx_bytes(baseline, imgsz=size0), device=dev, threads=n)
+    return time_sessions(sess, base, imgsz, runs=runs, warmup=warmup, threads=n, baseline_imgsz=size0)
 
 
 @dataclass(frozen=True)
@@ -286,8 +302,10 @@ def measure_onnx(
     runs: int | None = None,
     warmup: int | None = None,
     threads: int | None = None,
+    baseline_imgsz: int | None = None,
 ) -> OnnxMeasurements:
-    """Bytes and ONNX Runtime latency (batch 1) of an ONNX detector, against ``baseline`` ONNX if given."""
+    """Bytes and ONNX Runtime latency (batch 1) of an ONNX detector, against ``baseline`` ONNX if given (fed
+    ``baseline_imgsz`` pixels when given: the speed-up of a smaller input against the size it replaces)."""
     from .onnx_model import inspect_onnx
     from .ort_runtime import open_session, time_sessions
 
@@ -304,7 +322,7 @@ def measure_onnx(
     n = threads if dev.type == "cpu" else None
     sess = open_session(det.path, device=dev, threads=n)
     base = open_session(baseline, device=dev, threads=n) if baseline is not None else None
-    t = time_sessions(sess, base, imgsz, runs=runs, warmup=warmup, threads=n)
+    t = time_sessions(sess, base, imgsz, runs=runs, warmup=warmup, threads=n, baseline_imgsz=baseline_imgsz)
     raw = det.path.read_bytes()
     return OnnxMeasurements(
         params=det.params,

@@ -99,13 +99,25 @@ class OrtTiming:
 
 
 def time_sessions(
-    session: Any, baseline: Any | None, imgsz: int, *, runs: int, warmup: int, threads: int | None = None
+    session: Any,
+    baseline: Any | None,
+    imgsz: int,
+    *,
+    runs: int,
+    warmup: int,
+    threads: int | None = None,
+    baseline_imgsz: int | None = None,
 ) -> OrtTiming:
-    """Both sessions on one random ``imgsz`` image, warmed up, then timed alternately run by run."""
-    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+    """Both sessions on one random image, warmed up, then timed alternately run by run. The baseline sees
+    ``baseline_imgsz`` pixels when given: a model shipped at a smaller input is worth its speed-up against the
+    unpruned model at the size the user would otherwise run."""
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 3, imgsz, imgsz), dtype=np.float32)
+    size0 = baseline_imgsz or imgsz
+    x0 = x if size0 == imgsz else rng.random((1, 3, size0, size0), dtype=np.float32)
 
-    def runner(s: Any) -> Callable[[], Any]:
-        feed = {s.get_inputs()[0].name: x}
+    def runner(s: Any, image: np.ndarray) -> Callable[[], Any]:
+        feed = {s.get_inputs()[0].name: image}
         return lambda: s.run(None, feed)
 
     def timer(fn: Callable[[], Any]) -> float:  # run() returns host arrays: the work is done when it returns
@@ -117,7 +129,11 @@ def time_sessions(
     t = run_checked(
         what,
         lambda: time_interleaved(
-            runner(session), runner(baseline) if baseline is not None else None, runs=runs, warmup=warmup, timer=timer
+            runner(session, x),
+            runner(baseline, x0) if baseline is not None else None,
+            runs=runs,
+            warmup=warmup,
+            timer=timer,
         ),
     )
     return OrtTiming(t.ms, t.baseline_ms, t.speedup, session.get_providers()[0], threads or torch.get_num_threads())

@@ -70,7 +70,11 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     quantize = top.pop("quantize", None)
     if quantize is not None and not isinstance(quantize, dict):  # the short form: `quantize: [none, int8]`
         quantize = {"choices": quantize, "__short__": True}
+    sizes = top.pop("imgsz") if isinstance(top.get("imgsz"), list) else None
     spec: dict[str, Any] = read_fields(r, top, StudySpec)
+    if sizes is not None:  # `imgsz: [320, 256]`: searched (dimensions.Sizes reads and checks it), the first is the base
+        top["imgsz"] = sizes
+        spec["imgsz"] = sizes[0] if sizes and type(sizes[0]) is int else spec["imgsz"]
     spec.update(path=path, text=text, space={})
     pruning, named = _pruning(r, r.section(top, "pruning"))
     d = r.section(top, "finetune")
@@ -86,7 +90,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     for section in dict.fromkeys(dim.section for dim in DIMENSIONS.values()):  # a dimension's own section
         if section not in ("finetune", "quantize"):
             d = top if section == "" else r.section(top, section)
-            _read_dimensions(r, d, section, spec["space"], {})
+            _read_dimensions(r, d, section, spec["space"], {"imgsz": spec["imgsz"]} if section == "" else {})
             if section:
                 r.done(d, section)
     spec["objectives"] = _objectives(r, top)

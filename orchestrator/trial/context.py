@@ -105,12 +105,13 @@ class WorkerContext:
         return self._oneshot
 
     def ort_baseline(self) -> Any:
-        """The unpruned model's ONNX Runtime session (every trial is timed against it)."""
+        """The unpruned model's ONNX Runtime session at the study's base size (every trial is timed against it,
+        whatever its own size)."""
         if self._ort_baseline is _UNSET:
             from ..deploy.export import onnx_bytes
             from ..deploy.ort_runtime import open_session
 
-            onnx = onnx_bytes(self.model, imgsz=self.workload.imgsz)
+            onnx = onnx_bytes(self.model, imgsz=self.workload.speed_imgsz)
             self._ort_baseline = open_session(onnx, device=self.device, threads=self.ort_threads)
         return self._ort_baseline
 

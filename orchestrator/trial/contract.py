@@ -37,6 +37,20 @@ class Workload:
     fake: FakeTrialSpec | None = None  # for kind == "fake"
     test_data: str = ""  # data yaml of the held-out split when not the data's own test: (holdout.py)
     cache: CacheSpec | None = None  # decoded images: mode and RAM budget (None: auto within the default budget)
+    # the study's base size when a trial runs at another (``imgsz: [320, 256]``): every speed-up is against the
+    # unpruned model at this size; 0: ``imgsz`` is the base
+    base_imgsz: int = 0
+
+    @property
+    def speed_imgsz(self) -> int:
+        """The size the unpruned model is timed at: the study's base size."""
+        return self.base_imgsz or self.imgsz
+
+    def at_size(self, imgsz: int) -> Workload:
+        """The workload of a trial that runs at ``imgsz`` (itself when that is its size)."""
+        from dataclasses import replace
+
+        return self if imgsz == self.imgsz else replace(self, imgsz=imgsz, base_imgsz=self.speed_imgsz)
 
     @classmethod
     def from_spec(cls, spec: StudySpec) -> Workload:
@@ -182,13 +196,22 @@ class TrialResult:
 
 
 class WorkerCache:
-    """Objects a worker loads once and reuses for every trial of the same workload."""
+    """Objects a worker loads once and reuses for every trial of the same workload.
+
+    One set per input size of a study (``imgsz: [320, 256]``): a worker alternating sizes keeps each size's val
+    set and train images instead of decoding them again; another study's workload drops them all.
+    """
 
     def __init__(self) -> None:
         self.key: Workload | None = None
-        self.items: dict[str, Any] = {}
+        self.items: dict[str, Any] = {}  # the last workload's
+        self._sizes: dict[int, dict[str, Any]] = {}
 
     def for_workload(self, workload: Workload) -> dict[str, Any]:
-        if self.key != workload:
-            self.key, self.items = workload, {}
+        from dataclasses import replace
+
+        family = replace(workload, imgsz=workload.speed_imgsz, base_imgsz=0)
+        if self.key != family:
+            self.key, self._sizes = family, {}
+        self.items = self._sizes.setdefault(workload.imgsz, {})
         return self.items

@@ -53,9 +53,12 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     """Cut the cached baseline with the spec's ratios, screen it (when asked), fine-tune, deploy, measure, validate
     on the held-out split. A cut under the screen's floor returns its one-shot figures, ``screened``; a fine-tune
     that early stopping ends returns its best figures by then (``stopped_epoch``, screened too)."""
+    import dataclasses
+
     import torch
 
-    w = spec.workload
+    w = spec.workload.at_size(spec.values.get("imgsz", spec.workload.imgsz))
+    spec = dataclasses.replace(spec, workload=w)  # every step runs at the trial's size, timed against the base
     ctx = WorkerContext.of(w, cache)
     torch.manual_seed(w.seed + spec.number)
     pruned = steps.cut(spec, ctx)
@@ -159,6 +162,10 @@ def _official_bytes(model: Any, spec: TrialSpec) -> bytes:
         path = save_official(
             model,
             Path(tmp) / "pruned.pt",
-            extra={"orchestrator_trial": spec.number, "orchestrator_study": spec.workload.study},
+            extra={
+                "orchestrator_trial": spec.number,
+                "orchestrator_study": spec.workload.study,
+                "orchestrator_imgsz": spec.workload.imgsz,  # the input size it was fine-tuned and validated at
+            },
         )
         return path.read_bytes()

@@ -190,6 +190,7 @@ def measure(spec: TrialSpec, ctx: WorkerContext, pruned: Cut, tuned: Tuned, ship
         threads=w.threads,
         ort_baseline=ctx.ort_baseline(),
         onnx=shipped.int8,
+        baseline_imgsz=w.speed_imgsz,
     )
     val = tuned.val if shipped.int8 is None else _validate_onnx(shipped.int8, ctx)
     metrics = metrics_of(val, m)

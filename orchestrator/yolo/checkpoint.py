@@ -239,7 +239,7 @@ def _from_official(obj: dict[str, Any], path: Path) -> Checkpoint:
     state = _official_state(net)
     model = _build(cfg, state, names, path)
     _copy_layer_settings(model, net)
-    meta = {k: v for k, v in obj.items() if k in ("opt", "best_fitness", "updates", "git")}
+    meta = {k: v for k, v in obj.items() if k in ("opt", "best_fitness", "updates", "git", "orchestrator_imgsz")}
     epoch = int(obj.get("epoch", -1) or -1)
     return Checkpoint(model, path, "official", epoch, obj.get("date"), meta, _recorded_masks(obj, model, path))
 

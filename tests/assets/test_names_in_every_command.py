@@ -62,7 +62,7 @@ def test_command_resolves_names_in_assets(command, named, assets, capsys):
     if "weights" in r:
         assert r["weights"] == str(assets / "yolov5n.pt")
     if command == "export":  # a named checkpoint's ONNX goes to the working folder, never into the assets
-        assert r["out"] == str(named / "yolov5n.onnx")
+        assert r["out"] == str(named / f"yolov5n-{r['input'][-1]}.onnx")  # its input size in its name
     assert sorted(p.name for p in assets.iterdir()) == before
 
 

@@ -55,7 +55,11 @@ def test_prune_structured_then_measure_and_export(capsys, yolov5n_pt, tmp_path):
     rc, out, err = _run(capsys, "export", "--weights", str(out_pt), "--format", "onnx", "--imgsz", "128", "--json")
     assert rc == 0, err
     e = json.loads(out)
-    assert e["out"] == str(out_pt.with_suffix(".onnx")) and e["max_abs_diff"] < 1e-3 and e["output0"] == [1, 1008, 85]
+    assert (
+        e["out"] == str(out_pt.with_name(f"{out_pt.stem}-128.onnx"))
+        and e["max_abs_diff"] < 1e-3
+        and e["output0"] == [1, 1008, 85]
+    )
 
 
 def test_prune_unstructured_official_layout(capsys, yolov5n_pt, tmp_path):
