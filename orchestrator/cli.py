@@ -22,6 +22,7 @@ COMMANDS = (
     "ui",
     "dashboard",
     "val",
+    "predict",
     "finetune",
     "prune",
     "measure",

@@ -54,3 +54,25 @@ def trial_runs(spec) -> dict[int, Any]:
         assert n not in out, f"trial {n} logged twice"
         out[n] = r
     return out
+
+
+def tiny_real_study(folder: Path, assets: Path, name: str = "tiny", **overrides: Any) -> Path:
+    """A real-trial study small enough for a test: yolov5n on 4 train / 8 val coco128 images at imgsz 64, no
+    fine-tune, the uniform 0.3 baseline and one sampled trial (about a minute on 2 idle cores)."""
+    from data_subsets import subset_yaml
+
+    data = subset_yaml(assets / "coco128.yaml", folder, train=slice(0, 4), val=slice(4, 12))
+    settings: dict[str, Any] = {
+        "trial": "real",
+        "model": str(assets / "yolov5n.pt"),
+        "data": str(data),
+        "imgsz": 64,
+        "device": "cpu",
+        "pruning": {"method": "unstructured", "granularity": "stage"},
+        "finetune": {"epochs": 0},
+        "objectives": [{"metric": "map50_95"}, {"metric": "nonzero_params"}],
+        "baselines": {"ratios": [0.3]},
+        "budget": {"n_trials": 2},
+        "resources": {"num_cpus": 2, "cpus_per_trial": 2},
+    }
+    return fake_study(folder, name, **{**settings, **overrides})

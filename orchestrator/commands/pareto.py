@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..study.dimensions import parameter_names
+from . import pareto_register
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -14,7 +15,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "pareto",
         help="the Pareto front of a study; --export copies its checkpoints and ONNX files",
         description="List the non-dominated trials. With --export DIR, fetch each one's pruned checkpoint and "
-        "ratio map from MLflow into DIR/trial-NNNN/ and export it to ONNX.",
+        "ratio map from MLflow into DIR/trial-NNNN/ and export it to ONNX. With --register NAME, make one trial's "
+        "ONNX model a new version of NAME in the MLflow Model Registry.",
     )
     p.add_argument("study", help="study file (studies/*.yaml)")
     p.add_argument("--export", metavar="DIR", default=None, help="folder to copy the front's checkpoints into")
@@ -26,10 +28,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "from the saved checkpoint, for a trial that ran without one); logged to MLflow as test_map50_95",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    pareto_register.add_arguments(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    if pareto_register.wants_register(args):
+        return pareto_register.run(args, lambda spec, n, folder: _export(spec, n, folder, onnx=True))
     import os
 
     from ..search import ATTR_BASELINE, load_existing, pareto_front, revealed, trial_summary

@@ -44,15 +44,7 @@ def validate_onnx_file(
     det = inspect_onnx(path)
     if det.nc != data.nc:
         raise OrchestratorError(f"{det.path}: the model predicts {det.nc} classes but {data.file} has nc={data.nc}")
-    if det.height is not None or det.width is not None:
-        if det.static_size is None:
-            raise OrchestratorError(
-                f"{det.path}: fixed input {det.height}x{det.width} is not square; export it square or --dynamic"
-            )
-        if det.static_size != imgsz:
-            raise OrchestratorError(
-                f"{det.path}: exported for {det.static_size}x{det.static_size} images: pass --imgsz {det.static_size}"
-            )
+    check_input_size(det, imgsz)
     t = time.perf_counter()
     try:
         vs = ValSet(data, imgsz, batch, rect=det.static_size is None)
@@ -62,6 +54,19 @@ def validate_onnx_file(
     session = open_session(det.path, device=device, threads=threads)
     r = validate_forward(session_forward(session, det.batch), vs, names=det.names or None, per_class=per_class)
     return OnnxValidation(r, det, load_ms)
+
+
+def check_input_size(det: OnnxDetector, imgsz: int) -> None:
+    """Refuse ``imgsz`` for a file with a fixed input unless it is that square size (dynamic files take any)."""
+    if det.height is not None or det.width is not None:
+        if det.static_size is None:
+            raise OrchestratorError(
+                f"{det.path}: fixed input {det.height}x{det.width} is not square; export it square or --dynamic"
+            )
+        if det.static_size != imgsz:
+            raise OrchestratorError(
+                f"{det.path}: exported for {det.static_size}x{det.static_size} images: pass --imgsz {det.static_size}"
+            )
 
 
 def validate_onnx_bytes(onnx: bytes, vs: ValSet, *, device: str | torch.device = "cpu", threads: int | None = None):

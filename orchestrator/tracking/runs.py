@@ -174,22 +174,28 @@ def log_held_out_figures(spec: StudySpec, figures: dict[int, dict[str, float]]) 
     log_held_out(c, {n: [r.info.run_id for r in _trial_runs(c, spec, n)] for n in figures}, figures)
 
 
-def download_model(spec: StudySpec, number: int, target: Path) -> list[Path]:
-    """The trial's ``model/`` artifacts downloaded into ``target`` (created); stops in one line when the trial
-    has no run (a rebuilt store not caught up) or kept no checkpoint."""
-    c = client(spec)
-    runs = _trial_runs(c, spec, number)
+def trial_run_id(spec: StudySpec, number: int, c: Any = None) -> str:
+    """The MLflow run of trial ``number``; one error line when the store has none (a rebuilt store not caught up)."""
+    runs = _trial_runs(c or client(spec), spec, number)
     if not runs:
         raise OrchestratorError(
             f"trial {number} has no run in MLflow at {mask_url(spec.tracking.uri)}: "
             f"run `orchestrator run {spec.path}` once to catch the tracker up"
         )
+    return runs[0].info.run_id
+
+
+def download_model(spec: StudySpec, number: int, target: Path) -> list[Path]:
+    """The trial's ``model/`` artifacts downloaded into ``target`` (created); stops in one line when the trial
+    has no run (a rebuilt store not caught up) or kept no checkpoint."""
+    c = client(spec)
+    run_id = trial_run_id(spec, number, c)
     target.mkdir(parents=True, exist_ok=True)
-    names = [a.path for a in c.list_artifacts(runs[0].info.run_id, "model")]
+    names = [a.path for a in c.list_artifacts(run_id, "model")]
     if not names:
         raise OrchestratorError(
             f"trial {number} has no saved checkpoint (tracking.artifacts is "
             f"{spec.tracking.artifacts!r}; use 'pareto' or 'all')"
         )
-    files = [Path(c.download_artifacts(runs[0].info.run_id, n, str(target))) for n in names]
+    files = [Path(c.download_artifacts(run_id, n, str(target))) for n in names]
     return [target / Path(f).name if not f.parent == target else f for f in files]

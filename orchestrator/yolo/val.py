@@ -307,19 +307,58 @@ def val_stride(model: nn.Module) -> int:
     return max(32, int(float(s.max()) if isinstance(s, torch.Tensor) else 32.0))
 
 
-def _predict(
-    net: nn.Module | Forward, vs: ValSet, device: torch.device, half: bool, conf: float, iou: float, max_det: int
-) -> tuple[np.ndarray, dict[str, float]]:
-    """All detections ``(M, 7)``: image_id, x, y, w, h in original pixels (rounded as official JSON), score, class."""
+@dataclass(frozen=True)
+class BatchDetections:
+    """The detections of one batch: which images it held and their boxes in original pixels."""
+
+    index: np.ndarray  # (B,) positions in ValSet.files, in the batch's order
+    dets: np.ndarray  # (M, 7): ValSet position, x, y, w, h (original px, rounded as official JSON), score, class
+
+
+def predict_batches(
+    model: nn.Module | Forward,
+    vs: ValSet,
+    *,
+    device: str | torch.device = "cpu",
+    half: bool = False,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 300,
+) -> Iterator[BatchDetections]:
+    """Each batch's detections as soon as it is done: the letterbox, forward and NMS that :func:`validate`
+    scores, for a caller that draws or writes them (``orchestrator predict``) instead of scoring them.
+
+    A module runs as a BN-fused copy (as :func:`validate` runs it); any other callable (an ONNX Runtime
+    session's forward) is called as it is, on CPU tensors.
+    """
+    device = torch.device(device)
+    if isinstance(model, nn.Module):
+        net, _ = _inference_model(model, device, half, fuse=True)  # a copy: nothing to restore
+    else:
+        net, device, half = model, torch.device("cpu"), False
+    yield from _batches(
+        net, vs, device, half, conf, iou, max_det, dict.fromkeys(("preprocess", "inference", "nms"), 0.0)
+    )
+
+
+def _batches(
+    net: nn.Module | Forward,
+    vs: ValSet,
+    device: torch.device,
+    half: bool,
+    conf: float,
+    iou: float,
+    max_det: int,
+    times: dict[str, float],
+) -> Iterator[BatchDetections]:
+    """Detections batch by batch; ``times`` (preprocess, inference, nms seconds) is added to as they run."""
 
     def sync() -> None:  # honest timings: CUDA calls return before the work is done
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    times = dict.fromkeys(("preprocess", "inference", "nms"), 0.0)
-    out = []
-    with torch.inference_mode():
-        for b in vs.batches:
+    for b in vs.batches:
+        with torch.inference_mode():  # per batch, not around the yield: the caller's code runs in its own mode
             t0 = time.perf_counter()
             x = b.images.to(device, non_blocking=True)
             x = (x.half() if half else x.float()) / 255
@@ -330,14 +369,22 @@ def _predict(
             sync()
             t2 = time.perf_counter()
             d = non_max_suppression(y, conf, iou, max_det).cpu().double().numpy()
-            out.append(_to_original(d, b, vs.shapes))
-            times["preprocess"] += t1 - t0
-            times["inference"] += t2 - t1
-            times["nms"] += time.perf_counter() - t2
-    dets = np.concatenate(out)
+        dets = _to_original(d, b, vs.shapes)
+        # Same precision as official --save-json predictions, so pycocotools sees the same numbers.
+        dets[:, 1:5], dets[:, 5] = np.round(dets[:, 1:5], 3), np.round(dets[:, 5], 5)
+        times["preprocess"] += t1 - t0
+        times["inference"] += t2 - t1
+        times["nms"] += time.perf_counter() - t2
+        yield BatchDetections(b.index, dets)
+
+
+def _predict(
+    net: nn.Module | Forward, vs: ValSet, device: torch.device, half: bool, conf: float, iou: float, max_det: int
+) -> tuple[np.ndarray, dict[str, float]]:
+    """All detections ``(M, 7)``: image_id, x, y, w, h in original pixels (rounded as official JSON), score, class."""
+    times = dict.fromkeys(("preprocess", "inference", "nms"), 0.0)
+    dets = np.concatenate([b.dets for b in _batches(net, vs, device, half, conf, iou, max_det, times)])
     dets[:, 0] = vs.image_ids[dets[:, 0].astype(np.int64)]
-    # Same precision as official --save-json predictions, so pycocotools sees the same numbers.
-    dets[:, 1:5], dets[:, 5] = np.round(dets[:, 1:5], 3), np.round(dets[:, 5], 5)
     return dets, times
 
 
