@@ -8,8 +8,8 @@ optimizations, fixed threads):
 
 * :func:`optimized_ops` reads the graph ORT writes after optimizing (``optimized_model_filepath``): op types
   and counts, no image needed. Layout-transformed float convs keep the type ``Conv`` (domain nchwc).
-* :func:`profile_ops` runs the model with ORT's profiler and sums each node's kernel time by op type and
-  by the element type of its first input (int8 / float), after warm-up runs.
+* :func:`profile_nodes` runs the model with ORT's profiler after warm-up runs: each node's kernel time and
+  precision (the element type of its first input, int8 or float); :func:`profile_ops` sums them by op type.
 """
 
 from __future__ import annotations
@@ -66,11 +66,21 @@ def optimized_ops(model: bytes, threads: int = 1) -> OpSplit:
 
 
 @dataclass(frozen=True)
+class NodeTime:
+    """One node of the run graph: its name (the source node's for a fused one), op type, precision, ms per run."""
+
+    name: str
+    op: str
+    precision: str  # "int8" (an int8 kernel or first input int8/uint8), "convert" (Q/DQ), "float", or "other"
+    ms: float
+
+
+@dataclass(frozen=True)
 class OpTime:
     """One op type at one precision: nodes per run and its share of the summed kernel time."""
 
     op: str
-    precision: str  # "int8" (first input int8/uint8), "convert" (Q/DQ), "float", or "other" (shape arithmetic)
+    precision: str
     nodes: int
     ms: float  # per run
     share: float
@@ -85,8 +95,8 @@ def _precision(op: str, args: dict[str, Any]) -> str:
     return "int8" if first in INT8_TYPES else "float" if first in ("float", "float16") else "other"
 
 
-def profile_ops(model: bytes, imgsz: int, *, threads: int = 1, runs: int = 10, warmup: int = 3) -> list[OpTime]:
-    """Kernel time of ``model`` per op type and precision over ``runs`` runs after ``warmup``, largest first."""
+def profile_nodes(model: bytes, imgsz: int, *, threads: int = 1, runs: int = 10, warmup: int = 3) -> list[NodeTime]:
+    """Kernel ms per run of each node of ``model`` on one random image, over ``runs`` runs after ``warmup``."""
     x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="ort-profile-") as d:
 
@@ -101,18 +111,33 @@ def profile_ops(model: bytes, imgsz: int, *, threads: int = 1, runs: int = 10, w
         events = json.loads(Path(s.end_profiling()).read_text())
     starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     after = starts[warmup] if len(starts) > warmup else 0  # the warm-up runs' nodes are not counted
-    total: dict[tuple[str, str], float] = {}
-    count: Counter[tuple[str, str]] = Counter()
+    nodes: dict[str, NodeTime] = {}
     for e in events:
         if e.get("cat") != "Node" or e["ts"] < after or not e["name"].endswith("_kernel_time"):
             continue
+        name = e["name"].removesuffix("_kernel_time")
         op = e["args"].get("op_name", "?")
-        key = (op, _precision(op, e["args"]))
-        total[key] = total.get(key, 0.0) + e["dur"] / 1e3
-        count[key] += 1
+        prev = nodes.get(name)
+        ms = e["dur"] / 1e3 / runs + (prev.ms if prev else 0.0)
+        nodes[name] = NodeTime(name, op, _precision(op, e["args"]), ms)
+    return list(nodes.values())
+
+
+def op_times(nodes: list[NodeTime]) -> list[OpTime]:
+    """Nodes summed by op type and precision, costliest first; shares of the nodes' total."""
+    total: dict[tuple[str, str], float] = {}
+    count: Counter[tuple[str, str]] = Counter()
+    for n in nodes:
+        total[(n.op, n.precision)] = total.get((n.op, n.precision), 0.0) + n.ms
+        count[(n.op, n.precision)] += 1
     whole = sum(total.values()) or 1.0
-    rows = [OpTime(op, p, count[(op, p)] // runs, ms / runs, ms / whole) for (op, p), ms in total.items()]
+    rows = [OpTime(op, p, count[(op, p)], ms, ms / whole) for (op, p), ms in total.items()]
     return sorted(rows, key=lambda r: -r.ms)
+
+
+def profile_ops(model: bytes, imgsz: int, *, threads: int = 1, runs: int = 10, warmup: int = 3) -> list[OpTime]:
+    """Kernel time of ``model`` per op type and precision over ``runs`` runs after ``warmup``, largest first."""
+    return op_times(profile_nodes(model, imgsz, threads=threads, runs=runs, warmup=warmup))
 
 
 def precision_shares(rows: list[OpTime]) -> dict[str, float]:
