@@ -24,3 +24,8 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # entropy 32 0.2961 (3x slower). More images help minmax most; all of coco128 train is 128.
 DEFAULT_METHOD = "minmax"
 DEFAULT_IMAGES = 128
+# The int8 graph's form (quantize.py Int8Options; bench/bench_int8.py times and scores each, docs/deploy.md).
+ACTIVATION_TYPES = ("u8", "s8")  # activations uint8 (weights int8: U8S8) or int8 (S8S8)
+DEFAULT_ACTIVATIONS = "u8"
+DEFAULT_FLOAT_HEAD = False  # the Detect layer's three output convs stay float too (its decode always does)
+CALIB_BATCH = 16  # images per calibration pass: ORT keeps every activation of a pass in memory

@@ -39,8 +39,17 @@ def providers_for(device: str | torch.device) -> list[Any]:
     return ["CPUExecutionProvider"]
 
 
-def open_session(model: bytes | str | Path, *, device: str | torch.device = "cpu", threads: int | None = None) -> Any:
-    """An ``InferenceSession`` on ``model`` (bytes or a file) with all graph optimisations and fixed threads."""
+def open_session(
+    model: bytes | str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    configure: Callable[[Any], None] | None = None,
+) -> Any:
+    """An ``InferenceSession`` on ``model`` (bytes or a file) with all graph optimisations and fixed threads.
+
+    ``configure`` may set more on the ``SessionOptions`` first (profiling, saving the optimized graph: ort_graph.py).
+    """
     ort = onnxruntime()
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or torch.get_num_threads()
@@ -54,6 +63,8 @@ def open_session(model: bytes | str | Path, *, device: str | torch.device = "cpu
     # exception, which the callers turn into one line naming the file (a second, C++-flavoured copy on stderr
     # would break the one-line promise)
     so.log_severity_level = 4
+    if configure is not None:
+        configure(so)
     src = model if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(src, so, providers=providers_for(device))

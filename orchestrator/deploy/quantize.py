@@ -1,13 +1,19 @@
 """int8 post-training quantization of a YOLOv5 ONNX model with ONNX Runtime (static, calibrated, QDQ).
 
-* QDQ format (QuantizeLinear/DequantizeLinear pairs around float ops; ORT fuses them into int8 kernels),
-  weights int8 per output channel, activations uint8 with ranges from calibration images.
+* QDQ format (QuantizeLinear/DequantizeLinear pairs around float ops; ORT fuses them into int8 kernels when it
+  loads the file). What the graph looks like is :class:`Int8Options`: activations uint8 or int8, weights int8
+  per output channel or per tensor, which op types are quantized, whether the Detect output convs stay float,
+  7-bit weights (``reduce_range``) and the calibrator. ``bench/bench_int8.py`` times and scores each form; the
+  defaults are its winner (docs/deploy.md). ``ort_graph.py`` shows which ops then run in int8.
 * Calibration images come from the **train** split (never the images the mAP is measured on), each
   resized and letterboxed as val does it (long side ``imgsz``, grey padding, no upscaling) into one square
-  ``imgsz`` shape, batch 1 (ORT's histogram calibrators need every input the same shape).
+  ``imgsz`` shape, batch 1 (ORT's histogram calibrators need every input the same shape). ORT holds every
+  intermediate activation of a calibration pass in memory, so the images go through ``batch`` at a time
+  (128 images of yolov5n at 640 in one pass would hold gigabytes).
 * The Detect head's decode (sigmoid, grid and anchor arithmetic, the final concat) stays float: its output
   mixes pixel coordinates (0..imgsz) and probabilities (0..1) in one tensor, and one uint8 scale for both
-  wipes out the scores. Only the nodes after the last convolutions are kept float; every conv is int8.
+  wipes out the scores. Only the nodes after the last convolutions are kept float (with ``float_head`` also
+  those convolutions).
 """
 
 from __future__ import annotations
@@ -24,16 +30,30 @@ from typing import Any
 import numpy as np
 
 from ..errors import OrchestratorError
-from ..vocabulary import CALIBRATION_METHODS, DEFAULT_IMAGES, DEFAULT_METHOD
+from ..vocabulary import (
+    ACTIVATION_TYPES,
+    CALIB_BATCH,
+    CALIBRATION_METHODS,
+    DEFAULT_ACTIVATIONS,
+    DEFAULT_FLOAT_HEAD,
+    DEFAULT_IMAGES,
+    DEFAULT_METHOD,
+)
 
 
 @dataclass(frozen=True)
 class Int8Options:
-    """How to calibrate: the method (ORT's calibrator) and how many train images (spread over the split)."""
+    """The int8 graph to make: how it is calibrated (ORT's calibrator, how many train images, how many a pass)
+    and its form. ``op_types`` None quantizes every op type ORT can (SiLU's Sigmoid and Mul included)."""
 
     method: str = DEFAULT_METHOD
     images: int = DEFAULT_IMAGES
-    float_head: bool = False  # keep the Detect layer's output convs float too
+    float_head: bool = DEFAULT_FLOAT_HEAD  # keep the Detect layer's output convs float too
+    activations: str = DEFAULT_ACTIVATIONS  # "u8" (U8S8) or "s8" (S8S8); weights are always int8
+    per_channel: bool = True  # one weight scale per output channel, else one per tensor
+    op_types: tuple[str, ...] | None = None
+    reduce_range: bool = False  # 7-bit weights: no saturation in the u8 x s8 pair sums of non-VNNI kernels
+    batch: int = CALIB_BATCH
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
@@ -42,6 +62,21 @@ class Int8Options:
             )
         if self.images < 1:
             raise OrchestratorError(f"calibration images: expected >= 1, got {self.images}")
+        if self.activations not in ACTIVATION_TYPES:
+            raise OrchestratorError(
+                f"int8 activations: expected one of {', '.join(ACTIVATION_TYPES)}, got {self.activations!r}"
+            )
+        if self.op_types is not None and not self.op_types:
+            raise OrchestratorError("int8 op types: expected at least one (or None for all)")
+        if self.batch < 1:
+            raise OrchestratorError(f"calibration batch: expected >= 1, got {self.batch}")
+
+    @property
+    def label(self) -> str:
+        """A short name of the graph's form, e.g. ``u8s8 per-channel all-ops float-head``."""
+        ops = "all-ops" if self.op_types is None else "+".join(self.op_types)
+        parts = [f"{self.activations}s8", "per-channel" if self.per_channel else "per-tensor", ops]
+        return " ".join(parts + ["float-head"] * self.float_head + ["reduce-range"] * self.reduce_range)
 
 
 def calibration_images(files: Sequence[Path], imgsz: int, n: int) -> list[np.ndarray]:
@@ -98,20 +133,40 @@ def _quiet() -> Iterator[None]:
 
 
 class _Reader:
-    """ORT's CalibrationDataReader protocol over a list of ready inputs."""
+    """ORT's CalibrationDataReader protocol over a list of ready inputs, read ``batch`` at a time.
 
-    def __init__(self, name: str, images: list[np.ndarray]):
-        self._it = iter([{name: x} for x in images])
+    ORT's strided calibration asks for ``len`` and ``set_range``, and refuses a length its stride does not
+    divide: the length is rounded up to whole batches and the last range is clipped to the images there are.
+    """
+
+    def __init__(self, name: str, images: list[np.ndarray], batch: int):
+        self._name, self._images = name, images
+        self._len = -(-len(images) // batch) * batch
+        self.set_range(0, len(images))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self._images[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
+        x = next(self._it, None)
+        return None if x is None else {self._name: x}
 
 
 def quantize_int8(onnx_model: bytes, images: list[np.ndarray], options: Int8Options = Int8Options()) -> bytes:
-    """The int8 QDQ model of ``onnx_model`` (float, dynamic axes) calibrated on ``images``."""
+    """The int8 QDQ model of ``onnx_model`` (float, dynamic axes) calibrated on ``images``, shaped by ``options``."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
+    if not images:
+        raise OrchestratorError("calibration: no images")
+    known = set(QDQRegistry) | set(QLinearOpsRegistry)
+    unknown = [op for op in options.op_types or () if op not in known]
+    if unknown:
+        raise OrchestratorError(f"int8 op types: ONNX Runtime cannot quantize {', '.join(unknown)}")
     model = onnx.load_from_string(onnx_model)
     for i, node in enumerate(model.graph.node):
         node.name = node.name or f"node_{i}"  # exclusion works by name
@@ -120,17 +175,21 @@ def quantize_int8(onnx_model: bytes, images: list[np.ndarray], options: Int8Opti
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
     }[options.method]
+    activation = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[options.activations]
     with tempfile.TemporaryDirectory(prefix="int8-") as d, _quiet():
         out = Path(d) / "int8.onnx"
         quantize_static(
             model,
             out,
-            _Reader(model.graph.input[0].name, images),
+            _Reader(model.graph.input[0].name, images, options.batch),
             quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
+            op_types_to_quantize=list(options.op_types) if options.op_types else None,
+            per_channel=options.per_channel,
+            reduce_range=options.reduce_range,
+            activation_type=activation,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=decode_nodes(model, options.float_head),
             calibrate_method=method,
+            extra_options={"CalibStridedMinMax": options.batch},  # despite its name: every calibrator, in passes
         )
         return out.read_bytes()
