@@ -9,6 +9,7 @@ the loader's processes decode each batch from disk, so memory follows the batch,
 from __future__ import annotations
 
 import hashlib
+import io
 import multiprocessing
 import os
 import sys
@@ -146,8 +147,11 @@ class ImageStore:
             pass
         im = self.decode(i)
         tmp = path.with_name(f"{i}.{os.getpid()}.tmp.npy")
+        buf = io.BytesIO()  # written by Python, not numpy's tofile: a failed write keeps its errno (ENOSPC, EROFS)
+        np.save(buf, im, allow_pickle=False)
         try:
-            np.save(tmp, im, allow_pickle=False)
+            with open(tmp, "wb") as f:
+                f.write(buf.getbuffer())
             tmp.replace(path)
         except OSError as e:
             try:
