@@ -162,3 +162,34 @@ def test_a_trial_whose_dataset_vanishes_fails_with_the_reason(data, tmp_path, as
         f"epoch 1: 4 of the 4 training images read so far could not be read (more than 10%); first: {data.root}: "
         "dataset folder gone (moved or deleted while in use)"
     )
+
+
+@pytest.mark.slow  # 30 s: a CLI start, a loader process, one epoch and its validation
+def test_finetune_says_the_skipped_image_in_one_warning(data, tmp_path, assets):
+    """Through the CLI: an image damaged in place after the scan was cached (same size and mtime, as bit rot
+    leaves it, so the cached scan still lists it), met while streaming: one warning naming it, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    from orchestrator.yolo.labels import scan_labels
+
+    scan_labels(data.train, data.nc)  # cached under $ORCHESTRATOR_CACHE, as a first run leaves it
+    damaged = data.train[4]
+    st = damaged.stat()
+    damaged.write_bytes(b"\x00" * st.st_size)
+    os.utime(damaged, ns=(st.st_atime_ns, st.st_mtime_ns))
+    argv = [
+        "finetune", "--weights", str(assets / "yolov5n.pt"), "--data", str(data.file), "--imgsz", str(IMGSZ),
+        "--epochs", "1", "--batch", "12", "--workers", "1", "--cache", "none", "--out", str(tmp_path / "out.pt"),
+        "--json",
+    ]  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "orchestrator", *argv], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    warning = (
+        f"warning: epoch 1: 1 training images could not be read and were skipped; first: {damaged}: unreadable "
+        "image (changed since the scan?)"
+    )
+    lines = out.stderr.splitlines()  # off a terminal, the progress bar's last state follows: "epoch 1/1 ..."
+    assert lines[0] == warning and all(line.startswith("epoch 1/1 ") for line in lines[1:]), out.stderr
+    assert (tmp_path / "out.pt").is_file()
