@@ -35,6 +35,14 @@ class TrainingError(OrchestratorError):
     """Fine-tuning cannot go on (diverged loss, empty data)."""
 
 
+class DataLost(TrainingError):
+    """Images readable at the label scan that cannot be read mid-run (deleted, damaged, their folder gone).
+
+    Exit code 1, as for other faults met while working (2 is for input refused before anything starts)."""
+
+    exit_code = 1
+
+
 class PruningError(OrchestratorError):
     """A ratio map or pruning request that cannot be applied."""
 

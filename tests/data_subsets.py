@@ -35,3 +35,22 @@ def small_dataset(assets: Path, root: Path, n: int = 6) -> Path:
     y = root / "small.yaml"
     y.write_text(f"path: .\ntrain: images\nval: images\nnames:{names}")
     return y
+
+
+def copied_splits(assets: Path, root: Path, source: str = "train2017", **counts: int) -> Path:
+    """``root/data.yaml`` over copies (images and labels, which a test may then damage) of the first coco128
+    ``source`` images: ``counts`` per split in order (``train=3, val=3``), in ``root/images/<split>``."""
+    images = iter(sorted((assets / "coco128" / "images" / source).glob("*.jpg")))
+    doc: dict = {"path": str(root)}
+    for split, n in counts.items():
+        for kind in ("images", "labels"):
+            (root / kind / split).mkdir(parents=True)
+        for _ in range(n):
+            image = next(images)
+            shutil.copy(image, root / "images" / split / image.name)
+            if label_path(image).is_file():
+                shutil.copy(label_path(image), root / "labels" / split / label_path(image).name)
+        doc[split] = f"images/{split}"
+    doc["names"] = yaml.safe_load((assets / "coco128.yaml").read_text())["names"]
+    (root / "data.yaml").write_text(yaml.safe_dump(doc))
+    return root / "data.yaml"

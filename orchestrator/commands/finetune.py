@@ -182,6 +182,12 @@ class _EpochBars:
         info = f"loss {e.box:.3f}/{e.obj:.3f}/{e.cls:.3f} {e.images_per_s:.1f} img/s mAP {e.map50_95:.4f}"
         if e.epoch in self.tasks:
             self.progress.update(self.tasks[e.epoch], info=info)
+        if e.unreadable:  # fewer than the share that stops the fine-tune: counted, said once per epoch
+            self.progress.console.print(
+                f"warning: epoch {e.epoch}: {len(e.unreadable)} training images could not be read and were "
+                f"skipped; first: {e.unreadable[0]}",
+                markup=False, highlight=False, soft_wrap=True,
+            )  # fmt: skip
 
 
 def _print_table(result, out: Path, sparsity: float) -> None:

@@ -116,13 +116,20 @@ def _report(args: argparse.Namespace, r, speed: dict[str, float], weights: Path,
 def _refuse_as_check_does(cfg, nc: int | None) -> None:
     """The val split read through ``check``'s own scan: what ``check`` refuses (a class id outside the data yaml's
     classes, no usable image) is refused here in the same words, not warned about with exit 0. What it only warns
-    about, :func:`_warn` says here too, naming up to five problems."""
+    about, it says here too: the skipped images through :func:`_warn` (naming up to five), the rest (a label file
+    two images share, a split without one labelled object) in check's words."""
     from ..study.checks import scan_dataset
 
-    scan_dataset(cfg, nc, splits=("val",))
+    for warning in scan_dataset(cfg, nc, splits=("val",), count_line=False):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _warn(problems: tuple[str, ...]) -> None:
+    from ..yolo.labels import SHARED_LABEL
+
+    problems = tuple(p for p in problems if f": {SHARED_LABEL} " not in p)  # said by _refuse_as_check_does
+    if not problems:
+        return
     shown = "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
     print(f"warning: {len(problems)} data problem(s), images skipped or rows dropped: {shown}", file=sys.stderr)
 

@@ -247,13 +247,17 @@ def read_dataset(data_yaml: Path, need: tuple[str, ...] = ("train", "val")) -> D
     return cfg
 
 
-def scan_dataset(cfg: DataConfig, nc: int | None, splits: tuple[str, ...] = ("val", "train")) -> list[str]:
+def scan_dataset(
+    cfg: DataConfig, nc: int | None, splits: tuple[str, ...] = ("val", "train"), *, count_line: bool = True
+) -> list[str]:
     """Raise DataError if the labels do not fit the model's ``nc`` classes; warnings for images to be skipped.
 
     ``check``, ``run``, ``val`` (``splits=("val",)``) and ``finetune`` all read data through this, so the same
-    data gets the same verdict from each."""
+    data gets the same verdict from each. Besides the count of problems (left out with ``count_line=False``
+    by ``val``, which names up to five itself): a label file two images share, and a val split without one
+    labelled object (every mAP on it is 0, whatever the model)."""
     from ..errors import DataError
-    from ..yolo.labels import scan_labels
+    from ..yolo.labels import SHARED_LABEL, scan_labels
 
     if nc is not None and nc != cfg.nc:
         raise DataError(f"{cfg.file}: nc: the model predicts {nc} classes but the data yaml has {cfg.nc}")
@@ -272,10 +276,20 @@ def scan_dataset(cfg: DataConfig, nc: int | None, splits: tuple[str, ...] = ("va
                 f"{cfg.file}: {split}: no usable images ({len(found.problems)} problems, first: "
                 f"{found.problems[0] if found.problems else 'none'})"
             )
+        shared = [p for p in found.problems if f": {SHARED_LABEL} " in p]
+        others = [p for p in found.problems if f": {SHARED_LABEL} " not in p]
         skipped = len(images) - len(found.files)
-        if found.problems:
+        if others and count_line:
             warnings.append(
-                f"{cfg.file}: {split}: {len(found.problems)} data problems, {skipped} of {len(images)} images "
-                f"skipped; first: {found.problems[0]}"
+                f"{cfg.file}: {split}: {len(others)} data problems, {skipped} of {len(images)} images "
+                f"skipped; first: {others[0]}"
+            )
+        if shared:
+            more = f" ({len(shared)} such files; first shown)" if len(shared) > 1 else ""
+            warnings.append(f"{cfg.file}: {split}: {shared[0]}{more}")
+        if split == "val" and found.instances == 0:
+            warnings.append(
+                f"{cfg.file}: val: none of its {len(found.files)} usable images has a labelled object: "
+                "every mAP on it is 0, whatever the model"
             )
     return warnings

@@ -262,6 +262,7 @@ _EPOCH_KEYS = (
     "images_per_s",
     "train_s",
     "val_s",
+    "skipped_images",  # training images that could not be read that epoch (streamed from a disk that lost them)
 )
 
 

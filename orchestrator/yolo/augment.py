@@ -3,6 +3,10 @@
 Every sample draws its randomness from ``numpy.random.default_rng((seed, epoch, index))``, so a batch
 is the same whatever the number of loader processes. The batch sampler runs in the main process and
 carries the epoch (and whether mosaic is still on) to the workers inside each key.
+
+An image that cannot be read when its turn comes (streamed from disk: deleted, damaged, its folder gone since
+the label scan) does not end the loader process in a traceback: its sample comes back as :class:`Unreadable`
+and :func:`collate_counted` counts it, so the training loop decides (skip it, or stop on too many).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..errors import DataError
 from .data import letterbox
 from .hyp import Hyp
 
@@ -119,6 +124,20 @@ def _to_normalised(labels: np.ndarray, w: int, h: int) -> np.ndarray:
     return out
 
 
+class Unreadable(NamedTuple):
+    """A sample whose own image could not be read: why, in one line naming the file (or its vanished folder)."""
+
+    reason: str
+
+
+class TrainBatch(NamedTuple):
+    """What the training loader yields: the readable samples, stacked, and the reasons of the unreadable ones."""
+
+    images: torch.Tensor | None  # (B, 3, s, s) uint8; None when no sample of the batch could be read
+    targets: torch.Tensor  # (n, 6): image index in the batch, cls, cx, cy, w, h
+    unreadable: tuple[str, ...]
+
+
 class TrainDataset(Dataset):
     """Augmented samples ``(CHW RGB uint8 tensor, (n, 6) labels: 0, cls, cx, cy, w, h normalised)``.
 
@@ -137,7 +156,14 @@ class TrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, key: SampleKey | int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: SampleKey | int) -> tuple[torch.Tensor, torch.Tensor] | Unreadable:
+        """``(image, labels)``, or :class:`Unreadable` when the sample's own image cannot be read."""
+        try:
+            return self._sample(key)
+        except (DataError, OSError) as e:
+            return Unreadable(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+    def _sample(self, key: SampleKey | int) -> tuple[torch.Tensor, torch.Tensor]:
         index, epoch, mosaic_on = key if isinstance(key, tuple) else (key, 0, True)
         rng = np.random.default_rng((self.seed, epoch, index))
         hyp, s = self.hyp, self.imgsz
@@ -172,7 +198,14 @@ class TrainDataset(Dataset):
         canvas = np.full((2 * s, 2 * s, 3), PAD_COLOR[0], np.uint8)
         all_labels = []
         for k, i in enumerate(picks):
-            img = self.get_image(i)
+            try:
+                img = self.get_image(i)
+            except (DataError, OSError):
+                if i == index:
+                    raise
+                # another image's tile: the sample's own image instead (the same draws follow, so every readable
+                # sample stays as it was); the unreadable one is counted once, when its own sample comes
+                i, img = index, self.get_image(index)
             h, w = img.shape[:2]
             if k == 0:  # top left: its bottom-right corner at the centre
                 xa, ya, xb, yb = max(xc - w, 0), max(yc - h, 0), xc, yc
@@ -221,12 +254,27 @@ class EpochBatchSampler(Sampler[list[SampleKey]]):
         return self.n // self.batch if self.drop_last else math.ceil(self.n / self.batch)
 
 
-def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack images (B, 3, s, s) uint8; concatenate labels with their image index in column 0."""
-    imgs, labels = zip(*batch)
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor] | Unreadable]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack images (B, 3, s, s) uint8; concatenate labels with their image index in column 0.
+
+    An unreadable sample is a :class:`DataError` here; the training loop uses :func:`collate_counted`."""
+    out = collate_counted(batch)
+    if out.unreadable:
+        raise DataError(out.unreadable[0])
+    assert out.images is not None
+    return out.images, out.targets
+
+
+def collate_counted(batch: list[tuple[torch.Tensor, torch.Tensor] | Unreadable]) -> TrainBatch:
+    """:func:`collate` of the readable samples, with the reasons of the unreadable ones."""
+    good = [b for b in batch if not isinstance(b, Unreadable)]
+    unreadable = tuple(b.reason for b in batch if isinstance(b, Unreadable))
+    if not good:
+        return TrainBatch(None, torch.zeros((0, 6)), unreadable)
+    imgs, labels = zip(*good)
     for i, lab in enumerate(labels):
         lab[:, 0] = i
-    return torch.stack(imgs, 0), torch.cat(labels, 0)
+    return TrainBatch(torch.stack(imgs, 0), torch.cat(labels, 0), unreadable)
 
 
 def worker_init(_: int) -> None:

@@ -8,6 +8,7 @@ naming the file and key; an unreadable image or a malformed label line is listed
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..bounded_yaml import YamlRefused, read_yaml
 from ..errors import DataError
-from .labels import oversized
+from .labels import header_problem
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"})
 MAX_CLASSES = 10_000  # COCO has 80, Objects365 365, LVIS 1203; 10^6 names is a hostile file, refused before use
@@ -141,18 +142,31 @@ def load_image(path: Path, imgsz: int, augment: bool = False) -> tuple[np.ndarra
 
     Shrinking uses INTER_AREA (sharper than linear for downsampling) unless augmenting; sizes round up.
     """
-    too_large = oversized(path)  # the scan skipped it; a file replaced since is refused here
-    if too_large:
-        raise DataError(too_large)
+    refused = header_problem(path)  # the scan skipped it; a file replaced since is refused here
+    if refused:
+        raise DataError(refused)
     im = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if im is None:
-        raise DataError(f"{path}: unreadable image")
+        raise DataError(unreadable_why(path))
     h0, w0 = im.shape[:2]
     r = imgsz / max(h0, w0)
     if r != 1:
         interp = cv2.INTER_LINEAR if (augment or r > 1) else cv2.INTER_AREA
         im = cv2.resize(im, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=interp)
     return im, (h0, w0), im.shape[:2]
+
+
+def unreadable_why(path: Path) -> str:
+    """Why an image that the scan could read cannot be read now, naming the highest folder that is gone: a
+    dataset moved or deleted mid-epoch is one line about its folder, not one per image."""
+    if os.path.lexists(path):
+        return f"{path}: unreadable image (changed since the scan?)"
+    gone, parent = None, Path(path).parent
+    while parent != parent.parent and not os.path.lexists(parent):
+        gone, parent = parent, parent.parent
+    if gone is not None:
+        return f"{gone}: dataset folder gone (moved or deleted while in use)"
+    return f"{path}: no such file (deleted while in use?)"
 
 
 def letterbox(

@@ -9,6 +9,8 @@ the loader's processes decode each batch from disk, so memory follows the batch,
 from __future__ import annotations
 
 import hashlib
+import io
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -105,6 +107,7 @@ class ImageStore:
         cache_dir: Path | None = None,
     ):
         self.settings, self.decode, self.folder = settings, decode, None
+        self._given_up = None  # set when a write fails: shared with the loader processes, so one says it once
         self.ram: tuple[np.ndarray, ...] = ()
         n_ram = ram_count(sizes, settings)
         if settings.mode == "disk":
@@ -114,6 +117,7 @@ class ImageStore:
                 print(f"warning: image cache folder unusable ({why}); streaming images from disk", file=sys.stderr)
             else:
                 self.folder = folder
+                self._given_up = multiprocessing.Value("b", 0)
         if n_ram:
             with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
                 self.ram = tuple(pool.map(decode, range(n_ram)))
@@ -129,12 +133,13 @@ class ImageStore:
     def __call__(self, i: int) -> np.ndarray:
         if i < len(self.ram):
             return self.ram[i]
-        if self.folder is None:
+        if self.folder is None or self._given_up.value:
             return self.decode(i)
         return self._from_disk(i)
 
     def _from_disk(self, i: int) -> np.ndarray:
-        """The .npy of image ``i``, written on first use; a write that fails (disk full) only costs speed."""
+        """The .npy of image ``i``, written on first use. A write that fails (the disk filled up, the folder went
+        read-only) only costs speed: one warning, and from then on every image is streamed from the dataset."""
         path = self.folder / f"{i}.npy"
         try:
             return np.load(path, allow_pickle=False)
@@ -142,12 +147,26 @@ class ImageStore:
             pass
         im = self.decode(i)
         tmp = path.with_name(f"{i}.{os.getpid()}.tmp.npy")
+        buf = io.BytesIO()  # written by Python, not numpy's tofile: a failed write keeps its errno (ENOSPC, EROFS)
+        np.save(buf, im, allow_pickle=False)
         try:
-            np.save(tmp, im, allow_pickle=False)
+            with open(tmp, "wb") as f:
+                f.write(buf.getbuffer())
             tmp.replace(path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
+        except OSError as e:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            self._give_up(e)
         return im
+
+    def _give_up(self, e: OSError) -> None:
+        with self._given_up.get_lock():
+            first, self._given_up.value = not self._given_up.value, 1
+        if first:
+            why = e.strerror or type(e).__name__
+            print(f"warning: image cache folder {self.folder}: {why}; streaming images from disk", file=sys.stderr)
 
     def describe(self) -> dict[str, float]:
         """Figures a trial logs: the budget, the bytes held in RAM and the share of images read from disk."""

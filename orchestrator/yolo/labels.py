@@ -21,10 +21,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# OpenCV's own "[ WARN:0@0.1] ... imread_('x.jpg'): can't open/read file" lines go to stderr beside ours: each
+# unreadable file is named once by the scan's problem list instead. Set at import, so loader processes have it too.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 # PIL's own refusal threshold (twice Image.MAX_IMAGE_PIXELS), which official YOLOv5 meets through PIL; OpenCV's
 # is 2**30. A 20000x20000 PNG of 1.1 MB decodes to 1.2 GB (3 GB on the way), up to 8 at once in the label scan.
 MAX_PIXELS = 178_956_970
-_CACHE_VERSION = 2  # 2: images above MAX_PIXELS are skipped (a cache of version 1 may hold one)
+# 2: images above MAX_PIXELS are skipped (a cache of version 1 may hold one); 3: truncated JPEGs, label folders and
+# label files shared by two images are problems
+_CACHE_VERSION = 3
+# A JPEG's end-of-image marker (FF D9) is looked for in this many last bytes: a camera or an editor may pad after it.
+_JPEG_TAIL = 1024
 # Labels a hair outside [0, 1] (rounding in converters) are clipped rather than refused.
 _COORD_TOLERANCE = 1e-3
 
@@ -85,14 +93,16 @@ def scan_labels(images: Sequence[Path], nc: int, cache_dir: Path | None = None) 
     key = _cache_key(names, lbl_names, nc)
     cache = (cache_dir if cache_dir is not None else default_cache_dir()) / "labels" / f"{key}.npz"
     cached = _read_cache(cache, images)
-    if cached is not None:
+    if isinstance(cached, LabeledImages):
         return cached
+    if cached:  # a damaged cache: said once, then scanned again and rewritten (it was a traceback on every run)
+        print(f"note: {cache}: damaged label cache ({cached}); labels scanned again", file=sys.stderr)
     lbls = [Path(s) for s in lbl_names]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         work = pool.map(lambda a: _check_one(a[0], a[1], nc), zip(images, lbls))
         checked = list(_with_progress(work, len(images), f"checking {len(images):,} images and labels"))
     keep = [i for i, (shape, _, _) in enumerate(checked) if shape is not None]
-    problems = tuple(p for _, _, probs in checked for p in probs)
+    problems = tuple(p for _, _, probs in checked for p in probs) + shared_labels(names, lbl_names)
     result = LabeledImages(
         files=tuple(images[i] for i in keep),
         labels=tuple(checked[i][1] for i in keep),
@@ -101,6 +111,22 @@ def scan_labels(images: Sequence[Path], nc: int, cache_dir: Path | None = None) 
     )
     _write_cache(cache, images, keep, result)
     return result
+
+
+SHARED_LABEL = "is the label file of"  # how a shared label file's problem reads (``study.checks`` counts them)
+
+
+def shared_labels(images: Sequence[str], lbls: Sequence[str]) -> tuple[str, ...]:
+    """One problem per label file that two images use (``a.jpg`` and ``a.png`` both read ``a.txt``): the boxes
+    are one image's, and the other is scored against them. Both are kept, as the official loader keeps them."""
+    by_label: dict[str, list[str]] = {}
+    for image, lbl in zip(images, lbls):
+        by_label.setdefault(lbl, []).append(image)
+    return tuple(
+        f"{lbl}: {SHARED_LABEL} {' and '.join(users)}; both images use its boxes"
+        for lbl, users in by_label.items()
+        if len(users) > 1 and os.path.isfile(lbl)
+    )
 
 
 def _with_progress(items: Iterable, total: int, what: str) -> Iterator:
@@ -137,20 +163,24 @@ def _cache_key(images: Sequence[str], lbls: Sequence[str], nc: int) -> str:
 def _check_one(image: Path, lbl: Path, nc: int) -> tuple[tuple[int, int] | None, np.ndarray, list[str]]:
     """(original h, w), or None when the image must be skipped; the label rows; the problems found."""
     empty = np.zeros((0, 5), np.float32)
-    too_large = oversized(image)
-    if too_large:
-        return None, empty, [f"{too_large}; skipped"]
+    refused = header_problem(image)
+    if refused:
+        return None, empty, [f"{refused}; skipped"]
     try:
         im = cv2.imread(str(image), cv2.IMREAD_COLOR)
     except cv2.error:
         im = None
     if im is None:
-        return None, empty, [f"{image}: unreadable image (missing, corrupt or not an image); skipped"]
+        why = "no such file" if not os.path.lexists(image) else "unreadable image (corrupt or not an image)"
+        return None, empty, [f"{image}: {why}; skipped"]
     h, w = im.shape[:2]
     if h < 10 or w < 10:
         return None, empty, [f"{image}: image smaller than 10 px ({w}x{h}); skipped"]
-    if not lbl.is_file():
+    if not os.path.lexists(lbl):
         return (h, w), empty, []  # background image: no objects
+    if not lbl.is_file():  # a folder (or a pipe that would block the scan) is no label file, nor a background
+        kind = "a folder" if lbl.is_dir() else "not a regular file"
+        return None, empty, [f"{lbl}: label path is {kind}; image skipped"]
     try:
         text = lbl.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -212,19 +242,29 @@ def _bad_line(fields: list[str], nc: int) -> str:
     return ""
 
 
-def _read_cache(cache: Path, images: Sequence[Path]) -> LabeledImages | None:
-    """The cached scan, or None (the files are scanned again and the cache rewritten) when it is missing or
-    unusable: an empty file (a killed write), a file that is no zip, arrays that do not fit together."""
+def _read_cache(cache: Path, images: Sequence[Path]) -> LabeledImages | str:
+    """The cached scan; else '' when there is none, or why it cannot be used (the files are then scanned again
+    and the cache rewritten): an empty file (a killed write), a file that is no zip, arrays that do not fit."""
+    if not os.path.lexists(cache):
+        return ""
     try:
         with np.load(cache, allow_pickle=False) as z:
             keep, counts, rows, shapes = z["keep"], z["counts"], z["rows"], z["shapes"]
             problems = tuple(json.loads(str(z["problems"])))
-    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile):  # JSONDecodeError: ValueError
-        return None
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:  # JSON errors: ValueError
+        return _short_reason(e, cache)
     if not _cache_fits(keep, counts, rows, shapes, len(images)) or not all(isinstance(p, str) for p in problems):
-        return None
+        return "its arrays do not describe these images"
     labels = tuple(np.split(rows, np.cumsum(counts)[:-1])) if len(counts) else ()
     return LabeledImages(tuple(images[i] for i in keep), labels, shapes, problems)
+
+
+def _short_reason(e: Exception, cache: Path) -> str:
+    """Why a cache file did not load, in a few words on one line (numpy's messages can be long or empty)."""
+    if isinstance(e, EOFError) or (isinstance(e, OSError) and cache.stat().st_size == 0):
+        return "an empty file"
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return f"{type(e).__name__}: {first[:120]}"
 
 
 def _cache_fits(keep: np.ndarray, counts: np.ndarray, rows: np.ndarray, shapes: np.ndarray, n: int) -> bool:
@@ -259,6 +299,33 @@ def _write_cache(cache: Path, images: Sequence[Path], keep: list[int], result: L
         tmp.replace(cache)
     except OSError:
         pass  # a read-only home or full disk only costs the next scan its speed
+
+
+def header_problem(image: Path) -> str | None:
+    """Why ``image`` must not be decoded, from its first and last bytes: too many pixels, or a truncated JPEG."""
+    return oversized(image) or truncated_jpeg(image)
+
+
+def truncated_jpeg(image: Path) -> str | None:
+    """Why ``image`` is refused when it is a JPEG cut short (a copy or download that stopped), else None.
+
+    libjpeg decodes such a file anyway, grey below the cut, and prints an anonymous "Premature end of JPEG
+    file" on stderr; its boxes then score against a half-grey picture (issue 27: mAP 0.3657 -> 0.3159 for one
+    such file). A complete JPEG ends with the end-of-image marker FF D9, perhaps followed by padding; inside
+    the compressed data an FF byte is always escaped, so FF D9 in the last bytes is the marker.
+    """
+    try:
+        with open(image, "rb") as f:
+            if f.read(2) != b"\xff\xd8":  # not a JPEG: nothing to say here
+                return None
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - _JPEG_TAIL, 2))
+            tail = f.read()
+    except OSError:  # unreadable: OpenCV reports it
+        return None
+    if b"\xff\xd9" in tail:
+        return None
+    return f"{image}: truncated JPEG (no end-of-image marker; a copy cut short?)"
 
 
 def oversized(image: Path) -> str | None:

@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..errors import TrainingError
-from .augment import EpochBatchSampler, TrainDataset, collate, worker_init
+from ..errors import DataLost, TrainingError
+from .augment import EpochBatchSampler, TrainBatch, TrainDataset, collate_counted, worker_init
 from .data import DataConfig
 from .distill import distill_loss, teacher_maps
 from .hyp import Hyp, get_hyp
@@ -38,6 +38,9 @@ from .model import copy_model
 from .val import ValResult, ValSet, val_stride, validate
 
 VAL_BATCH = 32  # validation batch (rect batches): what `orchestrator val` and the official val.py use
+# Training images that cannot be read mid-epoch (streamed from a disk that lost them) are skipped and counted;
+# beyond this share of the epoch's images read so far (and more than one), the fine-tune stops with the reason.
+MAX_UNREADABLE = 0.1
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,11 @@ class EpochRecord:
     recall: float
     train_s: float
     val_s: float
+    unreadable: tuple[str, ...] = ()  # why each training image skipped this epoch could not be read
+
+    @property
+    def skipped_images(self) -> int:
+        return len(self.unreadable)
 
 
 @dataclass(frozen=True)
@@ -198,13 +206,13 @@ def finetune(
     best: tuple[float, int, nn.Module, ValResult] | None = None
     stopped = ""
     for epoch in range(epochs):
-        sums, seen, train_s = loop.train_epoch(epoch)
+        sums, seen, train_s, unreadable = loop.train_epoch(epoch)
         t1 = time.perf_counter()
         res = validate(loop.ema.module, val_set, device=device)
         mean = (sums / max(seen, 1)).tolist()
         rec = EpochRecord(
             epoch + 1, mean[0], mean[1], mean[2], loop.optimizer.param_groups[1]["lr"], seen / train_s,
-            res.map50_95, res.map50, res.precision, res.recall, train_s, time.perf_counter() - t1,
+            res.map50_95, res.map50, res.precision, res.recall, train_s, time.perf_counter() - t1, unreadable,
         )  # fmt: skip
         history.append(rec)
         if best is None or fitness(res) > best[0]:
@@ -228,7 +236,7 @@ def train_loader(dataset: TrainDataset, sampler: EpochBatchSampler, workers: int
     cuda = device.type == "cuda"
     extra = {"prefetch_factor": 4 if cuda else 2} if workers > 0 else {}
     return DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers, worker_init_fn=worker_init,
+        dataset, batch_sampler=sampler, collate_fn=collate_counted, num_workers=workers, worker_init_fn=worker_init,
         persistent_workers=workers > 0, pin_memory=cuda, **extra,
     )  # fmt: skip
 
@@ -253,6 +261,21 @@ def warmup_iterations(hyp: Hyp, batches: int) -> int:
     if hyp.warmup_epochs > 0:
         return max(round(hyp.warmup_epochs * batches), hyp.warmup_min_iters)
     return hyp.warmup_min_iters
+
+
+def _readable(
+    batch: TrainBatch, unreadable: list[str], seen: int, epoch: int
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The batch's readable images and targets; its unreadable ones added to ``unreadable``, or too many of them
+    in the epoch so far a :class:`DataLost` naming the first (a dataset folder gone is said once, by the folder)."""
+    unreadable.extend(batch.unreadable)
+    bad, met = len(unreadable), seen + len(batch.unreadable) + (0 if batch.images is None else len(batch.images))
+    if bad > 1 and bad > MAX_UNREADABLE * met:
+        raise DataLost(
+            f"epoch {epoch + 1}: {bad} of the {met} training images read so far could not be read (more than "
+            f"{MAX_UNREADABLE:.0%}); first: {unreadable[0]}"
+        )
+    return batch.images, batch.targets
 
 
 @dataclass
@@ -319,8 +342,10 @@ class _Loop:
             teacher, s.distill, on_batch, accumulate, warmup_iterations(hyp, len(loader)), s.max_batches,
         )  # fmt: skip
 
-    def train_epoch(self, epoch: int) -> tuple[torch.Tensor, int, float]:
-        """One pass over the training images: (summed loss parts x images, images seen, seconds)."""
+    def train_epoch(self, epoch: int) -> tuple[torch.Tensor, int, float, tuple[str, ...]]:
+        """One pass over the training images: (summed loss parts x images, images seen, seconds, why each image
+        skipped could not be read). Stops with :class:`DataLost` when more than :data:`MAX_UNREADABLE` of the
+        images read so far (and more than one) could not be."""
         hyp, model, nb = self.hyp, self.model, len(self.loader)
         model.train()
         if hyp.freeze_bn_stats:
@@ -331,10 +356,13 @@ class _Loop:
             g["lr"] = hyp.lr0 * self.lf(epoch)
         self.sampler.set_epoch(epoch, mosaic=epoch < self.epochs - hyp.close_mosaic)
         sums = torch.zeros(3)
-        seen, t0 = 0, time.perf_counter()
-        for i, (imgs, targets) in enumerate(self.loader):
+        seen, t0, unreadable = 0, time.perf_counter(), []
+        for i, batch in enumerate(self.loader):
             if self.max_batches is not None and i >= self.max_batches:
                 break
+            imgs, targets = _readable(batch, unreadable, seen, epoch)
+            if imgs is None:
+                continue
             ni = i + nb * epoch
             if ni <= self.warmup and self.warmup > 0:
                 self.warm_up(ni, epoch)
@@ -348,7 +376,9 @@ class _Loop:
                 m = (sums / seen).tolist()
                 speed = seen / (time.perf_counter() - t0)
                 self.on_batch(BatchProgress(epoch + 1, i + 1, nb, m[0], m[1], m[2], speed))
-        return sums, seen, time.perf_counter() - t0
+        if unreadable and not seen:
+            raise DataLost(f"epoch {epoch + 1}: no training image could be read; first: {unreadable[0]}")
+        return sums, seen, time.perf_counter() - t0, tuple(unreadable)
 
     def warm_up(self, ni: int, epoch: int) -> None:
         """Ramp accumulation, learning rates (biases from ``warmup_bias_lr`` down) and momentum over the warm-up."""

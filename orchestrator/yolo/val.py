@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..errors import DataError
+from ..errors import DataError, DataLost
 from .coco_map import coco_evaluate, coco_ground_truth
 from .data import DataConfig, letterbox, load_image, rect_batch_shapes
 from .image_cache import GB, CacheSettings, ImageStore, ram_count, resized_bytes
@@ -173,8 +173,13 @@ class _BatchReader(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.vs.plan) - len(self.vs.cached)
 
-    def __getitem__(self, k: int) -> ValBatch:
-        return self.vs._make_batch(len(self.vs.cached) + k)
+    def __getitem__(self, k: int) -> ValBatch | str:
+        """The batch, or why one of its images could not be read: a raise here would reach the main process as
+        a traceback of this one, wrapped in torch's words."""
+        try:
+            return self.vs._make_batch(len(self.vs.cached) + k)
+        except (DataError, OSError) as e:
+            return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _first(items: list) -> Any:
@@ -191,16 +196,25 @@ class _StreamedBatches:
         return len(self.vs.plan)
 
     def __iter__(self) -> Iterator[ValBatch]:
+        """The batches; an image that cannot be read now (deleted, its folder gone since the scan) stops the pass
+        with :class:`DataLost`: skipping it would score its objects as missed, a wrong figure rather than none."""
         yield from self.vs.cached
         if self.vs.workers <= 0:
             with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
                 for j in range(len(self.vs.cached), len(self.vs.plan)):
-                    yield self.vs._make_batch(j, pool)
+                    try:
+                        batch = self.vs._make_batch(j, pool)
+                    except (DataError, OSError) as e:
+                        raise DataLost(f"val: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                    yield batch
             return
         loader = torch.utils.data.DataLoader(
             _BatchReader(self.vs), batch_size=1, collate_fn=_first, num_workers=self.vs.workers
         )
-        yield from loader
+        for batch in loader:
+            if isinstance(batch, str):
+                raise DataLost(f"val: {batch}")
+            yield batch
 
 
 def validate(

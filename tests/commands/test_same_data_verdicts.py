@@ -5,33 +5,22 @@ drop such an image silently, ``val`` to warn and exit 0). A damaged label cache 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from data_subsets import copied_splits
 
 from orchestrator.cli import main
-from orchestrator.yolo.labels import label_path, scan_labels
+from orchestrator.yolo.labels import scan_labels
 
 
 @pytest.fixture
-def data(tmp_path: Path, monkeypatch, assets: Path, coco128_yaml: Path) -> Path:
+def data(tmp_path: Path, monkeypatch, assets: Path) -> Path:
     """``ds/data.yaml``: 2 train and 2 val coco128 images (copies: their labels may be edited)."""
     monkeypatch.setenv("ORCHESTRATOR_CACHE", str(tmp_path / "cache"))
-    images = sorted((assets / "coco128" / "images" / "val2017").glob("*.jpg"))[:4]
-    root = tmp_path / "ds"
-    for split, chosen in (("train", images[:2]), ("val", images[2:])):
-        for kind in ("images", "labels"):
-            (root / kind / split).mkdir(parents=True)
-        for image in chosen:
-            shutil.copy(image, root / "images" / split / image.name)
-            shutil.copy(label_path(image), root / "labels" / split / label_path(image).name)
-    names = yaml.safe_load(coco128_yaml.read_text())["names"]
-    doc = {"path": str(root), "train": "images/train", "val": "images/val", "names": names}
-    (root / "data.yaml").write_text(yaml.safe_dump(doc))
-    return root / "data.yaml"
+    return copied_splits(assets, tmp_path / "ds", source="val2017", train=2, val=2)
 
 
 def _bad_class(data: Path, split: str) -> str:

@@ -186,8 +186,11 @@ def test_load_image_long_side_and_interpolation(coco128_yaml):
     np.testing.assert_array_equal(im, cv2.resize(orig, (w, h), interpolation=cv2.INTER_AREA))
     im, _, (h, w) = load_image(path, 640)
     np.testing.assert_array_equal(im, cv2.resize(orig, (w, h), interpolation=cv2.INTER_LINEAR))
-    with pytest.raises(DataError, match="unreadable image"):
-        load_image(Path("/no/such.jpg"), 320)
+    # what the scan could read and now cannot: the file, or the highest folder that is gone
+    with pytest.raises(DataError, match="^/no: dataset folder gone"):
+        load_image(Path("/no/such/file.jpg"), 320)
+    with pytest.raises(DataError, match=f"^{path.parent}/gone.jpg: no such file"):
+        load_image(path.parent / "gone.jpg", 320)
 
 
 def test_letterbox_pads_evenly_and_never_upscales_when_asked():
