@@ -71,6 +71,7 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
         ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
         ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
         ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30"),
+        ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),  # the front's models fetched for the page's pictures
     ):
         os.environ.setdefault(key, value)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view reports trials; no per-trial INFO lines

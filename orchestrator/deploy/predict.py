@@ -144,12 +144,21 @@ def predict_images(
             yield ImageDetections(vs.files[int(i)], rows[:, 1:])
 
 
-def annotated(item: ImageDetections, names: Sequence[str]) -> Image.Image:
-    """The image, read as the detector read it (OpenCV, EXIF orientation applied), with its boxes drawn."""
+def annotated(item: ImageDetections, names: Sequence[str], max_side: int | None = None) -> Image.Image:
+    """The image, read as the detector read it (OpenCV, EXIF orientation applied), with its boxes drawn.
+
+    ``max_side``: shrink the image first and draw on the small copy, so labels keep a readable size in a thumbnail.
+    """
     im = cv2.imread(str(item.file), cv2.IMREAD_COLOR)
     if im is None:  # replaced or deleted since it was read
         raise DataError(f"{item.file}: unreadable image")
-    return draw_detections(Image.fromarray(cv2.cvtColor(im, cv2.COLOR_BGR2RGB)), item.dets, names)
+    dets = item.dets
+    r = min(1.0, max_side / max(im.shape[:2])) if max_side else 1.0
+    if r < 1:
+        im = cv2.resize(im, (round(im.shape[1] * r), round(im.shape[0] * r)), interpolation=cv2.INTER_AREA)
+        dets = dets.copy()
+        dets[:, :4] *= r
+    return draw_detections(Image.fromarray(cv2.cvtColor(im, cv2.COLOR_BGR2RGB)), dets, names)
 
 
 def coco_records(item: ImageDetections) -> list[dict]:

@@ -190,7 +190,8 @@ class Sweep:
         front = pareto_front(trials, spec.directions)
         self.sync.sync(trials, front, self.baseline_metrics, force=True)
         try:
-            self.tracker.refresh_front(trials, self.baseline_metrics, force=True)
+            detections = self._detections(front) if stopped != "interrupted" else None
+            self.tracker.refresh_front(trials, self.baseline_metrics, force=True, detections=detections)
             self.tracker.log_test(revealed(trials, spec.directions))  # the chosen front, on the held-out split
             self.tracker.finish("FINISHED" if stopped == "done" else "KILLED")
         except Exception as e:  # the Optuna storage has everything: a later run catches up
@@ -205,6 +206,26 @@ class Sweep:
             len(self.sync.pending),
             sum(is_screened(t) for t in trials),
         )
+
+    def _detections(self, front: list):
+        """The front's and the unpruned model's detections on a few val images, for the Pareto page (None when the
+        trials kept no model: fake trials, ``tracking.artifacts: none``). Never fails the study: the page is
+        drawn without them and the reason said in one line."""
+        spec = self.spec
+        if spec.trial == "fake" or spec.tracking.artifacts == "none" or not front:
+            return None
+        from ..tracking.runs import download_model
+        from ..trial.detections import front_detections
+
+        self.view.event(f"drawing the detections of {len(front)} front trial(s) for the Pareto page ...")
+        try:
+            found = front_detections(spec, sorted(t.number for t in front), lambda n, d: download_model(spec, n, d))
+        except Exception as e:  # a missing base model or data: the page goes without pictures
+            self.view.event(f"Pareto page without detections: {type(e).__name__}: {str(e)[:200]}")
+            return None
+        for n, why in sorted(found.missing.items()):
+            self.view.event(f"trial {n}: no detections on the Pareto page ({why[:200]})")
+        return found
 
     def _loop(self, pool: WorkerPool) -> str:
         budget = self.spec.budget

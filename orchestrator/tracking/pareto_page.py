@@ -10,15 +10,36 @@ its points are plain DOM elements a browser test can count. The hover card is th
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
+from typing import Protocol
 
 from ..search import ATTR_BASELINE, ATTR_METRICS, ATTR_WARM_START, is_screened, revealed, trial_summary
 from ..study.metrics import HELD_OUT, QUALITY
 from ..study.spec import StudySpec
+
+
+class Thumbnail(Protocol):
+    """One annotated val image (``trial.detections.Thumbnail``): its file name, JPEG bytes, boxes drawn."""
+
+    image: str
+    jpeg: bytes
+    boxes: int
+
+
+class PageDetections(Protocol):
+    """What ``trial.detections.front_detections`` returns: the same images drawn by the unpruned model and by
+    each trial, and why a trial has none (tracking reads it; it never runs a model)."""
+
+    unpruned: Sequence[Thumbnail]
+    trials: Mapping[int, Sequence[Thumbnail]]
+    missing: Mapping[int, str]
+
 
 W, H = 460, 360  # one panel
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 48
@@ -26,7 +47,13 @@ FRONT, OTHER, UNIFORM, WARM, TEST = "#d62728", "#9e9e9e", "#1f77b4", "#2ca02c", 
 
 
 def pareto_page(
-    trials: list, front: list, spec: StudySpec, baseline: dict[str, float], path: Path, test: dict | None = None
+    trials: list,
+    front: list,
+    spec: StudySpec,
+    baseline: dict[str, float],
+    path: Path,
+    test: dict | None = None,
+    detections: PageDetections | None = None,
 ) -> Path:
     """Write ``path``: every finished trial a point in one panel per objective pair, the front in red, uniform
     baselines as squares, warm starts as triangles, the unpruned model as a star; hover for the trial.
@@ -34,7 +61,11 @@ def pareto_page(
     Held-out test figures (``test``: trial number -> ``test_map50_95``/``test_map50``..., by default what
     ``holdout.revealed`` hands out: the front and the uniform baselines) are drawn beside the val point of their
     trial, as a hollow purple circle joined to it in every panel with a mAP axis, and listed val beside test in a
-    table under the panels."""
+    table under the panels.
+
+    ``detections``: clicking a point (or opening the page at ``#trial=N``) shows that trial's annotated val images
+    above the unpruned model's, the same pictures side by side; they are embedded as data URIs (JPEG), so the
+    page stays one file that works offline and inside MLflow's artifact viewer."""
     test = revealed(trials, spec.directions) if test is None else test
     done = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get(ATTR_METRICS) and not is_screened(t)]
     on_front = {t.number for t in front}
@@ -55,12 +86,15 @@ def pareto_page(
         summary += f"; {len(screened)} screened or stopped early (trials {shown}: under the floor or a cheaper trial)"
     if test:
         summary += f"; {len(test)} checked once on the held-out test split (chosen on val, never on test)"
+    if detections is not None:
+        summary += "; click a point for its detections beside the unpruned model's"
     page = _PAGE.format(
         title=html.escape(f"{spec.name}: Pareto front"),
         summary=html.escape(summary),
         legend=_LEGEND + (_TEST_KEY if test else ""),
         body=body,
         table=_test_table(done, test),
+        detections=_detections_block(detections),
         script=_SCRIPT,
     )
     path.write_text(page, encoding="utf-8")
@@ -112,6 +146,42 @@ def _panel(
         )
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _detections_block(detections: PageDetections | None) -> str:
+    """The hidden panel the script fills on a click, and the images as JSON (data URIs) it fills it from."""
+    if detections is None:
+        return ""
+
+    def images(thumbs: Sequence[Thumbnail]) -> list[dict]:
+        return [
+            {"name": t.image, "boxes": t.boxes, "src": "data:image/jpeg;base64," + base64.b64encode(t.jpeg).decode()}
+            for t in thumbs
+        ]
+
+    data = {
+        "unpruned": images(detections.unpruned),
+        "trials": {str(n): images(th) for n, th in detections.trials.items()},
+        "missing": {str(n): why for n, why in detections.missing.items()},
+    }
+    blob = json.dumps(data).replace("</", "<\\/")  # never closes its <script> element early
+    return (
+        f'<script type="application/json" id="detections-data">{blob}</script>\n'
+        '<section id="detections" hidden><h2 id="det-title"></h2><div id="det-grid" class="det-grid"></div></section>'
+    )
+
+
+def write_detections(detections: PageDetections, folder: Path) -> list[Path]:
+    """The page's annotated images as files (``unpruned-NAME.jpg``, ``trial-0005-NAME.jpg``) for MLflow."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    named = [("unpruned", detections.unpruned)] + [(f"trial-{n:04d}", t) for n, t in sorted(detections.trials.items())]
+    for prefix, thumbs in named:
+        for t in thumbs:
+            path = folder / f"{prefix}-{Path(t.image).stem}.jpg"
+            path.write_bytes(t.jpeg)
+            out.append(path)
+    return out
 
 
 def _held_out(metric: str, val: float, figures: dict | None) -> float:
@@ -256,6 +326,40 @@ document.querySelectorAll('.pt').forEach(el => {
     document.querySelectorAll('.hl').forEach(p => p.classList.remove('hl'));
   });
 });
+// detections: a click on a point (or #trial=N in the URL) shows its annotated images above the unpruned model's
+const detData = document.getElementById('detections-data');
+const det = detData ? JSON.parse(detData.textContent) : null;
+function figure(img, label) {
+  const f = document.createElement('figure');
+  const i = document.createElement('img'); i.src = img.src; i.alt = label + ': ' + img.name;
+  const c = document.createElement('figcaption');
+  c.textContent = label + ' · ' + img.name + ' · ' + img.boxes + (img.boxes === 1 ? ' box' : ' boxes');
+  f.append(i, c); return f;
+}
+function showDetections(n) {
+  if (!det) return;
+  const panel = document.getElementById('detections'), grid = document.getElementById('det-grid');
+  const mine = det.trials[n] || [];
+  document.getElementById('det-title').textContent = mine.length ? 'Trial ' + n + ' (top) and the unpruned model ' +
+    '(bottom) on the same val images' : 'Trial ' + n + ': no detections drawn (' + (det.missing[n] ||
+    'not on the front when the study ended') + '); the unpruned model:';
+  grid.style.gridTemplateColumns = 'repeat(' + Math.max(det.unpruned.length, 1) + ', minmax(0, 320px))';
+  grid.replaceChildren(...mine.map(im => figure(im, 'trial ' + n)), ...det.unpruned.map(im => figure(im, 'unpruned')));
+  panel.hidden = false;
+  document.querySelectorAll('.pt.picked').forEach(p => p.classList.remove('picked'));
+  document.querySelectorAll('.pt[data-trial="' + n + '"]').forEach(p => p.classList.add('picked'));
+  document.body.dataset.detections = grid.querySelectorAll('img').length;
+  document.body.dataset.detectionsTrial = n;
+}
+document.querySelectorAll('.pt[data-trial]').forEach(el => el.addEventListener('click', () => {
+  showDetections(el.dataset.trial);
+  history.replaceState(null, '', '#trial=' + el.dataset.trial);
+}));
+const wanted = /trial=([0-9]+)/.exec(location.hash);
+if (wanted) {  // the same click a user gives, on the trial's first point
+  const el = document.querySelector('.pt[data-trial="' + wanted[1] + '"]');
+  if (el) el.dispatchEvent(new MouseEvent('click', {bubbles: true})); else showDetections(wanted[1]);
+}
 // points the browser laid out (a box of non-zero size): what a headless browser test reads back
 document.body.dataset.drawn = [...document.querySelectorAll('.pt')].filter(p => p.getBBox().width > 0).length;
 """
@@ -278,6 +382,10 @@ h1 {{ font-size: 16px; margin: 0 0 4px; }} .summary {{ color: #555; margin-botto
 .pt.test {{ fill: none; stroke: TEST; stroke-width: 2; }} .test-link {{ stroke: TEST; stroke-dasharray: 3 2; }}
 table.test {{ border-collapse: collapse; margin-top: 10px; }} table.test caption {{ text-align: left; color: #555; }}
 table.test td, table.test th {{ border: 1px solid #ddd; padding: 2px 8px; text-align: right; }}
+#detections {{ margin-top: 12px; }} #detections h2 {{ font-size: 14px; margin: 0 0 6px; }}
+.det-grid {{ display: grid; gap: 6px; }} .det-grid figure {{ margin: 0; }}
+.det-grid img {{ display: block; width: 100%; border: 1px solid #ccc; }}
+.det-grid figcaption {{ font-size: 11px; color: #555; }} .pt.picked {{ stroke: #000; stroke-width: 3; }}
 #card {{ position: absolute; display: none; background: #fffff4; border: 1px solid #999; padding: 6px 8px;
   max-width: 420px; box-shadow: 0 2px 6px rgba(0,0,0,.2); pointer-events: none; }}
 </style></head><body>
@@ -288,6 +396,7 @@ ratios).</div>
 {body}
 </div>
 {table}
+{detections}
 <div id="card"></div>
 <script>{script}</script>
 </body></html>

@@ -46,7 +46,7 @@ from .links import (
     study_note,
     trials_view_state,
 )
-from .pareto_page import pareto_page
+from .pareto_page import PageDetections, pareto_page, write_detections
 from .plots import front_plots, hypervolume_plot
 from .runs import (
     TAG_CREATED,
@@ -222,8 +222,11 @@ class Tracker:
         """Held-out figures (holdout.revealed: the front and the uniform baselines) on their trial runs."""
         log_held_out(self.client, {n: [info.run_id] for n, info in self.runs.items()}, figures)
 
-    def refresh_front(self, trials: list, baseline: dict[str, float], force: bool = False) -> bool:
-        """Re-log the parent's pareto.csv, plots and hypervolume (at most once per ``tracking.refresh_s``)."""
+    def refresh_front(
+        self, trials: list, baseline: dict[str, float], force: bool = False, detections: PageDetections | None = None
+    ) -> bool:
+        """Re-log the parent's pareto.csv, plots and hypervolume (at most once per ``tracking.refresh_s``);
+        ``detections`` (the study's end): annotated images on the page and under ``pareto/detections/``."""
         now = time.monotonic()
         if not force and now - self._last_refresh < self.spec.tracking.refresh_s:
             return False
@@ -235,7 +238,9 @@ class Tracker:
             out = Path(tmp)
             (out / "pareto.csv").write_text(pareto_csv(front, spec))
             front_plots(trials, front, spec, baseline, out)
-            pareto_page(trials, front, spec, baseline, out / "pareto.html")
+            pareto_page(trials, front, spec, baseline, out / "pareto.html", detections=detections)
+            if detections is not None:
+                write_detections(detections, out / "detections")
             hypervolume_plot(hv, out / "hypervolume.png")
             self.client.log_artifacts(self.parent_id, tmp, artifact_path="pareto")
         self._store_trials_view(trials)

@@ -206,3 +206,57 @@ def test_trial_runs_listed_with_objectives_and_pareto_page_drawn(chromium, finis
     assert sorted(int(n) for n in re.findall(r'data-trial="(\d+)"', dom)) == sorted(done)
     front = {int(n) for n in re.findall(r'class="pt [a-z]+ front" data-trial="(\d+)"', dom)}
     assert front == on_front
+
+
+@pytest.fixture(scope="module")
+def real_finished(tmp_path_factory, assets) -> Path:
+    """A real-trial study run to the end by the real command: its front trials keep models to draw with."""
+    from study_files import tiny_real_study
+
+    folder = tmp_path_factory.mktemp("browser-real")
+    path = tiny_real_study(folder, assets)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", str(path), "--no-live"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return path
+
+
+@pytest.mark.slow
+def test_a_clicked_front_trial_shows_its_detections_beside_the_unpruned_models(chromium, real_finished, tmp_path):
+    """The end of a real study draws the front's and the unpruned model's detections on the same 4 val images: in
+    the parent run's artifacts, and inside its Pareto page, where opening ``#trial=N`` clicks that trial's point."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.search import load_existing, pareto_front
+    from orchestrator.study.file import load_study_spec
+
+    spec = load_study_spec(real_finished)
+    trials = load_existing(spec).get_trials(deepcopy=False)
+    on_front = sorted(t.number for t in pareto_front(trials, spec.directions))
+    client = MlflowClient(spec.tracking.uri)
+    exp = client.get_experiment_by_name(spec.experiment)
+    (parent,) = client.search_runs([exp.experiment_id], "tags.role = 'study'")
+    logged = sorted(a.path.rsplit("/", 1)[1] for a in client.list_artifacts(parent.info.run_id, "pareto/detections"))
+    prefixes = ["unpruned"] + [f"trial-{n:04d}" for n in on_front]
+    assert sorted({name.rsplit("-", 1)[0] for name in logged}) == sorted(prefixes)
+    assert len(logged) == 4 * len(prefixes)  # the same 4 images for every model
+
+    page = Path(client.download_artifacts(parent.info.run_id, "pareto/pareto.html", str(tmp_path)))
+    n = on_front[-1]
+    shot = tmp_path / "pareto-detections.png"
+    dom = browse(chromium, f"{page.as_uri()}#trial={n}", tmp_path, shot, width=1400, wait_ms=3000)
+    assert re.search(r'<body[^>]*data-detections="8"', dom) and f'data-detections-trial="{n}"' in dom
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", dom)
+    assert [c.split(" · ")[0] for c in captions] == [f"trial {n}"] * 4 + ["unpruned"] * 4
+    assert [c.split(" · ")[1] for c in captions[:4]] == [c.split(" · ")[1] for c in captions[4:]]
+    assert re.search(rf'class="pt [a-z]+ front picked" data-trial="{n}"', dom), "the clicked point is not marked"
+    from PIL import Image
+
+    below = Image.open(shot).convert("L").crop((0, 500, 1400, 900))  # under the panel: the pictures, not white
+    assert sum(below.histogram()[:200]) > 0.2 * below.width * below.height
+    _keep(shot, "pareto-detections-tiny-study.png")

@@ -161,3 +161,57 @@ def test_no_finished_trial_says_so(tmp_path):
     spec = load_study_spec(fake_study(tmp_path))
     page = pareto_page([], [], spec, {}, tmp_path / "p.html").read_text()
     assert "No finished trial yet" in page and '<svg class="panel"' not in page
+
+
+def test_detections_ride_in_the_page_as_data_uris_and_as_files(tmp_path):
+    """The page carries each front trial's pictures and the unpruned model's inside itself (no file beside it),
+    and the same JPEGs are written for MLflow under names that say whose they are."""
+    import base64
+    import io
+    from dataclasses import dataclass
+
+    from PIL import Image
+
+    from orchestrator.tracking.pareto_page import write_detections
+
+    @dataclass(frozen=True)
+    class Thumb:
+        image: str
+        jpeg: bytes
+        boxes: int
+
+    @dataclass(frozen=True)
+    class Found:
+        unpruned: tuple
+        trials: dict
+        missing: dict
+
+    def jpeg(colour: str) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 24), colour).save(buf, format="JPEG")
+        return buf.getvalue()
+
+    spec = load_study_spec(fake_study(tmp_path))
+    trials = _trials(spec)
+    front = pareto_front(trials, spec.directions)
+    shown, left_out = front[0].number, front[-1].number
+    found = Found(
+        unpruned=(Thumb("a.jpg", jpeg("red"), 3), Thumb("b.jpg", jpeg("blue"), 0)),
+        trials={shown: (Thumb("a.jpg", jpeg("green"), 1), Thumb("b.jpg", jpeg("white"), 2))},
+        missing={left_out: "its checkpoint is gone </script>"},
+    )
+    html_text = pareto_page(trials, front, spec, {}, tmp_path / "p.html", detections=found).read_text()
+    blob = html_text.split('<script type="application/json" id="detections-data">', 1)[1].split("</script>", 1)[0]
+    data = json.loads(blob)  # a reason holding "</script>" did not end the element early
+    assert data["missing"] == {str(left_out): "its checkpoint is gone </script>"}
+    assert [(i["name"], i["boxes"]) for i in data["trials"][str(shown)]] == [("a.jpg", 1), ("b.jpg", 2)]
+    srcs = [i["src"] for i in data["unpruned"]]
+    assert [base64.b64decode(s.split(",", 1)[1]) for s in srcs] == [t.jpeg for t in found.unpruned]
+    assert '<section id="detections" hidden>' in html_text and "click a point for its detections" in html_text
+    files = write_detections(found, tmp_path / "detections")
+    assert sorted(f.name for f in files) == sorted(
+        ["unpruned-a.jpg", "unpruned-b.jpg", f"trial-{shown:04d}-a.jpg", f"trial-{shown:04d}-b.jpg"]
+    )
+    assert (tmp_path / "detections" / f"trial-{shown:04d}-b.jpg").read_bytes() == found.trials[shown][1].jpeg
+    no_pictures = pareto_page(trials, front, spec, {}, tmp_path / "q.html").read_text()
+    assert 'id="detections-data"' not in no_pictures and '<section id="detections"' not in no_pictures
