@@ -384,7 +384,7 @@ table.test {{ border-collapse: collapse; margin-top: 10px; }} table.test caption
 table.test td, table.test th {{ border: 1px solid #ddd; padding: 2px 8px; text-align: right; }}
 #detections {{ margin-top: 12px; }} #detections h2 {{ font-size: 14px; margin: 0 0 6px; }}
 .det-grid {{ display: grid; gap: 6px; }} .det-grid figure {{ margin: 0; }}
-.det-grid img {{ display: block; width: 100%; border: 1px solid #ccc; }}
+.det-grid img {{ display: block; max-width: 100%; max-height: 220px; border: 1px solid #ccc; }}
 .det-grid figcaption {{ font-size: 11px; color: #555; }} .pt.picked {{ stroke: #000; stroke-width: 3; }}
 #card {{ position: absolute; display: none; background: #fffff4; border: 1px solid #999; padding: 6px 8px;
   max-width: 420px; box-shadow: 0 2px 6px rgba(0,0,0,.2); pointer-events: none; }}

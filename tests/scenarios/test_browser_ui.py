@@ -249,7 +249,7 @@ def test_a_clicked_front_trial_shows_its_detections_beside_the_unpruned_models(c
     page = Path(client.download_artifacts(parent.info.run_id, "pareto/pareto.html", str(tmp_path)))
     n = on_front[-1]
     shot = tmp_path / "pareto-detections.png"
-    dom = browse(chromium, f"{page.as_uri()}#trial={n}", tmp_path, shot, width=1400, wait_ms=3000)
+    dom = browse(chromium, f"{page.as_uri()}#trial={n}", tmp_path, shot, width=1100, wait_ms=3000)
     assert re.search(r'<body[^>]*data-detections="8"', dom) and f'data-detections-trial="{n}"' in dom
     captions = re.findall(r"<figcaption>([^<]*)</figcaption>", dom)
     assert [c.split(" · ")[0] for c in captions] == [f"trial {n}"] * 4 + ["unpruned"] * 4
@@ -257,6 +257,6 @@ def test_a_clicked_front_trial_shows_its_detections_beside_the_unpruned_models(c
     assert re.search(rf'class="pt [a-z]+ front picked" data-trial="{n}"', dom), "the clicked point is not marked"
     from PIL import Image
 
-    below = Image.open(shot).convert("L").crop((0, 500, 1400, 900))  # under the panel: the pictures, not white
+    below = Image.open(shot).convert("L").crop((0, 500, 1100, 900))  # under the panel: the pictures, not white
     assert sum(below.histogram()[:200]) > 0.2 * below.width * below.height
-    _keep(shot, "pareto-detections-tiny-study.png")
+    _keep(shot, "pareto-detections.png")
