@@ -1,7 +1,7 @@
 """int8 graph forms against the float ONNX: speed (interleaved, per thread count), mAP, what runs in int8.
 
     .venv/bin/python bench/bench_int8.py [--weights yolov5n.pt] [--data coco128.yaml] [--imgsz 320 640]
-        [--forms u8s8 u8s8-fh s8s8 s8s8-fh u8s8-pt u8s8-conv u8s8-rr] [--methods minmax percentile]
+        [--forms u8s8 u8s8-fh s8s8 u8s8-pt u8s8-pt-rr u8s8-conv u8s8-rr ...] [--methods minmax percentile]
         [--threads 1 2] [--runs 30] [--calib-images 128] [--val-images 64] [--profile-top 8] [--json]
 
 For each image size: the float ONNX of the model and, for each form x calibration method, its int8 QDQ file
@@ -13,7 +13,8 @@ at 1 thread the share of kernel time in int8 and in SiLU (Sigmoid + Mul, int8 or
 Prints a markdown table (and, with --profile-top, the top op types of each file's profile).
 
 Forms: u8s8 uint8 activations / int8 weights, s8s8 int8 both; -pt per-tensor weights (else per channel);
--fh the Detect output convs float; -conv only Conv quantized (SiLU stays float); -rr 7-bit weights.
+-fh the Detect output convs float; -conv only Conv quantized (SiLU stays float); -rr 7-bit weights; -f0 the
+first layer (model.0, the 6x6 conv on the image, and its SiLU) float.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from common import ASSETS, REPO
 
@@ -39,8 +42,19 @@ FORMS: dict[str, dict] = {
     "u8s8-conv-fh": {"op_types": ("Conv",), "float_head": True},
     "u8s8-rr": {"reduce_range": True},
     "u8s8-rr-fh": {"reduce_range": True, "float_head": True},
+    "u8s8-pt-rr": {"per_channel": False, "reduce_range": True},
+    "u8s8-f0": {"float_layers": (0,)},
+    "u8s8-pt-f0": {"per_channel": False, "float_layers": (0,)},
+    "u8s8-fh-f0": {"float_head": True, "float_layers": (0,)},
 }
-BASE = {"per_channel": True, "float_head": False, "activations": "u8", "op_types": None, "reduce_range": False}
+BASE = {
+    "per_channel": True,
+    "float_head": False,
+    "activations": "u8",
+    "op_types": None,
+    "reduce_range": False,
+    "float_layers": (),
+}
 
 
 SILU_OPS = frozenset({"Sigmoid", "Mul", "QLinearSigmoid", "QLinearMul", "QuickGelu"})  # QuickGelu: fused float
@@ -53,20 +67,40 @@ def silu_share(nodes, decode: set[str]) -> float:
     return sum(n.ms for n in nodes if n.op in SILU_OPS and n.name not in decode) / whole
 
 
+def sensitivity(f: bytes, calib, vs, method: str, cache: Path, layers: int, form: str) -> None:
+    """mAP of ``form`` with each ``model.N`` layer kept float in turn (the Detect layer aside), on stderr."""
+    from orchestrator.deploy.onnx_val import validate_onnx_bytes
+    from orchestrator.deploy.quantize import Int8Options, quantize_int8
+
+    def score(**kw) -> float:
+        options = Int8Options(method, len(calib), **{**BASE, **FORMS[form], **kw})
+        return validate_onnx_bytes(quantize_int8(f, calib, options, ranges=cache), vs, threads=2).map50_95
+
+    base = score()
+    print(f"sensitivity {form} {method}: all int8 {base:.4f}", file=sys.stderr, flush=True)
+    for i in range(layers):
+        m = score(float_layers=(i,))
+        print(f"sensitivity {form} {method}: model.{i} float {m:.4f} ({m - base:+.4f})", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=str(ASSETS / "yolov5n.pt"))
     p.add_argument("--data", default=str(ASSETS / "coco128.yaml"))
     p.add_argument("--imgsz", type=int, nargs="+", default=[320])
-    p.add_argument("--forms", nargs="+", default=["u8s8", "u8s8-fh", "s8s8", "u8s8-pt", "u8s8-conv"], choices=FORMS)
+    p.add_argument("--forms", nargs="*", default=["u8s8", "u8s8-fh", "s8s8", "u8s8-pt", "u8s8-conv"], choices=FORMS)
     p.add_argument("--methods", nargs="+", default=["minmax"], choices=("minmax", "percentile", "entropy"))
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--calib-images", type=int, default=128)
     p.add_argument("--val-images", type=int, default=64, help="the first N of the val split")
     p.add_argument("--profile-runs", type=int, default=10)
     p.add_argument("--profile-top", type=int, default=0, help="print each file's N costliest op types")
+    p.add_argument(
+        "--sensitivity", default=None, choices=FORMS, help="also: mAP of this form with each layer kept float"
+    )
+    p.add_argument("--save", default=None, help="folder to write each file to (IMGSZ-VARIANT.onnx)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -92,15 +126,25 @@ def main(argv: list[str] | None = None) -> int:
         calib = calibration_images(cfg.train, imgsz, args.calib_images)
         files: dict[str, bytes] = {"float": f}
         info: dict[str, dict] = {"float": {"form": "float", "method": "-", "calib_s": 0.0}}
-        for form in args.forms:
-            for method in args.methods:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-int8-"))
+        for method in args.methods:
+            # calibrate once per method (every tensor's range), then each form reuses the ranges
+            cache = tmp / f"{imgsz}-{method}.json"
+            t = time.perf_counter()
+            quantize_int8(f, calib, Int8Options(method, len(calib), **BASE), ranges=cache)
+            calib_s = time.perf_counter() - t
+            print(f"[{imgsz}] {method}: calibrated in {calib_s:.0f} s", file=sys.stderr, flush=True)
+            for form in args.forms:
                 name = f"{form} {method}"
                 options = Int8Options(method, len(calib), **{**BASE, **FORMS[form]})
-                t = time.perf_counter()
-                files[name] = quantize_int8(f, calib, options)
-                info[name] = {"form": form, "method": method, "calib_s": time.perf_counter() - t}
-                print(f"[{imgsz}] {name}: quantized in {info[name]['calib_s']:.0f} s", file=sys.stderr, flush=True)
+                files[name] = quantize_int8(f, calib, options, ranges=cache)
+                info[name] = {"form": form, "method": method, "calib_s": calib_s}
+            if args.sensitivity:
+                sensitivity(f, calib, vs, method, cache, len(model.model) - 1, args.sensitivity)
         for name, b in files.items():
+            if args.save:
+                Path(args.save).mkdir(parents=True, exist_ok=True)
+                (Path(args.save) / f"{imgsz}-{name.replace(' ', '-')}.onnx").write_bytes(b)
             r = {"imgsz": imgsz, "variant": name, **info[name], "onnx_mb": len(b) / 1e6}
             r["map50_95"] = validate_onnx_bytes(b, vs, threads=2).map50_95
             ops = optimized_ops(b)

@@ -15,6 +15,7 @@ optimizations, fixed threads):
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class OpTime:
     op: str
     precision: str
     nodes: int
-    ms: float  # per run
+    ms: float  # per run (the nodes' medians summed)
     share: float
 
 
@@ -96,7 +97,7 @@ def _precision(op: str, args: dict[str, Any]) -> str:
 
 
 def profile_nodes(model: bytes, imgsz: int, *, threads: int = 1, runs: int = 10, warmup: int = 3) -> list[NodeTime]:
-    """Kernel ms per run of each node of ``model`` on one random image, over ``runs`` runs after ``warmup``."""
+    """Median kernel ms of each node of ``model`` on one random image, over ``runs`` runs after ``warmup``."""
     x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="ort-profile-") as d:
 
@@ -111,16 +112,17 @@ def profile_nodes(model: bytes, imgsz: int, *, threads: int = 1, runs: int = 10,
         events = json.loads(Path(s.end_profiling()).read_text())
     starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     after = starts[warmup] if len(starts) > warmup else 0  # the warm-up runs' nodes are not counted
-    nodes: dict[str, NodeTime] = {}
+    durations: dict[str, list[float]] = {}
+    kind: dict[str, tuple[str, str]] = {}
     for e in events:
         if e.get("cat") != "Node" or e["ts"] < after or not e["name"].endswith("_kernel_time"):
             continue
         name = e["name"].removesuffix("_kernel_time")
         op = e["args"].get("op_name", "?")
-        prev = nodes.get(name)
-        ms = e["dur"] / 1e3 / runs + (prev.ms if prev else 0.0)
-        nodes[name] = NodeTime(name, op, _precision(op, e["args"]), ms)
-    return list(nodes.values())
+        durations.setdefault(name, []).append(e["dur"] / 1e3)
+        kind[name] = (op, _precision(op, e["args"]))
+    # the median run of each node: a run preempted by another process inflates one sample, not the figure
+    return [NodeTime(name, *kind[name], statistics.median(ds)) for name, ds in durations.items()]
 
 
 def op_times(nodes: list[NodeTime]) -> list[OpTime]:

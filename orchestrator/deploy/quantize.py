@@ -54,6 +54,7 @@ class Int8Options:
     op_types: tuple[str, ...] | None = None
     reduce_range: bool = False  # 7-bit weights: no saturation in the u8 x s8 pair sums of non-VNNI kernels
     batch: int = CALIB_BATCH
+    float_layers: tuple[int, ...] = ()  # model layers (``model.N``) kept float whole
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
@@ -70,13 +71,16 @@ class Int8Options:
             raise OrchestratorError("int8 op types: expected at least one (or None for all)")
         if self.batch < 1:
             raise OrchestratorError(f"calibration batch: expected >= 1, got {self.batch}")
+        if any(i < 0 for i in self.float_layers):
+            raise OrchestratorError(f"int8 float layers: expected layer indices >= 0, got {list(self.float_layers)}")
 
     @property
     def label(self) -> str:
         """A short name of the graph's form, e.g. ``u8s8 per-channel all-ops float-head``."""
         ops = "all-ops" if self.op_types is None else "+".join(self.op_types)
         parts = [f"{self.activations}s8", "per-channel" if self.per_channel else "per-tensor", ops]
-        return " ".join(parts + ["float-head"] * self.float_head + ["reduce-range"] * self.reduce_range)
+        parts += ["float-head"] * self.float_head + ["reduce-range"] * self.reduce_range
+        return " ".join(parts + [f"float-layers {','.join(map(str, self.float_layers))}"] * bool(self.float_layers))
 
 
 def calibration_images(files: Sequence[Path], imgsz: int, n: int) -> list[np.ndarray]:
@@ -155,13 +159,29 @@ class _Reader:
         return None if x is None else {self._name: x}
 
 
-def quantize_int8(onnx_model: bytes, images: list[np.ndarray], options: Int8Options = Int8Options()) -> bytes:
-    """The int8 QDQ model of ``onnx_model`` (float, dynamic axes) calibrated on ``images``, shaped by ``options``."""
+def layer_nodes(model: Any, layers: Sequence[int]) -> list[str]:
+    """Names of the nodes of the model's ``model.N`` layers for N in ``layers`` (the export names them by module)."""
+    marks = tuple(f"/model.{i}/" for i in layers)
+    return [n.name for n in model.graph.node if marks and any(m in n.name for m in marks)]
+
+
+def quantize_int8(
+    onnx_model: bytes,
+    images: list[np.ndarray],
+    options: Int8Options = Int8Options(),
+    *,
+    ranges: Path | None = None,
+) -> bytes:
+    """The int8 QDQ model of ``onnx_model`` (float, dynamic axes) calibrated on ``images``, shaped by ``options``.
+
+    ``ranges``: a calibration cache file (ORT 1.2x and newer): written by the first call, read by later ones with
+    the same model, images and method, so forms that differ in anything but the ranges skip calibrating.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    if not images:
+    if not images and not (ranges and ranges.is_file()):
         raise OrchestratorError("calibration: no images")
     known = set(QDQRegistry) | set(QLinearOpsRegistry)
     unknown = [op for op in options.op_types or () if op not in known]
@@ -188,8 +208,9 @@ def quantize_int8(onnx_model: bytes, images: list[np.ndarray], options: Int8Opti
             reduce_range=options.reduce_range,
             activation_type=activation,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=decode_nodes(model, options.float_head),
+            nodes_to_exclude=decode_nodes(model, options.float_head) + layer_nodes(model, options.float_layers),
             calibrate_method=method,
             extra_options={"CalibStridedMinMax": options.batch},  # despite its name: every calibrator, in passes
+            **({"calibration_cache_path": ranges} if ranges is not None else {}),
         )
         return out.read_bytes()

@@ -61,6 +61,8 @@ def test_bad_options_are_one_line(float224, calib224):
         Int8Options(activations="u16")
     with pytest.raises(OrchestratorError, match="calibration batch: expected >= 1, got 0"):
         Int8Options(batch=0)
+    with pytest.raises(OrchestratorError, match=r"int8 float layers: expected layer indices >= 0, got \[-1\]"):
+        Int8Options(float_layers=(-1,))
     with pytest.raises(OrchestratorError, match="ONNX Runtime cannot quantize Silu"):
         quantize_int8(float224, calib224, Int8Options(op_types=("Conv", "Silu")))
 
@@ -130,6 +132,11 @@ def test_float_head_keeps_the_three_detect_convs_float_where_ort_runs_them(quant
     assert not float_graph.int8 and not float_graph.convert and float_graph.float_convs == 60
 
 
+def test_float_layers_keep_that_layer_float(quantized):
+    first_float = optimized_ops(quantized(float_layers=(0,)))
+    assert first_float.float_convs == 1 and first_float.int8["QLinearConv"] == 59  # model.0: one conv
+
+
 def test_conv_only_leaves_silu_float_and_all_ops_quantize_it(quantized, float224):
     conv_only = optimized_ops(quantized(op_types=("Conv",)))
     assert conv_only.int8["QLinearConv"] == 60 and "QLinearSigmoid" not in conv_only.int8
@@ -145,6 +152,16 @@ def test_calibration_in_batches_gives_the_same_ranges(float224, calib224):
     one_pass = quantize_int8(float224, calib224, Int8Options("minmax", 3, batch=3))
     two = quantize_int8(float224, calib224, Int8Options("minmax", 3, batch=2))  # a last batch of one image
     assert one_pass == two  # minmax merges the passes' ranges exactly
+
+
+def test_calibration_cache_is_reused(float224, calib224, tmp_path):
+    cache = tmp_path / "ranges.json"
+    first = quantize_int8(float224, calib224, Int8Options("minmax", 3), ranges=cache)
+    assert cache.is_file()
+    again = quantize_int8(float224, [], Int8Options("minmax", 3), ranges=cache)  # no images: the cache's ranges
+    assert again == first
+    per_tensor = quantize_int8(float224, [], Int8Options("minmax", 3, per_channel=False), ranges=cache)
+    assert per_tensor != first and len(conv_weight_scales(per_tensor)) == 60
 
 
 def test_profile_says_where_int8_runs(quantized, float224):
