@@ -164,8 +164,8 @@ STUDY_CASES = {
     "empty search space": (
         _all(_set("pruning.ratio", 0.3), _set("finetune.epochs", 1)),
         [
-            "pruning.ratio: the search space is empty (pruning.ratio, finetune.epochs, finetune.lr0 and "
-            "quantize.choices are all fixed): give one of them {min, max}"
+            "pruning.ratio: the search space is empty (pruning.ratio, finetune.epochs, finetune.lr0, "
+            "quantize.choices and imgsz are all fixed): give one of them {min, max}"
         ],
     ),
     "epochs range reversed": (
