@@ -29,3 +29,5 @@ ACTIVATION_TYPES = ("u8", "s8")  # activations uint8 (weights int8: U8S8) or int
 DEFAULT_ACTIVATIONS = "u8"
 DEFAULT_FLOAT_HEAD = False  # the Detect layer's three output convs stay float too (its decode always does)
 CALIB_BATCH = 16  # images per calibration pass: ORT keeps every activation of a pass in memory
+
+MAX_IMGSZ = 8192  # pixels: one 8192x8192 letterboxed image is 200 MB; far beyond what YOLOv5 is trained at

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..vocabulary import MAX_IMGSZ
 from .keys import KeyReader, is_number, show, to_float, unusable
 
 RATIO_PREFIX = "ratio."
@@ -270,8 +271,6 @@ class Sizes(Dimension):
         return Choices(tuple(sizes))
 
     def read_value(self, r: KeyReader, raw: Any, path: str) -> int | None:
-        from .spec import MAX_IMGSZ  # spec imports this module
-
         if isinstance(raw, bool) or not isinstance(raw, int):
             r.bad(path, f"must be an integer size in pixels, got {show(raw)}")
         elif not (32 <= raw <= MAX_IMGSZ and raw % 32 == 0):

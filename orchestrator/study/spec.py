@@ -17,6 +17,7 @@ from ..vocabulary import (
     DEFAULT_METHOD,
     GRANULARITIES,
     IMPORTANCES,
+    MAX_IMGSZ,
     METHODS,
     RECOVERY_IMAGES,
 )
@@ -44,7 +45,6 @@ DEFAULT_ARTIFACTS = "mlruns/artifacts"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 MAX_SEED = 2**32  # numpy's and Optuna's samplers take seeds in [0, 2^32)
 MAX_GRID = 1000  # ratios per group that pruning.step may make (a finer grid is a continuous range)
-MAX_IMGSZ = 8192  # pixels: one 8192x8192 letterboxed image is 200 MB; far beyond what YOLOv5 is trained at
 # Names end up where the stores limit them; measured on mlflow 3.17 and ext4 (tests/study/test_name_limits.py).
 # The study name is in an MLflow tag key (the shared view, mlflow.sharedViewState.orchestrator-<name>: keys hold
 # at most 250 characters) and a folder name (mlruns/staging/<name>: 255 bytes); the experiment name is the
