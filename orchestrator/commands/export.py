@@ -6,7 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from ..vocabulary import CALIBRATION_METHODS, DEFAULT_IMAGES, DEFAULT_METHOD
+from ..vocabulary import (
+    ACTIVATION_TYPES,
+    CALIBRATION_METHODS,
+    DEFAULT_ACTIVATIONS,
+    DEFAULT_FLOAT_LAYERS,
+    DEFAULT_IMAGES,
+    DEFAULT_METHOD,
+    DEFAULT_PER_CHANNEL,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -16,9 +24,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Export a (pruned) checkpoint: BN-fused, eval mode, input 'images' (B, 3, H, W) in [0, 1], "
         "output 'output0' (B, anchors, 5 + nc) decoded xywh pixels, objectness, class scores. The outputs are "
         "compared with PyTorch's in ONNX Runtime. With --int8: ONNX Runtime static post-training quantization "
-        "(QDQ, per-channel int8 weights, uint8 activations calibrated on images of the data yaml's train split, "
-        "the Detect decode kept float); that file has dynamic axes, so `orchestrator val` scores it on the same "
-        "rect batches as the checkpoint.",
+        "(QDQ, int8 weights, uint8 activations calibrated on images of the data yaml's train split, the Detect "
+        "decode kept float; by default per-tensor weights, percentile calibration and the first layer float, "
+        "bench/bench_int8.py's most accurate fast form, docs/deploy.md); that file has dynamic axes, so "
+        "`orchestrator val` scores it on the same rect batches as the checkpoint.",
     )
     p.add_argument("--weights", required=True, help="checkpoint file (official YOLOv5 .pt or one of ours)")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default onnx)")
@@ -40,6 +49,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--calib-images", type=int, default=DEFAULT_IMAGES, help=f"--int8: train images (default {DEFAULT_IMAGES})"
     )
     p.add_argument("--float-head", action="store_true", help="--int8: keep the Detect output convs float too")
+    p.add_argument(
+        "--float-layers",
+        type=int,
+        nargs="*",
+        default=list(DEFAULT_FLOAT_LAYERS),
+        metavar="N",
+        help="--int8: model.N layers kept float (default: "
+        f"{' '.join(map(str, DEFAULT_FLOAT_LAYERS)) or 'none'}; the flag alone: every layer int8)",
+    )
+    p.add_argument(
+        "--per-channel",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_PER_CHANNEL,
+        help=f"--int8: one weight scale per output channel, else per tensor (default {DEFAULT_PER_CHANNEL})",
+    )
+    p.add_argument(
+        "--activations",
+        choices=ACTIVATION_TYPES,
+        default=DEFAULT_ACTIVATIONS,
+        help=f"--int8: uint8 (u8) or int8 (s8) activations (default {DEFAULT_ACTIVATIONS})",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -104,7 +134,14 @@ def _run_int8(args: argparse.Namespace) -> int:
         raise OrchestratorError(f"--imgsz: expected a positive multiple of 32, got {args.imgsz}")
     if args.opset < 13:
         raise OrchestratorError(f"--opset: int8 per-channel quantization needs 13 or newer, got {args.opset}")
-    options = Int8Options(args.calibration, args.calib_images, args.float_head)
+    options = Int8Options(
+        args.calibration,
+        args.calib_images,
+        args.float_head,
+        activations=args.activations,
+        per_channel=args.per_channel,
+        float_layers=tuple(args.float_layers),
+    )
     weights = resolve_weights(args.weights)
     out = _out(args, weights, ".int8.onnx")
     cfg = load_data_config(resolve_data(args.data), need=("train",))
@@ -123,13 +160,16 @@ def _run_int8(args: argparse.Namespace) -> int:
         "calibration": options.method,
         "calib_images": len(images),
         "float_head": options.float_head,
+        "float_layers": list(options.float_layers),
+        "per_channel": options.per_channel,
+        "activations": options.activations,
         "opset": args.opset,
     }
     if args.json:
         print(json.dumps(info))
     else:
         print(
-            f"{out}: int8 (QDQ, per-channel weights), {len(q) / 1e6:.3f} MB; calibrated with {options.method} on "
+            f"{out}: int8 (QDQ, {options.label}), {len(q) / 1e6:.3f} MB; calibrated with {options.method} on "
             f"{len(images)} train images of {cfg.file.name} at {args.imgsz}"
         )
     return 0

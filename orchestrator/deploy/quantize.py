@@ -13,7 +13,8 @@
 * The Detect head's decode (sigmoid, grid and anchor arithmetic, the final concat) stays float: its output
   mixes pixel coordinates (0..imgsz) and probabilities (0..1) in one tensor, and one uint8 scale for both
   wipes out the scores. Only the nodes after the last convolutions are kept float (with ``float_head`` also
-  those convolutions).
+  those convolutions), and by default the first layer (``float_layers``): its 6x6 conv sees the raw image, and
+  in int8 it alone costs about 0.01 mAP50-95 on this AVX2 CPU for under a tenth of the time.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from ..vocabulary import (
     CALIBRATION_METHODS,
     DEFAULT_ACTIVATIONS,
     DEFAULT_FLOAT_HEAD,
+    DEFAULT_FLOAT_LAYERS,
     DEFAULT_IMAGES,
     DEFAULT_METHOD,
+    DEFAULT_PER_CHANNEL,
 )
 
 
@@ -50,11 +53,11 @@ class Int8Options:
     images: int = DEFAULT_IMAGES
     float_head: bool = DEFAULT_FLOAT_HEAD  # keep the Detect layer's output convs float too
     activations: str = DEFAULT_ACTIVATIONS  # "u8" (U8S8) or "s8" (S8S8); weights are always int8
-    per_channel: bool = True  # one weight scale per output channel, else one per tensor
+    per_channel: bool = DEFAULT_PER_CHANNEL  # one weight scale per output channel, else one per tensor
     op_types: tuple[str, ...] | None = None
     reduce_range: bool = False  # 7-bit weights: no saturation in the u8 x s8 pair sums of non-VNNI kernels
     batch: int = CALIB_BATCH
-    float_layers: tuple[int, ...] = ()  # model layers (``model.N``) kept float whole
+    float_layers: tuple[int, ...] = DEFAULT_FLOAT_LAYERS  # model layers (``model.N``) kept float whole
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:

@@ -85,6 +85,8 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     d = dict(quantize or {})
     short = d.pop("__short__", False)
     spec["quantize"] = QuantizeSpec(**read_fields(r, d, QuantizeSpec, "quantize"))
+    if any(i < 0 for i in spec["quantize"].float_layers):
+        r.bad("quantize.float_layers", f"must be layer indices >= 0, got {list(spec['quantize'].float_layers)}")
     _read_dimensions(r, d, "quantize", spec["space"], {}, at="quantize" if short else None)
     r.done(d, "quantize")
     for section in dict.fromkeys(dim.section for dim in DIMENSIONS.values()):  # a dimension's own section

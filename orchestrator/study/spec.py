@@ -13,8 +13,10 @@ from typing import Any
 from ..vocabulary import (
     CACHE_MODES,
     CALIBRATION_METHODS,
+    DEFAULT_FLOAT_LAYERS,
     DEFAULT_IMAGES,
     DEFAULT_METHOD,
+    DEFAULT_PER_CHANNEL,
     GRANULARITIES,
     IMPORTANCES,
     MAX_IMGSZ,
@@ -101,6 +103,9 @@ class QuantizeSpec:
 
     calibration: str = setting(DEFAULT_METHOD, str, choices=CALIBRATION_METHODS)  # ORT calibrator
     calib_images: int = setting(DEFAULT_IMAGES, int, check=lambda v: v >= 1, rule=">= 1")
+    # the int8 graph's form (docs/deploy.md): per-tensor weights and the first layer float by default
+    per_channel: bool = setting(DEFAULT_PER_CHANNEL, bool)
+    float_layers: tuple[int, ...] = setting(DEFAULT_FLOAT_LAYERS, int, many=True)  # model.N kept float
 
 
 @dataclass(frozen=True)

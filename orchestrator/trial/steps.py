@@ -168,7 +168,7 @@ def deploy(spec: TrialSpec, ctx: WorkerContext, tuned: Tuned) -> Deployed:
     from ..deploy.quantize import Int8Options, quantize_int8
 
     q = spec.workload.quantize
-    options = Int8Options(q.calibration, q.calib_images)
+    options = Int8Options(q.calibration, q.calib_images, per_channel=q.per_channel, float_layers=q.float_layers)
     calibration = ctx.calibration(options.images)
     return Deployed(
         tuned.model, quantize_int8(onnx_bytes(tuned.model, imgsz=spec.workload.imgsz), calibration, options)

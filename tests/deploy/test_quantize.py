@@ -82,10 +82,12 @@ def calib224(small_yaml) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def quantized(float224, calib224):
-    """``quantized(**options)``: the int8 file of yolov5n at 224 made with those options (minmax, 3 images)."""
+    """``quantized(**options)``: the int8 file of yolov5n at 224 made with those options (minmax, 3 images), over
+    per-channel weights and every layer int8 (whatever the defaults)."""
     made: dict[tuple, bytes] = {}
 
     def make(**kw) -> bytes:
+        kw = {"per_channel": True, "float_layers": (), **kw}
         key = tuple(sorted(kw.items()))
         if key not in made:
             made[key] = quantize_int8(float224, calib224, Int8Options("minmax", 3, **kw))
@@ -156,12 +158,12 @@ def test_calibration_in_batches_gives_the_same_ranges(float224, calib224):
 
 def test_calibration_cache_is_reused(float224, calib224, tmp_path):
     cache = tmp_path / "ranges.json"
-    first = quantize_int8(float224, calib224, Int8Options("minmax", 3), ranges=cache)
+    first = quantize_int8(float224, calib224, Int8Options("minmax", 3, per_channel=True), ranges=cache)
     assert cache.is_file()
-    again = quantize_int8(float224, [], Int8Options("minmax", 3), ranges=cache)  # no images: the cache's ranges
+    again = quantize_int8(float224, [], Int8Options("minmax", 3, per_channel=True), ranges=cache)  # the cache's
     assert again == first
     per_tensor = quantize_int8(float224, [], Int8Options("minmax", 3, per_channel=False), ranges=cache)
-    assert per_tensor != first and len(conv_weight_scales(per_tensor)) == 60
+    assert per_tensor != first and all(s.size == 1 for s in conv_weight_scales(per_tensor))
 
 
 def test_profile_says_where_int8_runs(quantized, float224):
@@ -179,6 +181,19 @@ def test_export_int8_then_val_through_onnx_runtime(capsys, yolov5n_pt, small_yam
     assert main([*argv, "--calib-images", "4", "--out", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)  # one JSON object: ORT's calibration chatter is not on stdout
     assert info["int8"] and info["calib_images"] == 4 and inspect_onnx(out).int8
+    # the defaults (docs/deploy.md): percentile, per-tensor weights, the first conv float
+    assert (info["calibration"], info["per_channel"], info["float_layers"]) == ("percentile", False, [0])
+    assert optimized_ops(out.read_bytes()).float_convs == 1 and all(
+        s.size == 1 for s in conv_weight_scales(out.read_bytes())
+    )
+    every = tmp_path / "every.onnx"  # the other forms are a flag away
+    form = ["--calibration", "minmax", "--per-channel", "--float-layers", "--activations", "u8"]
+    assert main([*argv, "--calib-images", "2", *form, "--out", str(every), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["float_layers"] == []
+    assert optimized_ops(every.read_bytes()).float_convs == 0
+    assert all(s.size > 1 for s in conv_weight_scales(every.read_bytes()))
+    assert main([*argv, "--float-layers", "-1"]) == 2
+    assert "int8 float layers: expected layer indices >= 0, got [-1]" in capsys.readouterr().err
     assert main(["val", "--weights", str(out), "--data", str(small_yaml), "--imgsz", "128", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["images"] == 8 and r["map50_95"] > 0.05

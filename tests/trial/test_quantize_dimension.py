@@ -21,10 +21,11 @@ def test_study_file_forms(tmp_path):
     assert plain.quantize == QuantizeSpec() and plain.space["quantize"] == Choices(("none",))
     spec = load_study_spec(fake_study(tmp_path, quantize=["none", "int8"]))
     assert spec.space["quantize"] == Choices(("none", "int8"))
-    assert (spec.quantize.calibration, spec.quantize.calib_images) == ("minmax", 128)
-    doc = {"choices": ["int8"], "calibration": "percentile", "calib_images": 16}
+    q = spec.quantize  # the defaults: bench/bench_int8.py's most accurate fast form (docs/deploy.md)
+    assert (q.calibration, q.calib_images, q.per_channel, q.float_layers) == ("percentile", 128, False, (0,))
+    doc = {"choices": ["int8"], "calibration": "minmax", "calib_images": 16, "per_channel": True, "float_layers": []}
     spec = load_study_spec(fake_study(tmp_path, quantize=doc))
-    assert spec.quantize == QuantizeSpec("percentile", 16) and spec.space["quantize"] == Choices(("int8",))
+    assert spec.quantize == QuantizeSpec("minmax", 16, True, ()) and spec.space["quantize"] == Choices(("int8",))
 
 
 @pytest.mark.parametrize(
@@ -36,6 +37,8 @@ def test_study_file_forms(tmp_path):
         ({"choices": ["int8"], "calib_images": 0}, "quantize.calib_images: must be >= 1"),
         ({"choices": ["int8"], "calibration": "median"}, "quantize.calibration: "),
         ({"choices": ["int8"], "bits": 4}, "quantize.bits: unknown key"),
+        ({"choices": ["int8"], "float_layers": [0, -1]}, "quantize.float_layers: must be layer indices >= 0"),
+        ({"choices": ["int8"], "per_channel": "yes"}, "quantize.per_channel: "),
     ],
 )
 def test_bad_quantize_is_refused_naming_the_key(tmp_path, value, message):
@@ -64,7 +67,7 @@ def test_optuna_space_and_enqueued_trials(tmp_path):
     assert space.distributions()["quantize"].choices == ("none", "int8")
     assert space.enqueued_params(uniform, baseline_values(spec))["quantize"] == "int8"  # the last choice
     q = Workload.from_spec(spec).quantize
-    assert (q.calibration, q.calib_images) == ("minmax", 128)
+    assert (q.calibration, q.calib_images, q.per_channel, q.float_layers) == ("percentile", 128, False, (0,))
 
 
 def test_fake_study_searches_quantize_and_logs_it(tmp_path):
@@ -105,6 +108,9 @@ def test_real_int8_trial_validates_and_ships_the_int8_file(tmp_path, assets):
     q = r.files["pruned.int8.onnx"]
     (tmp_path / "q.onnx").write_bytes(q)
     assert inspect_onnx(tmp_path / "q.onnx").int8 and "pruned.pt" in r.files
+    from orchestrator.deploy.ort_graph import optimized_ops
+
+    assert optimized_ops(q).float_convs == 1  # the study's default form: the first layer float
     assert r.metrics["size_mb"] == pytest.approx(len(q) / 1e6)  # the deployable file's bytes
     assert r.metrics["size_mb"] < 0.75 * base.metrics["size_mb"]  # int8 vs the fp16 official .pt
     ctx = cache.items["context"]
