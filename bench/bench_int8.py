@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bench_int8.py [--weights yolov5n.pt] [--data coco128.yaml] [--imgsz 320 640]
         [--forms u8s8 u8s8-fh s8s8 u8s8-pt u8s8-pt-rr u8s8-conv u8s8-rr ...] [--methods minmax percentile]
-        [--threads 1 2] [--runs 30] [--calib-images 128] [--val-images 64] [--profile-top 8] [--json]
+        [--threads 1 2] [--runs 30] [--calib-images 128] [--val-images 64] [--profile-top 8] [--unfused]
+        [--sensitivity FORM] [--save DIR] [--json]
 
 For each image size: the float ONNX of the model and, for each form x calibration method, its int8 QDQ file
 (``orchestrator.deploy.quantize``, calibrated on that many train images). Each file is scored on the data's val
@@ -67,6 +68,11 @@ def silu_share(nodes, decode: set[str]) -> float:
     return sum(n.ms for n in nodes if n.op in SILU_OPS and n.name not in decode) / whole
 
 
+def no_qdq_fusion(so) -> None:
+    """ORT session option: leave DequantizeLinear -> op -> QuantizeLinear as it is (float ops on int8 values)."""
+    so.add_session_config_entry("session.disable_quant_qdq", "1")
+
+
 def sensitivity(f: bytes, calib, vs, method: str, cache: Path, layers: int, form: str) -> None:
     """mAP of ``form`` with each ``model.N`` layer kept float in turn (the Detect layer aside), on stderr."""
     from orchestrator.deploy.onnx_val import validate_onnx_bytes
@@ -88,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default=str(ASSETS / "yolov5n.pt"))
     p.add_argument("--data", default=str(ASSETS / "coco128.yaml"))
     p.add_argument("--imgsz", type=int, nargs="+", default=[320])
-    p.add_argument("--forms", nargs="*", default=["u8s8", "u8s8-fh", "s8s8", "u8s8-pt", "u8s8-conv"], choices=FORMS)
-    p.add_argument("--methods", nargs="+", default=["minmax"], choices=("minmax", "percentile", "entropy"))
+    p.add_argument("--forms", nargs="*", default=["u8s8", "u8s8-pt", "u8s8-pt-f0"], choices=FORMS)
+    p.add_argument("--methods", nargs="+", default=["percentile"], choices=("minmax", "percentile", "entropy"))
     p.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
@@ -100,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--sensitivity", default=None, choices=FORMS, help="also: mAP of this form with each layer kept float"
     )
+    p.add_argument(
+        "--unfused",
+        action="store_true",
+        help="also score each int8 file with ORT's QDQ fusion off (float kernels on the quantized values: the "
+        "quantization's own error, without the int8 kernels')",
+    )
     p.add_argument("--save", default=None, help="folder to write each file to (IMGSZ-VARIANT.onnx)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -109,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.deploy.export import onnx_bytes
     from orchestrator.deploy.onnx_val import validate_onnx_bytes
     from orchestrator.deploy.ort_graph import op_times, optimized_ops, precision_shares, profile_nodes
-    from orchestrator.deploy.ort_runtime import open_session, time_sessions
+    from orchestrator.deploy.ort_runtime import open_session, session_forward, time_sessions
     from orchestrator.deploy.quantize import Int8Options, calibration_images, decode_nodes, quantize_int8
     from orchestrator.yolo.checkpoint import load_model
     from orchestrator.yolo.data import load_data_config
-    from orchestrator.yolo.val import ValSet
+    from orchestrator.yolo.val import ValSet, validate_forward
 
     model = load_model(args.weights).eval()
     cfg = load_data_config(args.data)
@@ -147,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                 (Path(args.save) / f"{imgsz}-{name.replace(' ', '-')}.onnx").write_bytes(b)
             r = {"imgsz": imgsz, "variant": name, **info[name], "onnx_mb": len(b) / 1e6}
             r["map50_95"] = validate_onnx_bytes(b, vs, threads=2).map50_95
+            if args.unfused and name != "float":
+                sess = open_session(b, threads=2, configure=no_qdq_fusion)
+                r["map50_95_unfused"] = validate_forward(session_forward(sess), vs).map50_95
             ops = optimized_ops(b)
             r["int8_nodes"] = sum(ops.int8.values())
             r["convert_nodes"] = sum(ops.convert.values())
@@ -159,12 +174,14 @@ def main(argv: list[str] | None = None) -> int:
                 if n.op in ("Sigmoid", "Mul", "QuickGelu") and n.precision == "float" and n.name not in decode
             )
             prof = op_times(nodes)
+            r["profile_ms"] = sum(x.ms for x in prof)
             r["int8_share"] = precision_shares(prof).get("int8", 0.0)
             r["convert_share"] = precision_shares(prof).get("convert", 0.0)
             r["silu_share"] = silu_share(nodes, decode)
             r["profile"] = [dataclasses.asdict(x) for x in prof[: max(args.profile_top, 8)]]
             rows.append(r)
-            print(f"[{imgsz}] {name}: mAP50-95 {r['map50_95']:.4f}", file=sys.stderr, flush=True)
+            unfused = f" (QDQ unfused {r['map50_95_unfused']:.4f})" if "map50_95_unfused" in r else ""
+            print(f"[{imgsz}] {name}: mAP50-95 {r['map50_95']:.4f}{unfused}", file=sys.stderr, flush=True)
         by_name = {r["variant"]: r for r in rows if r["imgsz"] == imgsz}
         for threads in args.threads:
             base = open_session(f, threads=threads)
@@ -189,13 +206,17 @@ def main(argv: list[str] | None = None) -> int:
         f"batch 1, ONNX Runtime CPU, {args.calib_images} calibration images (train), {args.val_images} val images; "
         f"ms: medians of {args.runs} runs interleaved with the float file; x: median per-pair speed-up"
     )
-    head = ["imgsz", "variant", "mAP50-95", "vs float"] + [f"{k} {t}t" for t in ths for k in ("ms", "x")]
+    unfused = any("map50_95_unfused" in r for r in rows)
+    head = ["imgsz", "variant", "mAP50-95", "vs float"] + ["QDQ unfused"] * unfused
+    head += [f"{k} {t}t" for t in ths for k in ("ms", "x")]
     head += ["int8 / Q-DQ / float conv / float SiLU nodes", "int8 time", "SiLU time", "calib s"]
     print("| " + " | ".join(head) + " |")
     print("|---" * len(head) + "|")
     for r in rows:
         d = r["map50_95"] - float_map[r["imgsz"]]
         cells = [str(r["imgsz"]), r["variant"], f"{r['map50_95']:.4f}", "-" if r["variant"] == "float" else f"{d:+.4f}"]
+        if unfused:
+            cells.append(f"{r['map50_95_unfused']:.4f}" if "map50_95_unfused" in r else "-")
         for t in ths:
             cells += [f"{r[f'ms_{t}t']:.1f}", f"{r[f'speedup_{t}t']:.2f}x"]
         cells += [
@@ -208,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile_top:
         for r in rows:
             top = ", ".join(
-                f"{x['op']} ({x['precision']}, {x['nodes']}) {x['share']:.0%}" for x in r["profile"][: args.profile_top]
+                f"{x['op']} ({x['precision']}, {x['nodes']}) {x['ms']:.1f} ms {x['share']:.0%}"
+                for x in r["profile"][: args.profile_top]
             )
-            print(f"\n{r['imgsz']} {r['variant']}: {top}")
+            print(f"\n{r['imgsz']} {r['variant']}, 1 thread, {r['profile_ms']:.1f} ms of kernels: {top}")
     return 0
 
 
