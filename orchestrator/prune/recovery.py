@@ -118,24 +118,36 @@ def _removed(kept: KeptChannels, n_in: int) -> list[int]:
     return [i for i in range(n_in) if i not in keep]
 
 
+def original_names(pruned: nn.Module, renamed: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Each conv of ``pruned`` -> its name in the unpruned model: the same, unless depth pruning renumbered it
+    (``renamed``, from :func:`.depth.drop_bottlenecks`)."""
+    return {n: (renamed or {}).get(n, n) for n in conv_layers(pruned)}
+
+
 def compensate(
-    pruned: nn.Module, original: nn.Module, kept: Mapping[str, KeptChannels], stats: Mapping[str, ChannelStats]
+    pruned: nn.Module,
+    original: nn.Module,
+    kept: Mapping[str, KeptChannels],
+    stats: Mapping[str, ChannelStats],
+    renamed: Mapping[str, str] | None = None,
 ) -> int:
     """Fold each removed input channel's mean contribution into the consumer's BN mean or bias; convs changed.
 
     Exact when a removed channel is constant (and the conv is 1x1 or the constant is seen through
-    zero padding nowhere); with no channel removed nothing changes.
+    zero padding nowhere); with no channel removed nothing changes. ``stats`` are keyed by the unpruned
+    model's names, ``renamed`` as in :func:`original_names`.
     """
     before = conv_layers(original)
+    to_orig = original_names(pruned, renamed)
     changed = 0
     with torch.no_grad():
         for name, conv in conv_layers(pruned).items():
-            k = kept[name]
-            gone = _removed(k, before[name].in_channels)
+            k, orig = kept[name], to_orig[name]
+            gone = _removed(k, before[orig].in_channels)
             if not gone:
                 continue
-            w = before[name].weight[k.out][:, gone].sum((2, 3))  # (out kept, removed)
-            delta = (w.double() @ stats[name].mean[gone].double()).to(w.dtype)  # what the cut took away, on average
+            w = before[orig].weight[k.out][:, gone].sum((2, 3))  # (out kept, removed)
+            delta = (w.double() @ stats[orig].mean[gone].double()).to(w.dtype)  # what the cut took away, on average
             bn = _bn_after(pruned, name)
             if bn is not None:
                 bn.running_mean -= delta
@@ -280,6 +292,7 @@ def reconstruct(
     positions: int = 1024,
     alpha: float = RIDGE,
     seed: int = 0,
+    renamed: Mapping[str, str] | None = None,
 ) -> int:
     """Refit affected convs, in forward order, to the unpruned model's outputs; returns how many were kept.
 
@@ -288,7 +301,9 @@ def reconstruct(
     ridge regression on ``positions`` output positions per image (``alpha`` times the mean input energy,
     pulling towards the current weights). ``images``: the first so many calibration images (default all of
     them: 128 instead of 32 lifts the 0.7x budget map from 0.166 to 0.183, docs/pruning.md). A quarter
-    is held out; a refit that does not lower the error there is discarded.
+    is held out; a refit that does not lower the error there is discarded. ``kept`` is keyed by the pruned
+    model's conv names; ``renamed`` maps those a depth cut renumbered to their unpruned names
+    (:func:`original_names`).
     """
     images = len(calib) if images is None else min(images, len(calib))
     if images < 2:
@@ -298,6 +313,7 @@ def reconstruct(
     n_fit = max(1, (len(xs) * 3) // 4)
     parts = [xs[:n_fit], xs[n_fit:]] if n_fit < len(xs) else [xs]
     before, after = conv_layers(original), conv_layers(pruned)
+    to_pruned = {o: p for p, o in original_names(pruned, renamed).items()}
     order = call_order(original)
     gen = torch.Generator().manual_seed(seed)
     refit = 0
@@ -306,12 +322,15 @@ def reconstruct(
     rows = list(zip(original.model, pruned.model, original.froms))
     with _eval(pruned), _eval(original), torch.no_grad():
         for i, (row_o, row_p, f) in enumerate(rows):
-            names = [n for n in order if n.startswith(f"model.{i}.")]
+            # a conv of a dropped bottleneck (prune/depth.py) is gone from the pruned model: the convs after it
+            # (its C3's cv3 first) are refit to what the unpruned model computed with it
+            names = [n for n in order if n.startswith(f"model.{i}.") and n in to_pruned]
             ins_o = [_row_input(o, f, x) for o, x in zip(outs_o, parts)]
             ins_p = [_row_input(o, f, x) for o, x in zip(outs_p, parts)]
             xo = [_conv_inputs(row_o, {n: before[n] for n in names}, x) for x in ins_o]
             for name in names:
-                c_o, c_p, k = before[name], after[name], kept[name]
+                p = to_pruned[name]
+                c_o, c_p, k = before[name], after[p], kept[p]
                 xp = [_conv_input(row_p, c_p, x) for x in ins_p]
                 if all(a[name].shape == b.shape and torch.equal(a[name], b) for a, b in zip(xo, xp)):
                     continue  # nothing upstream of this conv changed: leave it alone
@@ -325,7 +344,7 @@ def reconstruct(
                     if c_o.bias is not None:
                         y = y + c_o.bias[k.out]
                     (fit if j == 0 else held).add(_patches(c_p, b, pos), y)
-                if _refit(c_p, _bn_after(pruned, name), _bn_after(original, name), k, fit, held, alpha):
+                if _refit(c_p, _bn_after(pruned, p), _bn_after(original, name), k, fit, held, alpha):
                     refit += 1
             if i < len(rows) - 1:
                 for outs, ins, row in ((outs_o, ins_o, row_o), (outs_p, ins_p, row_p)):
@@ -384,12 +403,14 @@ def recover(
     *,
     stats: Mapping[str, ChannelStats] | None = None,
     ridge: float = RIDGE,
+    renamed: Mapping[str, str] | None = None,
 ) -> RecoveryReport:
     """Run the chosen recovery ``steps`` on ``pruned`` (in place), in the order of :data:`STEPS`.
 
     ``original`` is the unpruned model (not modified); ``kept`` what :func:`apply_ratios` filled in;
     ``stats`` the unpruned model's :func:`input_stats` (measured here when compensation needs them);
-    ``ridge`` the reconstruction's :data:`RIDGE`.
+    ``ridge`` the reconstruction's :data:`RIDGE`; ``renamed`` the convs a depth cut renumbered
+    (:func:`original_names`).
     """
     steps = _check_steps(steps)
     seconds: dict[str, float] = {}
@@ -399,9 +420,9 @@ def recover(
         if step == "compensate":
             if stats is None:
                 stats = input_stats(original, calib)
-            changed[step] = compensate(pruned, original, kept, stats)
+            changed[step] = compensate(pruned, original, kept, stats, renamed)
         elif step == "reconstruct":
-            changed[step] = reconstruct(pruned, original, kept, calib, alpha=ridge)
+            changed[step] = reconstruct(pruned, original, kept, calib, alpha=ridge, renamed=renamed)
         else:
             changed[step] = recalibrate_bn(pruned, calib)
         seconds[step] = time.perf_counter() - t0

@@ -117,7 +117,8 @@ class KeptChannels:
     inp: list[int] = field(default_factory=list)
 
 
-def _start_kept(model: nn.Module) -> dict[str, KeptChannels]:
+def all_kept(model: nn.Module) -> dict[str, KeptChannels]:
+    """Every conv keeping all its channels: the record of a model no channel cut has touched yet."""
     return {
         n: KeptChannels(list(range(c.out_channels)), list(range(c.in_channels))) for n, c in conv_layers(model).items()
     }
@@ -196,7 +197,7 @@ def prune_structured(
         plan.append((root, tuple(members), key, ratio, n, keep))
     names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     if kept is not None:
-        kept.update(_start_kept(model))
+        kept.update(all_kept(model))
     cuts = []
     with torch.no_grad():
         for root, members, key, ratio, n, keep in plan:

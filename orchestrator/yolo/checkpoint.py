@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from ..errors import CheckpointError
 from .masks import MASKS_KEY, apply_zeros, check_masks, model_masks, pack_masks, unpack_masks
-from .model import DetectionModel, adapt_to_state_dict
+from .model import DetectionModel, adapt_to_state_dict, stored_bottlenecks
 from .yaml_check import LayerTableError, check_against_state, check_layer_table
 
 FORMAT = "orchestrator-yolov5/1"
@@ -271,7 +271,7 @@ def _build(cfg: dict, state: dict[str, torch.Tensor], names: list[str] | None, p
     except LayerTableError as e:
         raise CheckpointError(f"{path}: refused to load: {e}") from None
     try:
-        model = DetectionModel(cfg, names=names)
+        model = DetectionModel(cfg, names=names, bottlenecks=stored_bottlenecks(cfg, state))
         adapt_to_state_dict(model, state)
         model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:

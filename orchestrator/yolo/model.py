@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,28 +219,63 @@ def make_divisible(x: float, divisor: int = 8) -> int:
     return int(math.ceil(x / divisor) * divisor)
 
 
-def parse_layers(cfg: dict[str, Any], ch: int = 3) -> tuple[nn.Sequential, list[int | list[int]], list[int]]:
-    """Build the layer stack of a yaml table: (layers, each layer's inputs, outputs to keep)."""
+def table_repeats(cfg: dict[str, Any]) -> list[int]:
+    """Each yaml row's module count after ``depth_multiple`` (a C3's bottlenecks), as the official parser rounds."""
+    gd = cfg.get("depth_multiple", 1.0)
+    return [max(round(n * gd), 1) if n > 1 else n for _, n, _, _ in cfg["backbone"] + cfg["head"]]
+
+
+_BOTTLENECK_KEY = re.compile(r"model\.(\d+)\.m\.(\d+)\.")
+
+
+def stored_bottlenecks(cfg: dict[str, Any], state: Mapping[str, Any]) -> dict[int, int]:
+    """C3 rows whose state dict holds fewer bottlenecks than the table makes: row -> bottlenecks stored.
+
+    Depth pruning drops whole bottlenecks (see prune/depth.py); like pruned widths, the kept depth is data,
+    read from the tensors (``model.{i}.m.{j}.*``) rather than written into the yaml, whose ``number`` cannot
+    say 0 and is scaled by ``depth_multiple``. A row with more stored than the table makes is left to the
+    shape checks, which report the extra weights.
+    """
+    rows = cfg["backbone"] + cfg["head"]
+    top: dict[int, int] = {}
+    for k in state:
+        hit = _BOTTLENECK_KEY.match(k)
+        if hit:
+            i, j = int(hit[1]), int(hit[2])
+            top[i] = max(top.get(i, 0), j + 1)
+    out = {}
+    for i, (n, row) in enumerate(zip(table_repeats(cfg), rows)):
+        if row[2] == "C3" and top.get(i, 0) < n:
+            out[i] = top.get(i, 0)
+    return out
+
+
+def parse_layers(
+    cfg: dict[str, Any], ch: int = 3, bottlenecks: Mapping[int, int] | None = None
+) -> tuple[nn.Sequential, list[int | list[int]], list[int]]:
+    """Build the layer stack of a yaml table: (layers, each layer's inputs, outputs to keep).
+
+    ``bottlenecks``: C3 rows built with that many bottlenecks instead of the table's (a depth-pruned model).
+    """
     nc, anchors = cfg["nc"], cfg["anchors"]
-    gd, gw = cfg.get("depth_multiple", 1.0), cfg.get("width_multiple", 1.0)
+    gw = cfg.get("width_multiple", 1.0)
     na = len(anchors[0]) // 2 if isinstance(anchors, list) else anchors
     no = na * (nc + 5)
     layers, froms, save, chs = [], [], [], [ch]
-    for i, row in enumerate(cfg["backbone"] + cfg["head"]):
-        f, n, name, args = row
+    for i, (row, n) in enumerate(zip(cfg["backbone"] + cfg["head"], table_repeats(cfg))):
+        f, _, name, args = row
         if name not in MODULES:
             raise ValueError(f"layer {i}: unknown module {name!r} (known: {', '.join(sorted(MODULES))})")
         m = MODULES[name]
         args = [_YAML_NAMES.get(a, a) if isinstance(a, str) else a for a in args]
         args = [nc if a == "nc" else anchors if a == "anchors" else a for a in args]
-        n = max(round(n * gd), 1) if n > 1 else n
         if m in _CHANNEL_MODULES:
             c1, c2 = chs[f], args[0]
             if c2 != no:
                 c2 = make_divisible(c2 * gw, 8)
             args = [c1, c2, *args[1:]]
             if m is C3:
-                args.insert(2, n)
+                args.insert(2, (bottlenecks or {}).get(i, n))
                 n = 1
         elif m is nn.BatchNorm2d:
             args, c2 = [chs[f]], chs[f]
@@ -266,13 +302,20 @@ class DetectionModel(nn.Module):
     """A YOLOv5 detector: ``model`` holds the yaml rows in order, the last one a :class:`Detect`.
 
     Train mode returns the raw per-level maps ``(B, na, H, W, 5+nc)``; eval mode returns
-    ``(decoded (B, N, 5+nc) in input pixels, raw maps)`` like the official model.
+    ``(decoded (B, N, 5+nc) in input pixels, raw maps)`` like the official model. ``bottlenecks``: C3 rows
+    with fewer bottlenecks than the table (:func:`stored_bottlenecks`).
     """
 
-    def __init__(self, cfg: dict[str, Any], ch: int = 3, names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        ch: int = 3,
+        names: Sequence[str] | None = None,
+        bottlenecks: Mapping[int, int] | None = None,
+    ):
         super().__init__()
         self.yaml = copy.deepcopy(cfg)
-        self.model, self.froms, self.save = parse_layers(self.yaml, ch=self.yaml.get("ch", ch))
+        self.model, self.froms, self.save = parse_layers(self.yaml, ch=self.yaml.get("ch", ch), bottlenecks=bottlenecks)
         nc = self.yaml["nc"]
         self.names = list(names) if names is not None else [str(i) for i in range(nc)]
         det = self.detect

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .model import C3, SPP, SPPF, Bottleneck, Concat, Conv, Detect, Focus, parse_layers
+from .model import C3, SPP, SPPF, Bottleneck, Concat, Conv, Detect, Focus, parse_layers, stored_bottlenecks
 
 MAX_NC = 100_000  # LVIS has 1203 classes, Objects365 365, Open Images 601
 MAX_MULTIPLE = 4.0  # official multiples stop at 1.33 (depth) and 1.25 (width)
@@ -138,11 +138,12 @@ def _short(x: Any) -> str:
 def check_against_state(cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
     """Build ``cfg`` on ``meta`` and compare it with ``state``; bound its parameters and probe activations.
 
-    Call :func:`check_layer_table` first: it bounds what the ``meta`` build costs in Python objects.
+    Call :func:`check_layer_table` first: it bounds what the ``meta`` build costs in Python objects. C3 rows
+    whose stored bottlenecks are fewer than the table's (depth pruning) are built with the stored count.
     """
     try:
         with torch.device("meta"):
-            layers, froms, save = parse_layers(cfg, ch=cfg.get("ch", 3))
+            layers, froms, save = parse_layers(cfg, ch=cfg.get("ch", 3), bottlenecks=stored_bottlenecks(cfg, state))
     except (ValueError, TypeError, IndexError, KeyError, RuntimeError, ZeroDivisionError) as e:
         raise LayerTableError(f"the layer table does not build ({_first(e)})") from None
     params = sum(p.numel() for p in layers.parameters())
