@@ -12,14 +12,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="list the prunable groups a ratio file may name",
         description="List the prunable groups of a checkpoint: layer (each conv; for structured pruning each set of "
         "convs whose output channels are tied), block (each yaml row, e.g. model.6) or stage (backbone.P1-P5, neck, "
-        "head). For structured pruning Detect's output convs are not listed: they are never pruned.",
+        "head). For structured pruning Detect's output convs are not listed: they are never pruned. --depth lists the "
+        "C3 blocks instead, with the bottlenecks each keeps of the unpruned table's (what `prune --depth` names).",
     )
     p.add_argument("--weights", required=True, help="checkpoint file (official YOLOv5 .pt or one of ours)")
     p.add_argument("--granularity", choices=("layer", "block", "stage"), default="layer", help="default layer")
     p.add_argument(
         "--method", choices=("unstructured", "structured"), default="unstructured", help="default unstructured"
     )
-    p.add_argument("--json", action="store_true", help="print {group: [conv names]} as one JSON object")
+    p.add_argument("--depth", action="store_true", help="list the C3 blocks and their bottlenecks (kept/original)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print {group: [conv names]} (with --depth {block: {bottlenecks, original, residual}}) as one JSON object",
+    )
     return p
 
 
@@ -30,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     weights = resolve_weights(args.weights)
     model = load_model(weights)
+    if args.depth:
+        return _depth(model, weights.name, args.json)
     groups = prunable_groups(model, args.granularity, method=args.method)
     if args.json:
         print(json.dumps(groups))
@@ -56,5 +64,29 @@ def run(args: argparse.Namespace) -> int:
             f"{sum(m.weight.numel() for m in mods):,}",
             members if convs != [name] else "",
         )
+    stdout_console().print(t)
+    return 0
+
+
+def _depth(model, file: str, as_json: bool) -> int:
+    """The C3 blocks: bottlenecks kept / in the unpruned table, residual or not."""
+    from ..prune.depth import c3_blocks
+
+    blocks = c3_blocks(model)
+    if as_json:
+        print(json.dumps({b.name: {"bottlenecks": b.bottlenecks, "original": b.original, "residual": b.residual}
+                          for b in blocks}))  # fmt: skip
+        return 0
+    from rich.table import Table
+
+    from .console import stdout_console
+
+    kept, total = sum(b.bottlenecks for b in blocks), sum(b.original for b in blocks)
+    t = Table(title=f"{file}: {len(blocks)} C3 blocks, {kept}/{total} bottlenecks", title_justify="left")
+    t.add_column("name")
+    t.add_column("bottlenecks", justify="right")
+    t.add_column("residual")
+    for b in blocks:
+        t.add_row(b.name, f"{b.bottlenecks}/{b.original}", "yes" if b.residual else "no")
     stdout_console().print(t)
     return 0

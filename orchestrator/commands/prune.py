@@ -14,14 +14,15 @@ from .arg_checks import check_out
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "prune",
-        help="prune a checkpoint by one ratio or a per-layer ratio file",
+        help="prune a checkpoint by one ratio, a per-layer ratio file, a GFLOPs budget or depth",
         description="Prune a YOLOv5 checkpoint and save it. unstructured: L1 masks per layer (zeros, same speed); "
         "global: one L1 threshold across the chosen layers; structured: output channels removed (a smaller, "
-        "faster dense model; Detect's output convs are kept). Names come from `orchestrator layers`.",
+        "faster dense model; Detect's output convs are kept); --depth: whole bottlenecks dropped from C3 blocks. "
+        "Names come from `orchestrator layers` (`layers --depth` for the C3 blocks).",
     )
     p.add_argument("--weights", required=True, help="checkpoint file (official YOLOv5 .pt or one of ours)")
     p.add_argument("--method", choices=(*METHODS, "global"), default="unstructured")
-    how = p.add_mutually_exclusive_group(required=True)
+    how = p.add_mutually_exclusive_group()
     how.add_argument("--ratio", type=float, help="one ratio in [0, 1) for every group")
     how.add_argument("--ratios", metavar="FILE.yaml", help="yaml mapping of group names to ratios in [0, 1)")
     how.add_argument(
@@ -29,6 +30,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=float,
         metavar="F",
         help="structured, needs --data: scan each group's sensitivity, then cut to F x the unpruned GFLOPs",
+    )
+    how.add_argument(
+        "--depth",
+        metavar="SPEC",
+        help="drop bottlenecks from C3 blocks: how many each keeps (model.4=1,model.6=2), or a number to drop "
+        "(3: the least missed on --data's train images, residual ones first); with --data the layers after "
+        "are refit (--recover)",
     )
     p.add_argument("--granularity", choices=GRANULARITIES, default="layer", help="default layer")
     p.add_argument("--exclude", nargs="+", default=(), metavar="NAME", help="with --ratio: groups to leave alone")
@@ -90,9 +98,15 @@ def run(args: argparse.Namespace) -> int:
     from ..assets import resolve_weights
     from ..prune import apply_ratios, prunable_groups
     from ..prune.layers import check_ratio
-    from ..yolo.checkpoint import load_checkpoint, save_checkpoint
+    from ..yolo.checkpoint import load_checkpoint
     from ..yolo.masks import attach_masks, carried_masks
 
+    if args.depth is not None:
+        from .prune_depth import run_depth
+
+        return run_depth(args, out)
+    if args.ratio is None and args.ratios is None and args.target_gflops is None:
+        raise PruningError("give one of --ratio, --ratios, --target-gflops or --depth")
     _check_structured_args(args)
     weights = resolve_weights(args.weights)
     ck = load_checkpoint(weights)
@@ -121,17 +135,26 @@ def run(args: argparse.Namespace) -> int:
         raise PruningError(f"{args.ratios}: {e}" if args.ratios else str(e)) from None
     attach_masks(model, carried_masks(model, ck.masks))  # the file's earlier cuts stay recorded in the output
     meta = {"pruning": report.to_dict(), "source": str(weights)}
+    if save_pruned(args, model, out, meta):
+        return 0
+    _print(report, out)
+    return 0
+
+
+def save_pruned(args: argparse.Namespace, model, out: Path, meta: dict) -> bool:
+    """Write ``model`` in the layout ``--official`` asks for; with ``--json`` print the report and return True."""
     if args.official:
         from ..yolo.official_layout import save_official
 
         save_official(model, out)
     else:
+        from ..yolo.checkpoint import save_checkpoint
+
         save_checkpoint(model, out, meta=meta)
     if args.json:
         print(json.dumps({"out": str(out), "layout": "official" if args.official else "orchestrator", **meta}))
-        return 0
-    _print(report, out)
-    return 0
+        return True
+    return False
 
 
 def _check_structured_args(args: argparse.Namespace) -> None:
@@ -158,7 +181,6 @@ def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) ->
     from ..prune.layers import check_ratio
     from ..prune.oneshot import OneShot
     from ..prune.recovery import parse_steps
-    from ..yolo.checkpoint import save_checkpoint
     from ..yolo.data import load_data_config
 
     steps = parse_steps(args.recover)
@@ -194,14 +216,7 @@ def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) ->
     }
     if budget is not None:
         meta["budget"] = budget
-    if args.official:
-        from ..yolo.official_layout import save_official
-
-        save_official(done.model, out)
-    else:
-        save_checkpoint(done.model, out, meta=meta)
-    if args.json:
-        print(json.dumps({"out": str(out), "layout": "official" if args.official else "orchestrator", **meta}))
+    if save_pruned(args, done.model, out, meta):
         return 0
     _print(done.prune, out, done.recovery.seconds, budget)
     return 0
