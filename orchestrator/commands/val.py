@@ -44,9 +44,17 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise OrchestratorError(f"--workers: expected >= 0, got {args.workers}")
     cache = cache_settings(args)
-    # Heavy imports here, not at module top: every command module is imported to build the parser.
-
     from ..assets import resolve_data, resolve_weights
+
+    weights = resolve_weights(args.weights)
+    onnx = None
+    if weights.suffix.lower() == ".onnx":
+        if args.half:
+            raise OrchestratorError("--half: an ONNX file runs at the precision it was exported in (drop --half)")
+        from ..deploy.onnx_model import inspect_onnx
+
+        onnx = inspect_onnx(weights)  # a hostile file is refused here, before torch and the dataset are loaded
+    # Heavy imports here, not at module top: every command module is imported to build the parser.
     from ..errors import DataError
     from ..yolo.checkpoint import load_model
     from ..yolo.data import load_data_config
@@ -54,17 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from .device_arg import parse_device
 
     device = parse_device(args.device, args.half)
-    weights, data = resolve_weights(args.weights), resolve_data(args.data, allow_large=args.yes)
+    data = resolve_data(args.data, allow_large=args.yes)
     cfg = load_data_config(data, need=("val",))
-    if weights.suffix.lower() == ".onnx":
-        if args.half:
-            raise OrchestratorError("--half: an ONNX file runs at the precision it was exported in (drop --half)")
+    if onnx is not None:
         from ..deploy.onnx_val import validate_onnx_file
 
         _refuse_as_check_does(cfg, None)
-        v = validate_onnx_file(
-            weights, cfg, imgsz=args.imgsz, batch=args.batch, device=device, per_class=args.per_class
-        )
+        v = validate_onnx_file(onnx, cfg, imgsz=args.imgsz, batch=args.batch, device=device, per_class=args.per_class)
         if v.result.problems:
             _warn(v.result.problems)
         return _report(args, v.result, {**v.result.speed_ms, "load": v.load_ms}, weights, cfg, device)

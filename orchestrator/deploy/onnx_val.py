@@ -32,7 +32,7 @@ class OnnxValidation:
 
 
 def validate_onnx_file(
-    path: str | Path,
+    path: str | Path | OnnxDetector,
     data: DataConfig,
     *,
     imgsz: int,
@@ -41,8 +41,9 @@ def validate_onnx_file(
     threads: int | None = None,
     per_class: bool = False,
 ) -> OnnxValidation:
-    """Check that ``path`` is a YOLOv5 detector for ``data``'s classes and score it on the val split."""
-    det = inspect_onnx(path)
+    """Check that ``path`` is a YOLOv5 detector for ``data``'s classes and score it on the val split (a file the
+    caller already inspected is not read twice)."""
+    det = path if isinstance(path, OnnxDetector) else inspect_onnx(path)
     if det.nc != data.nc:
         raise OrchestratorError(f"{det.path}: the model predicts {det.nc} classes but {data.file} has nc={data.nc}")
     check_input_size(det, imgsz)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torchvision
 
 
 def xywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
@@ -27,6 +26,8 @@ def non_max_suppression(
     rows, only the ``max_nms`` rows with the best scores are expanded into (box, class) candidates (an
     output of two million rows once made every row x class pair a candidate, 23 GB).
     """
+    from torchvision.ops import batched_nms  # here: torchvision.ops imports torch._dynamo, seconds a refusal skips
+
     pred = pred.float()
     nc = pred.shape[2] - 5
     if nc <= 0:
@@ -47,7 +48,7 @@ def non_max_suppression(
             top = sc.topk(max_nms).indices
             row, cls, sc = row[top], cls[top], sc[top]
         bx = xywh_to_xyxy(x[row, :4])
-        keep = torchvision.ops.batched_nms(bx, sc, cls, iou)[:max_det]
+        keep = batched_nms(bx, sc, cls, iou)[:max_det]
         rows = (bx.new_full((len(keep), 1), b), bx[keep], sc[keep, None], cls[keep, None].to(bx.dtype))
         out.append(torch.cat(rows, 1))
     return torch.cat(out) if out else pred.new_zeros((0, 7))

@@ -137,7 +137,9 @@ def test_a_checkpoint_whose_layer_table_would_exhaust_memory_is_refused_before_b
 TABLES = {
     # 428 M parameters (1.7 GB) if built: within every per-number limit, refused by the count
     "wider": (lambda y: y.update(width_multiple=3.9), "describes 428,302,245 parameters, above the limit"),
-    "deeper": (lambda y: y.update(depth_multiple=3), "no stored weights for model.13.m.1.cv1.conv"),
+    # a table deeper than its tensors reads as a depth-pruned model (prune/depth.py): the stored depth is built;
+    # one shallower than its tensors leaves weights that fit no layer
+    "shallower": (lambda y: y.update(depth_multiple=0.2), "stored weights model.4.m.1.cv1.conv fit no layer"),
     "more classes": (lambda y: y.update(nc=81), "model.24.m.0.weight is (255, 64, 1, 1), the table makes (258,"),
     "other kernel": (
         _row("backbone", 1, 1, 5),
