@@ -17,6 +17,7 @@ from .front import (
     versus_uniform,
 )
 from .holdout import held_out_points, revealed
+from .levers import enqueue_levers, lever_points
 from .record import (
     ATTR_ATTEMPT,
     ATTR_BASELINE,
@@ -96,7 +97,9 @@ __all__ = [
     "create_or_load",
     "dumps",
     "enqueue_baselines",
+    "enqueue_levers",
     "enqueue_warm_start",
+    "lever_points",
     "failure_reason",
     "feasible",
     "held_out_points",

@@ -21,6 +21,7 @@ ATTR_WORKER = "worker"
 ATTR_WALL = "wall_s"
 ATTR_BASELINE = "uniform_ratio"  # set on enqueued uniform baselines
 ATTR_WARM_START = "warm_start"  # set on enqueued warm-start allocations: the target sparsity
+ATTR_LEVER = "lever"  # set (with ATTR_WARM_START 0) on the unpruned model in a searched deploy form (levers.py)
 ATTR_RETRY_OF = "retry_of"
 ATTR_INTENDED = "intended"  # set on enqueued trials: their parameters, complete even before they are asked
 # set on a trial the one-shot screen stopped before fine-tuning: the one-line reason. Such a trial is told COMPLETE
@@ -48,12 +49,16 @@ ATTR_TEST = "test_metrics"  # sealed held-out figures {"test_map50_95": .., "tes
 STUDY_OBJECTIVES = "objectives"  # the objectives' metric names, checked on resume
 STUDY_BASELINES_ENQUEUED = "baselines_enqueued"
 STUDY_WARM_START_ENQUEUED = "warm_start_enqueued"
+STUDY_LEVERS_ENQUEUED = "levers_enqueued"
 STUDY_LEASE = "driver"  # the running driver's lease (sweep/lease.py)
 STUDY_ALLOCATIONS = "allocations"  # relative space: {"levels": [...], "maps": [{group: ratio}, ...]} (relative.py)
 
 
 def origin(t) -> str:
-    """Who proposed a trial: ``uniform 0.3`` (a baseline), ``warm 0.3`` (the warm start) or ``sampler``."""
+    """Who proposed a trial: ``uniform 0.3`` (a baseline), ``warm 0.3`` (the warm start), ``lever int8 @ 288`` (the
+    unpruned model in a deploy form) or ``sampler``."""
+    if t.user_attrs.get(ATTR_LEVER):
+        return f"lever {t.user_attrs[ATTR_LEVER]}"
     if t.user_attrs.get(ATTR_BASELINE) is not None:
         return f"uniform {t.user_attrs[ATTR_BASELINE]:g}"
     if t.user_attrs.get(ATTR_WARM_START) is not None:

@@ -23,6 +23,7 @@ from ..search import (
     build_space,
     create_or_load,
     enqueue_baselines,
+    enqueue_levers,
     enqueue_warm_start,
     hypervolume,
     is_screened,
@@ -175,6 +176,7 @@ class Sweep:
             self.space = replace(self.space, relative=self._relative(pool))
         self.dists = self.space.distributions()
         enqueue_baselines(spec, study, self.space)
+        enqueue_levers(spec, study, self.space)
         self._warm_start(pool)
         trials = study.get_trials(deepcopy=False)
         self.sync.add(t.number for t in trials if t.state.is_finished())

@@ -135,3 +135,30 @@ def test_export_names_and_tags_the_size(tmp_path, assets, capsys):
     assert out.endswith("yolov5n-96.onnx")
     props = {p.key: p.value for p in onnx.load(out).metadata_props}
     assert props["imgsz"] == "96"
+
+
+def test_the_levers_alone_are_enqueued_once_and_tagged(tmp_path, capsys):
+    """int8 at each size and the float model at each smaller size, unpruned, fewest epochs: heuristic points."""
+    from orchestrator.search import is_warm_start, origin, ratios_of
+
+    spec = load_study_spec(
+        fake_study(tmp_path, imgsz=[320, 256], quantize={"choices": ["int8", "none"]}, budget={"n_trials": 7})
+    )
+    assert run_study(spec, live=False).complete == 7
+    trials = load_existing(spec).get_trials(deepcopy=False)
+    levers = [t for t in trials if origin(t).startswith("lever")]
+    assert sorted(origin(t) for t in levers) == ["lever int8 @ 256", "lever int8 @ 320", "lever none @ 256"]
+    for t in levers:
+        assert is_warm_start(t) and t.params["epochs"] == 0
+        assert set(ratios_of(t).values()) == {0.0}
+    assert {(t.params["quantize"], t.params["imgsz"]) for t in levers} == {("int8", 256), ("int8", 320), ("none", 256)}
+    # a resumed study does not enqueue them again
+    spec = load_study_spec(
+        fake_study(tmp_path, imgsz=[320, 256], quantize={"choices": ["int8", "none"]}, budget={"n_trials": 9})
+    )
+    run_study(spec, live=False)
+    trials = load_existing(spec).get_trials(deepcopy=False)
+    assert sum(origin(t).startswith("lever") for t in trials) == 3
+    assert main(["status", str(spec.path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["trials"]
+    assert sorted(r["origin"] for r in rows if r["origin"].startswith("lever")) == sorted(origin(t) for t in levers)
