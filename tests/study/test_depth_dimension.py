@@ -103,3 +103,14 @@ def test_check_refuses_more_bottlenecks_than_the_model_has(tmp_path, assets):
     ]
     ok = _check(_real(tmp_path, assets / "yolov5n.pt", assets, {"min": 1, "max": 11}))  # all of them: allowed
     assert ok.returncode == 0, ok.stderr
+
+
+def test_fake_trial_is_cheaper_and_less_accurate_with_depth(tmp_path):
+    from orchestrator.trial.contract import TrialSpec, WorkerCache, Workload
+    from orchestrator.trial.fake import run_fake_trial
+
+    w = Workload.from_spec(load_study_spec(fake_study(tmp_path, fake={"sleep_s": 0}, pruning={"depth": {"max": 3}})))
+    values = {"epochs": 0, "lr0": 0.001, "quantize": "none", "imgsz": 640}
+    flat, deep = (run_fake_trial(TrialSpec(0, w, {}, {**values, "depth": d}), WorkerCache()).metrics for d in (0, 2))
+    assert deep["gflops"] < flat["gflops"] and deep["map50_95"] < flat["map50_95"]
+    assert deep["ort_speedup"] > flat["ort_speedup"]
