@@ -78,10 +78,10 @@ def _check(study: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=study.parent, capture_output=True, text=True, timeout=300, env=env)
 
 
-def _real(folder: Path, model: Path, assets: Path, depth) -> Path:
+def _real(folder: Path, model: Path, assets: Path, depth, **overrides) -> Path:
     return fake_study(
         folder, trial="real", model=str(model), data=str(assets / "coco128.yaml"), imgsz=320,
-        pruning={"method": "structured", "depth": depth},
+        pruning={"method": "structured", "depth": depth}, **overrides,
     )  # fmt: skip
 
 
@@ -114,3 +114,10 @@ def test_fake_trial_is_cheaper_and_less_accurate_with_depth(tmp_path):
     flat, deep = (run_fake_trial(TrialSpec(0, w, {}, {**values, "depth": d}), WorkerCache()).metrics for d in (0, 2))
     assert deep["gflops"] < flat["gflops"] and deep["map50_95"] < flat["map50_95"]
     assert deep["ort_speedup"] > flat["ort_speedup"]
+
+
+def test_check_names_baselines_depth_when_the_baselines_ask_too_many(tmp_path, assets, capsys):
+    study = _real(tmp_path, assets / "yolov5n.pt", assets, {"max": 2}, baselines={"depth": 12})
+    assert main(["check", str(study)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {study}: baselines.depth: 12 bottlenecks to drop, but yolov5n.pt has 11 in its C3 blocks"]
