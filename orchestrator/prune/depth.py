@@ -25,7 +25,7 @@ import torch.nn as nn
 from ..errors import PruningError
 from ..yolo.model import C3, copy_model, table_repeats
 from .calibration import CalibrationSet
-from .recovery import reconstruct
+from .recovery import RecoveryReport, reconstruct
 from .structured import all_kept
 
 
@@ -235,6 +235,12 @@ class Shallower:
     cut: DepthCut
     refit: int
     seconds: dict[str, float]
+
+    @property
+    def recovery(self) -> RecoveryReport:
+        """The refit as a channel cut's recovery reports it (a trial logs its seconds as ``recovery_s``)."""
+        steps = {k: v for k, v in self.seconds.items() if k != "rank"}
+        return RecoveryReport(tuple(steps), steps, {"reconstruct": self.refit} if self.refit else {})
 
 
 def shallower(

@@ -16,7 +16,7 @@ from ..yolo.model import copy_model
 from .activation_importance import OutputErrorImportance
 from .apply import PruneReport, apply_ratios
 from .calibration import CalibrationSet
-from .depth import BottleneckRank, DepthCut, drop_depth, rank_bottlenecks, shallower, without_dropped
+from .depth import BottleneckRank, DepthCut, Shallower, drop_depth, rank_bottlenecks, shallower, without_dropped
 from .recovery import RIDGE, ChannelStats, RecoveryReport, input_stats, original_names, recover
 from .structured import KeptChannels
 
@@ -54,10 +54,9 @@ class OneShot:
             self._ranking = rank_bottlenecks(self.model, self.calib)
         return self._ranking
 
-    def shallower(self, depth: int, what: str = "pruning.depth") -> tuple[nn.Module, DepthCut]:
+    def shallower(self, depth: int, what: str = "pruning.depth") -> Shallower:
         """A copy without the ``depth`` least missed bottlenecks, its layers after them refit (``reconstruct``)."""
-        done = shallower(self.model, depth, self.calib, ("reconstruct",), what, self.ranking if depth else None)
-        return done.model, done.cut
+        return shallower(self.model, depth, self.calib, ("reconstruct",), what, self.ranking if depth else None)
 
     @property
     def stats(self) -> dict[str, ChannelStats]:

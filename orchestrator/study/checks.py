@@ -174,6 +174,8 @@ def _scan(spec: StudySpec, found: dict[str, Any], weights: Path | None, groups: 
                 found["warnings"] = [*found.get("warnings", ()), *_held_out_leaks(spec, found, cfg)]
             except OrchestratorError as e:
                 problems.append(("test_data" if spec.test_data else "data", str(e)))
+    if weights is not None and not problems:  # the checkpoint opened: its C3 blocks can be counted
+        problems += depth_problems(weights, spec)
     if problems:
         raise ConfigError(str(spec.path), problems)
     if groups and weights is not None:
@@ -217,6 +219,26 @@ def model_groups(weights: Path, spec: StudySpec) -> list[str]:
         return list(prunable_groups(model, spec.pruning.granularity, spec.pruning.exclude, method=method))
     except OrchestratorError as e:
         raise ConfigError(str(spec.path), [("pruning.exclude", str(e))]) from None
+
+
+def depth_problems(weights: Path, spec: StudySpec) -> list[tuple[str, str]]:
+    """``pruning.depth`` against the checkpoint's C3 blocks: a model without one, or fewer bottlenecks than the
+    most a trial (or a baseline, ``baselines.depth``) would drop. Nothing is loaded for a study without depth."""
+    depth = spec.space.get("depth")
+    most = max(int(depth.high) if depth is not None else 0, int(spec.baselines.values.get("depth", 0)))
+    if most == 0:
+        return []
+    from ..prune.depth import c3_blocks
+    from ..yolo.checkpoint import load_model
+
+    blocks = c3_blocks(load_model(weights))
+    have = sum(b.bottlenecks for b in blocks)
+    key = "baselines.depth" if depth is None or spec.baselines.values.get("depth", 0) > depth.high else "pruning.depth"
+    if not blocks:
+        return [(key, f"{weights.name} has no C3 blocks, so no bottleneck to drop: leave depth out")]
+    if most > have:
+        return [(key, f"{most} bottlenecks to drop, but {weights.name} has {have} in its C3 blocks")]
+    return []
 
 
 def checkpoint_classes(weights: Path) -> int:

@@ -297,6 +297,26 @@ class Sizes(Dimension):
         return [int(v) for v in domain.options]
 
 
+class Depth(IntRange):
+    """Bottlenecks dropped from the C3 blocks, least missed first: ``pruning.depth: 2`` or ``{min, max}``.
+
+    A total, not a count per C3: the bottlenecks are ranked once per worker on train images (residual ones first,
+    then by how little the block's output changes without them, ``prune.depth.rank_bottlenecks``), so one integer
+    orders every depth cut from least to most harmful and the sampler searches a line, not a product of blocks.
+    Not given: 0 and no parameter, so a study that never names it keeps its columns. Baselines drop the fewest:
+    a depth cut is a cost the uniform ratio baselines must not pay unasked.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("depth", "pruning", (0, 0))
+
+    def is_param(self, domain: Range) -> bool:
+        return domain != self.default
+
+    def baseline(self, domain: Range) -> int:
+        return int(domain.low)
+
+
 def _preset_lr0(context: dict[str, Any]) -> float:
     from ..yolo.hyp import PRESETS  # plain dataclasses: no torch
 
@@ -325,6 +345,7 @@ register(IntRange("epochs", "finetune", (0, 3)))  # fine-tune epochs; 0 = none
 register(PositiveFloat("lr0", "finetune", _preset_lr0))
 register(Categorical("quantize", "quantize", QUANTIZE_CHOICES, ("none",), key="choices"))
 register(Sizes())
+register(Depth())
 
 
 def ratio_distributions(bounds: dict[str, tuple[float, float]], step: float | None) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
         top["imgsz"] = sizes
         spec["imgsz"] = sizes[0] if sizes and type(sizes[0]) is int else spec["imgsz"]
     spec.update(path=path, text=text, space={})
-    pruning, named = _pruning(r, r.section(top, "pruning"))
+    pruning, named = _pruning(r, r.section(top, "pruning"), spec["space"])
     d = r.section(top, "finetune")
     finetune = read_fields(r, d, FinetuneSpec, "finetune")
     _read_dimensions(r, d, "finetune", spec["space"], finetune)
@@ -90,7 +90,7 @@ def parse_study(raw: Any, path: Path, text: str = "") -> StudySpec:
     _read_dimensions(r, d, "quantize", spec["space"], {}, at="quantize" if short else None)
     r.done(d, "quantize")
     for section in dict.fromkeys(dim.section for dim in DIMENSIONS.values()):  # a dimension's own section
-        if section not in ("finetune", "quantize"):
+        if section not in ("pruning", "finetune", "quantize"):
             d = top if section == "" else r.section(top, section)
             _read_dimensions(r, d, section, spec["space"], {"imgsz": spec["imgsz"]} if section == "" else {})
             if section:
@@ -157,10 +157,11 @@ def _read_dimensions(
             space[name] = dim.read(r, d.pop(dim.key, None), at or dim.path, context)
 
 
-def _pruning(r: KeyReader, d: dict) -> tuple[PruningSpec, set[str]]:
+def _pruning(r: KeyReader, d: dict, space: dict[str, Any]) -> tuple[PruningSpec, set[str]]:
     """The pruning section, and the keys it names (the others take :func:`_evidence_defaults` once the objectives
-    are known)."""
+    are known); its dimensions (``depth``) go to ``space``."""
     named = set(d)
+    _read_dimensions(r, d, "pruning", space, {})
     values = read_fields(r, d, PruningSpec, "pruning")
     if "method" not in named and ("recover" in named or values["importance"] in ("bn_scale", *DATA_IMPORTANCES)):
         values["method"] = "structured"  # what the named recovery or channel importance needs, whatever the costs

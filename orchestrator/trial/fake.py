@@ -122,6 +122,11 @@ def run_fake_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
         metrics.update(gflops=round(metrics["gflops"] * area, 5), latency_ms=round(metrics["latency_ms"] * area, 4))
         shrink = 1.0 - 0.6 * (1.0 - size / base)
         metrics.update(map50_95=round(metrics["map50_95"] * shrink, 6), map50=round(metrics["map50"] * shrink, 6))
+    if depth := spec.values.get("depth", 0):  # bottlenecks dropped: shaped like bench_depth (docs/pruning.md "Depth")
+        metrics.update(gflops=round(metrics["gflops"] * (1 - 0.03 * depth), 5))
+        metrics.update(latency_ms=round(metrics["latency_ms"] * (1 - 0.02 * depth), 4))
+        keep = max(0.0, 1.0 - 0.1 * depth)
+        metrics.update(map50_95=round(metrics["map50_95"] * keep, 6), map50=round(metrics["map50"] * keep, 6))
     metrics["speedup"] = round(_BASE["latency_ms"] / metrics["latency_ms"], 5)
     metrics["ort_latency_ms"] = round(metrics["latency_ms"] / 2, 4)  # ONNX Runtime: about 2x eager on CPU
     metrics["ort_speedup"] = metrics["speedup"]

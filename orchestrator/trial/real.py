@@ -65,13 +65,13 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     shot = steps.one_shot(spec, ctx, pruned) if spec.screen is not None else {}
     reason = screen_reason(spec, shot["map50_95"]) if shot else ""
     if reason:
-        files = {"ratios.json": _ratio_map(spec, pruned.report)}
+        files = {"ratios.json": _ratio_map(spec, pruned)}
         return TrialResult(spec.number, True, shot, [], files, device=ctx.device_name(), screened=True, reason=reason)
     tuned = steps.fine_tune(spec, ctx, pruned)
     if tuned.stopped is not None:
         reason, gap = tuned.stopped
         metrics = {**steps.stopped_metrics(spec, pruned, tuned), **({ONESHOT: shot["map50_95"]} if shot else {})}
-        files = {"ratios.json": _ratio_map(spec, pruned.report)}
+        files = {"ratios.json": _ratio_map(spec, pruned)}
         return TrialResult(
             spec.number, True, metrics, tuned.history, files, device=ctx.device_name(), screened=True,
             reason=reason, stopped_epoch=len(tuned.history), stop_gap=gap,
@@ -81,7 +81,7 @@ def run_trial(spec: TrialSpec, cache: WorkerCache) -> TrialResult:
     if shot:
         metrics[ONESHOT] = shot["map50_95"]
     test = steps.held_out(ctx, shipped, lambda: held_out_files(ctx.data, w.test_data, Path(w.base_dir), progress=False))
-    files = {"ratios.json": _ratio_map(spec, pruned.report)}
+    files = {"ratios.json": _ratio_map(spec, pruned)}
     if w.save_checkpoint:
         files["pruned.pt"] = _official_bytes(shipped.model, spec)
         if shipped.int8 is not None:
@@ -138,7 +138,7 @@ def _sensitivity_allocations(ctx: WorkerContext, request: AllocationRequest) -> 
     return out
 
 
-def _ratio_map(spec: TrialSpec, report: Any) -> bytes:
+def _ratio_map(spec: TrialSpec, pruned: steps.Cut) -> bytes:
     import json
 
     doc = {
@@ -146,8 +146,10 @@ def _ratio_map(spec: TrialSpec, report: Any) -> bytes:
         "study": spec.workload.study,
         **spec.values,
         "ratios": spec.ratios,
-        "report": report.to_dict(),
+        "report": pruned.report.to_dict(),
     }
+    if pruned.depth is not None:  # C3 block -> [bottlenecks before, after]
+        doc["bottlenecks"] = {name: list(pair) for name, pair in pruned.depth.blocks.items()}
     return json.dumps(doc, indent=1, sort_keys=True, default=str).encode()
 
 

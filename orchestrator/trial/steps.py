@@ -22,11 +22,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Cut:
-    """The pruned model before fine-tuning; ``recovery`` when the one-shot path ran its recovery steps."""
+    """The pruned model before fine-tuning; ``recovery`` when the one-shot path ran its recovery steps; ``depth``
+    the bottlenecks a depth cut dropped (``prune.depth.DepthCut``; None when the trial drops none)."""
 
     model: nn.Module
     report: Any  # prune.PruneReport: sparsity and what was cut
     recovery: Any = None  # prune.oneshot recovery record (its seconds per step)
+    depth: Any = None
 
 
 @dataclass(frozen=True)
@@ -49,32 +51,52 @@ class Deployed:
 
 
 def cut(spec: TrialSpec, ctx: WorkerContext) -> Cut:
-    """The spec's ratios applied to a copy of the baseline; a pruned base keeps its earlier masks."""
-    p = spec.workload.pruning
-    if p.method == "structured" and (p.recover or p.importance in DATA_IMPORTANCES):
+    """The spec's depth and ratios applied to a copy of the baseline; a pruned base keeps its earlier masks.
+
+    ``depth`` (the bottlenecks dropped, ranked once per worker on train images) goes first, whatever the method:
+    structured, :meth:`OneShot.cut` drops them and refits what follows with the channel cut's recovery;
+    unstructured, the shallower copy is refit (``reconstruct``) before its masks, which zero weights of the
+    layers that are left. Either way the ratios of groups the depth cut removed are left out.
+    """
+    p, depth = spec.workload.pruning, int(spec.values.get("depth", 0))
+    if p.method == "structured" and (p.recover or p.importance in DATA_IMPORTANCES or depth):
         done = ctx.oneshot().cut(
-            spec.ratios, granularity=p.granularity, importance=p.importance, round_to=p.round_to, steps=p.recover
-        )
-        result = Cut(done.model, done.prune, done.recovery)
+            spec.ratios, granularity=p.granularity, importance=p.importance, round_to=p.round_to, steps=p.recover,
+            depth=depth,
+        )  # fmt: skip
+        result = Cut(done.model, done.prune, done.recovery, done.depth if depth else None)
     else:
         import copy
 
         from ..prune import apply_ratios
+        from ..prune.depth import without_dropped
 
-        model = copy.deepcopy(ctx.model)
+        ratios, dropped, recovery = spec.ratios, None, None
+        if depth:
+            shallow = ctx.oneshot().shallower(depth)
+            model, dropped, recovery = shallow.model, shallow.cut, shallow.recovery
+            ratios = without_dropped(model, ratios, p.granularity, p.method)
+        else:
+            model = copy.deepcopy(ctx.model)
         report = apply_ratios(
             model,
-            spec.ratios,
+            ratios,
             method=p.method,
             granularity=p.granularity,
             importance=p.importance,
             round_to=p.round_to if p.method == "structured" else None,
         )
-        result = Cut(model, report)
+        result = Cut(model, report, recovery, dropped)
     if ctx.masks:  # a pruned base model: its earlier cuts stay in force and recorded
         from ..yolo.masks import attach_masks, carried_masks
 
-        attach_masks(result.model, carried_masks(result.model, ctx.masks))
+        masks = ctx.masks
+        if result.depth is not None:  # a bottleneck that moved up the chain takes its own masks along
+            moved = result.depth.renamed  # name now -> name before
+            masks = {n: m for n, m in masks.items() if n not in moved} | {
+                n: masks[old] for n, old in moved.items() if old in masks
+            }
+        attach_masks(result.model, carried_masks(result.model, masks))
     return result
 
 
