@@ -30,6 +30,7 @@ from ..errors import DataLost, TrainingError
 from .augment import EpochBatchSampler, TrainBatch, TrainDataset, collate_counted, worker_init
 from .data import DataConfig
 from .distill import distill_loss, teacher_maps
+from .heap import trim_heap
 from .hyp import Hyp, get_hyp
 from .image_cache import CacheSettings
 from .image_cache import TrainImages as TrainImages  # its home was here: callers import it from train
@@ -215,6 +216,8 @@ def finetune(
     stopped = ""
     for epoch in range(epochs):
         sums, seen, train_s, unreadable = loop.train_epoch(epoch)
+        if device.type == "cpu":
+            trim_heap()  # the step's freed activations: validation would grow beside them instead of into them
         t1 = time.perf_counter()
         res = validate(loop.ema.module, val_set, device=device)
         mean = (sums / max(seen, 1)).tolist()
