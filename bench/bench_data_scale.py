@@ -8,6 +8,7 @@ training loader alone (no model) to give its images/s against its process count.
 
     python bench/bench_data_scale.py --n 1000 3000 6000              # the table in docs/data.md
     python bench/bench_data_scale.py --coco128 --imgsz 320           # cached vs streamed training throughput
+    python bench/bench_data_scale.py --dataset /tmp/d/data.yaml      # one default row on a dataset kept from before
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="loader processes to compare")
     ap.add_argument("--cached-up-to", type=int, default=3000, help="also run RAM-cache-everything rows up to this N")
     ap.add_argument("--coco128", action="store_true", help="coco128: cached vs streamed training throughput")
+    ap.add_argument("--dataset", help="rows on this data yaml (e.g. one kept from an earlier run) instead of building")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--loader", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -199,6 +201,10 @@ def main() -> None:
             r = row(data, cache=cache, workers=w, **common)
             _print(128, cache, w, r, row(data, loader=True, cache=cache, workers=w, **common))
         return
+    if a.dataset:
+        n = len(load_data_config_only(a.dataset))
+        _print(n, "auto", w, row(Path(a.dataset), cache="auto", budget_gb=2.0, workers=w, **common), {})
+        return
     root = Path(tempfile.mkdtemp(prefix="data-scale-", dir="/tmp"))
     try:
         for n in a.n:
@@ -213,6 +219,13 @@ def main() -> None:
             shutil.rmtree(root / f"n{n}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def load_data_config_only(path: str) -> tuple:
+    """The training images a data yaml lists (without importing torch in the parent)."""
+    from orchestrator.yolo.data import load_data_config
+
+    return load_data_config(path).train
 
 
 def _print(n: int, cache: str, workers: int, r: dict, lr: dict) -> None:

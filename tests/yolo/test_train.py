@@ -18,7 +18,15 @@ from orchestrator.errors import TrainingError
 from orchestrator.yolo.data import load_data_config
 from orchestrator.yolo.hyp import PRESETS, Hyp, get_hyp
 from orchestrator.yolo.model import adapt_to_state_dict
-from orchestrator.yolo.train import ModelEMA, TrainImages, conv_sparsity, finetune, parameter_groups
+from orchestrator.yolo.train import (
+    ModelEMA,
+    TrainImages,
+    TrainSettings,
+    conv_sparsity,
+    finetune,
+    parameter_groups,
+    recompute_wanted,
+)
 from orchestrator.yolo.val import ValSet
 
 SMALL = dict(imgsz=128, batch=4, workers=0)
@@ -116,6 +124,45 @@ def test_same_seed_same_weights(yolov5n, small_data, small_val, small_train):
     assert all(torch.equal(a[k], b[k]) for k in a), "same seed gave different weights"
     assert (ha.box, ha.obj, ha.cls, ha.map50_95) == (hb.box, hb.obj, hb.cls, hb.map50_95)
     assert any(not torch.equal(a[k], start[k]) for k in a if k.endswith("weight")), "nothing was trained"
+
+
+def test_recomputed_bn_act_trains_the_same_weights(yolov5n, small_data, small_val, small_train, monkeypatch):
+    """``recompute_bn`` keeps only each conv's output for backward and recomputes the frozen BN's (a third less
+    activation memory): the weights, the BN statistics and the losses are those of plain autograd, to the bit,
+    with the frozen-BN preset (the default) and with BN statistics training (where nothing is recomputed)."""
+    from orchestrator.yolo.model import _FrozenBnAct
+
+    calls: list[int] = []
+    apply = _FrozenBnAct.apply
+
+    def run(hyp: Hyp, recompute: bool):
+        model = _prune_all_convs(copy.deepcopy(yolov5n), 0.3)
+        with monkeypatch.context() as mp:
+            mp.setattr(_FrozenBnAct, "apply", lambda *args: calls.append(1) or apply(*args))
+            r = finetune(
+                model, small_data, 1, hyp=hyp, seed=0, val_set=small_val, train_images=small_train,
+                recompute_bn=recompute, **SMALL,
+            )  # fmt: skip
+        assert not any("recompute_bn_act" in vars(m) for m in model.modules()), "the flag outlived the fine-tune"
+        return _state(r.model), r.history[0]
+
+    for hyp, recomputes in ((HYP, True), (replace(HYP, freeze_bn_stats=False), False)):
+        calls.clear()
+        a, ha = run(hyp, recompute=True)
+        assert bool(calls) == recomputes
+        b, hb = run(hyp, recompute=False)
+        assert all(torch.equal(a[k], b[k]) for k in a), "recomputing the BN output changed the weights"
+        assert (ha.box, ha.obj, ha.cls, ha.map50_95) == (hb.box, hb.obj, hb.cls, hb.map50_95)
+
+
+def test_recompute_by_default_on_a_cpu_from_640_x_8():
+    """On by default where the activations are the worker's memory (a CPU) and large; the quickstart's 320 x 16
+    and any GPU fine-tune run plain autograd."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert recompute_wanted(TrainSettings(), cpu) and recompute_wanted(TrainSettings(batch=8), cpu)
+    assert not recompute_wanted(TrainSettings(imgsz=320), cpu) and not recompute_wanted(TrainSettings(), gpu)
+    assert recompute_wanted(TrainSettings(imgsz=320, recompute_bn=True), cpu)
+    assert not recompute_wanted(TrainSettings(recompute_bn=False), cpu)
 
 
 def test_pruned_weights_stay_exactly_zero(yolov5n, small_data, small_val, small_train):
