@@ -57,12 +57,16 @@ def cut_to_speedup(
     runs: int = TIMING_RUNS,
     on_table: Callable[[int, int], None] | None = None,
     on_point: Callable[[int, int], None] | None = None,
+    timer: SpeedupTimer | None = None,
+    memo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The latency table (cached), the sensitivity scan, then the cut meeting ``target`` x the unpruned model's
     speed in ONNX Runtime (``threads`` threads, ``imgsz`` px) with the least predicted loss; a JSON-able summary.
 
     ``max_depth``: at most that many bottlenecks dropped (0: channel cuts only; default every one).
-    ``on_table`` / ``on_point``: progress of the timings and of the scan. Raises :class:`UnreachableTarget`
+    ``on_table`` / ``on_point``: progress of the timings and of the scan. ``timer``: an open one to time against
+    (else one is opened); ``memo``: a dict that keeps the scan for the next call on the same model and data (a
+    study's warm start asks for several targets). Raises :class:`UnreachableTarget`
     naming ``--target-speedup`` (before the scan when even every scanned cut together falls short).
     """
     check_target(target)
@@ -71,7 +75,7 @@ def cut_to_speedup(
     groups = list(groups or prunable_groups(model, granularity, method="structured"))
     ranking = [] if max_depth == 0 or not _has_c3(model) else shot.ranking[:max_depth]
     drops = [f"{r.block}.m.{r.index}" for r in ranking]
-    timer = SpeedupTimer(model, imgsz, threads, runs)
+    timer = timer or SpeedupTimer(model, imgsz, threads, runs)
     table, timed = cached_table(
         weights, model, timer, groups, scan_ratios, drops, granularity, round_to, on_point=on_table
     )
@@ -82,12 +86,17 @@ def cut_to_speedup(
         return {g: r for g, r in levels.items() if g != DEPTH}, plan_total(ranking, k) if k else {}
 
     measured: list[float] = []
+    scale = [1.0]  # real ms saved / the table's sum, from the last timing: overlapping savings add up to less
+    levels: Levels = {}
 
-    def real_enough(levels: Mapping[str, float]) -> bool:
-        if not levels:  # the unpruned model: no faster than itself, and the target is over 1
+    def real_enough(chosen: Mapping[str, float]) -> bool:
+        if not chosen:  # the unpruned model: no faster than itself, and the target is over 1
             return False
-        ratios, drop = plan(levels)
+        ratios, drop = plan(chosen)
         measured.append(timer.time(plain_cut(model, ratios, drop, granularity, round_to))[0])
+        guess = predicted(levels, chosen)[1] if levels else 0.0
+        if guess > 0 and measured[-1] > 1:  # the walk then asks the table for what this timing says is missing
+            scale[0] = min(4.0, max(0.25, table.base_ms * (1 - 1 / measured[-1]) / guess))
         return measured[-1] >= target
 
     top = max(scan_ratios)
@@ -100,15 +109,21 @@ def cut_to_speedup(
         )
     ceiling = measured[-1]
     t1 = time.perf_counter()
-    sens, depth_scores = _scan(shot, data, scan_ratios, granularity, importance, steps, imgsz, groups, len(ranking),
-                               round_to, on_point)  # fmt: skip
+    scan_key = (tuple(groups), tuple(scan_ratios), len(ranking))
+    if memo is not None and memo.get("key") == scan_key:
+        sens, depth_scores = memo["scan"]
+    else:
+        sens, depth_scores = _scan(shot, data, scan_ratios, granularity, importance, steps, imgsz, groups,
+                                   len(ranking), round_to, on_point)  # fmt: skip
+        if memo is not None:
+            memo.update(key=scan_key, scan=(sens, depth_scores))
     scan_s = time.perf_counter() - t1
-    levels = _levels(table, sens.base_score, sens.points, depth_scores, drops)
+    levels.update(_levels(table, sens.base_score, sens.points, depth_scores, drops))
     t2 = time.perf_counter()
     goal_ms = table.base_ms / target
     chosen, walk, met = greedy(
         levels,
-        lambda saved: table.base_ms - saved <= goal_ms,
+        lambda saved: table.base_ms - saved * scale[0] <= goal_ms,
         real_enough,
         lambda g: 1.0 if g == DEPTH else CHANNEL_STEP,
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..study.metrics import LATENCY_OBJECTIVES
+
 if TYPE_CHECKING:
     from ..study.spec import CacheSpec, FakeTrialSpec, FinetuneSpec, PruningSpec, QuantizeSpec, StudySpec
 
@@ -40,6 +42,8 @@ class Workload:
     # the study's base size when a trial runs at another (``imgsz: [320, 256]``): every speed-up is against the
     # unpruned model at this size; 0: ``imgsz`` is the base
     base_imgsz: int = 0
+    # an objective is an ONNX Runtime latency: the structured warm start ranks cuts by the ms they save (latency.py)
+    latency_objective: bool = False
 
     @property
     def speed_imgsz(self) -> int:
@@ -73,6 +77,7 @@ class Workload:
             fake=spec.fake if spec.trial == "fake" else None,
             test_data=spec.test_data or "",
             cache=spec.cache,
+            latency_objective=any(o.metric in LATENCY_OBJECTIVES for o in spec.objectives),
         )
 
 
