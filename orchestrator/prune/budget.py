@@ -14,7 +14,7 @@ greedy walk goes on until the real GFLOPs meet the budget.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import PruningError, UnreachableTarget
@@ -105,22 +105,14 @@ def predicted(table: Levels, levels: Mapping[str, float]) -> tuple[float, float]
     return loss, saved
 
 
-def greedy(
-    table: Levels,
-    saved_enough: Callable[[float], bool],
-    real_enough: Callable[[Mapping[str, float]], bool],
-    step_of: Callable[[str], float],
-) -> tuple[dict[str, float], list[str], bool]:
-    """The greedy walk both budgets share: from nothing cut, repeatedly take the step (one group to its next level,
-    ``step_of(group)`` further, never past its largest scanned level) with the least predicted loss per unit saved,
-    until the predicted saving is enough (``saved_enough``); then check the map for real (``real_enough``) and go
-    on stepping while it falls short. Returns (level map, steps taken, whether the real check passed); the last
-    map is every step taken when it did not."""
+def walk(table: Levels, step_of: Callable[[str], float]) -> Iterator[tuple[dict[str, float], str]]:
+    """The greedy order both budgets share: from nothing cut, repeatedly the step (one group to its next level,
+    ``step_of(group)`` further, never past its largest scanned level) with the least predicted loss per unit
+    saved; yields the level map after each step (groups at 0 left out) and the step's name, until every group is
+    at its largest level."""
     top = {g: t[-1][0] for g, t in table.items()}
     levels = dict.fromkeys(table, 0.0)
-    steps: list[str] = []
-
-    def advance() -> bool:
+    while True:
         best, best_cost = None, None
         for g, r in levels.items():
             nxt = round(min(r + step_of(g), top[g]), 10)
@@ -133,22 +125,30 @@ def greedy(
             if best_cost is None or cost < best_cost:
                 best, best_cost = (g, nxt), cost
         if best is None:
-            return False
+            return
         levels[best[0]] = best[1]
-        steps.append(f"{best[0]}={best[1]:g}")
-        return True
+        yield {g: r for g, r in levels.items() if r > 0}, f"{best[0]}={best[1]:g}"
 
+
+def greedy(
+    table: Levels,
+    saved_enough: Callable[[float], bool],
+    real_enough: Callable[[Mapping[str, float]], bool],
+    step_of: Callable[[str], float],
+) -> tuple[dict[str, float], list[str], bool]:
+    """Along :func:`walk`, the first map whose predicted saving is enough (``saved_enough``) and whose real check
+    (``real_enough``) passes; the real check runs at every step from the first predicted enough. Returns (level map,
+    steps taken, whether the real check passed); the last map is every step taken when it did not."""
     if real_enough({}):
-        return {}, steps, True
-    while True:
-        while not saved_enough(predicted(table, levels)[1]):
-            if not advance():
-                break
-        chosen = {g: r for g, r in levels.items() if r > 0}
-        if real_enough(chosen):
+        return {}, [], True
+    chosen: dict[str, float] = {}
+    steps: list[str] = []
+    for levels, step in walk(table, step_of):
+        chosen = levels
+        steps.append(step)
+        if saved_enough(predicted(table, levels)[1]) and real_enough(levels):
             return chosen, steps, True
-        if not advance():
-            return chosen, steps, False
+    return chosen, steps, False
 
 
 def allocate(

@@ -4,9 +4,12 @@ Candidate steps are a channel group to its next ratio and one more bottleneck dr
 ``--depth N`` drops them). A step's saving is what the latency table measured for that cut alone on this machine
 (:mod:`.latency`); its predicted loss is the sensitivity scan's (val split): channel groups cut alone with
 compensation, as for ``--target-gflops``, and the ``k`` least missed bottlenecks dropped with their layers
-after refit (reconstruct), for each ``k``. The greedy walk of :func:`.budget.greedy` takes the step with the least
-predicted loss per millisecond until the predicted speed-up meets the target, then times the plain cut of that
-map against the unpruned model (ONNX Runtime, interleaved) and goes on while the measured speed-up falls short.
+after refit (reconstruct), for each ``k``. The greedy order of :func:`.budget.walk` takes the step with the least
+predicted loss per millisecond, to the end (every group at its largest scanned ratio, every ranked bottleneck
+dropped: the ceiling, timed first, so an unreachable target is refused before the scan). Single-cut savings
+do not add up (neighbouring cuts overlap, timings are noisy), so the table only picks the first map to time:
+the shortest prefix of the walk whose plain cut runs ``target`` x as fast as the unpruned model (ONNX Runtime,
+interleaved) is found by bisection from there, in about ``log2(steps)`` timings.
 
 Input size is not a lever here: a checkpoint does not fix the size it runs at (``export --imgsz`` does).
 """
@@ -23,7 +26,7 @@ import torch
 from ..errors import PruningError, UnreachableTarget
 from ..yolo.data import DataConfig
 from ..yolo.val import validate
-from .budget import Levels, greedy, predicted
+from .budget import Levels, predicted, walk
 from .budget_cut import sensitivity, val_set_of
 from .depth import plan_total
 from .latency import TIMING_RUNS, LatencyTable, SpeedupTimer, cached_table, plain_cut
@@ -86,17 +89,10 @@ def cut_to_speedup(
         return {g: r for g, r in levels.items() if g != DEPTH}, plan_total(ranking, k) if k else {}
 
     measured: list[float] = []
-    scale = [1.0]  # real ms saved / the table's sum, from the last timing: overlapping savings add up to less
-    levels: Levels = {}
 
     def real_enough(chosen: Mapping[str, float]) -> bool:
-        if not chosen:  # the unpruned model: no faster than itself, and the target is over 1
-            return False
         ratios, drop = plan(chosen)
         measured.append(timer.time(plain_cut(model, ratios, drop, granularity, round_to))[0])
-        guess = predicted(levels, chosen)[1] if levels else 0.0
-        if guess > 0 and measured[-1] > 1:  # the walk then asks the table for what this timing says is missing
-            scale[0] = min(4.0, max(0.25, table.base_ms * (1 - 1 / measured[-1]) / guess))
         return measured[-1] >= target
 
     top = max(scan_ratios)
@@ -118,39 +114,49 @@ def cut_to_speedup(
         if memo is not None:
             memo.update(key=scan_key, scan=(sens, depth_scores))
     scan_s = time.perf_counter() - t1
-    levels.update(_levels(table, sens.base_score, sens.points, depth_scores, drops))
+    levels = _levels(table, sens.base_score, sens.points, depth_scores, drops)
     t2 = time.perf_counter()
-    goal_ms = table.base_ms / target
-    chosen, walk, met = greedy(
-        levels,
-        lambda saved: table.base_ms - saved * scale[0] <= goal_ms,
-        real_enough,
-        lambda g: 1.0 if g == DEPTH else CHANNEL_STEP,
-    )
-    if not met:
-        raise UnreachableTarget(
-            f"--target-speedup {target:g} is unreachable: the best cut measured ran {max(measured):.2f}x as fast "
-            "as the unpruned model; ask for less or scan larger ratios"
-        )
+    path = list(walk(levels, lambda g: 1.0 if g == DEPTH else CHANNEL_STEP))
+    needed = table.base_ms * (1 - 1 / target)
+    guess = next((i for i, (lv, _) in enumerate(path) if predicted(levels, lv)[1] >= needed), len(path) - 1)
+    i, speedup = _shortest(len(path), guess, lambda i: real_enough(path[i][0]), measured, ceiling)
+    chosen, walked = path[i][0], [step for _, step in path[: i + 1]]
     ratios, drop = plan(chosen)
     return {
         "target": target,
         "ratios": ratios,
         "depth": int(chosen.get(DEPTH, 0)),
         "dropped": [f"{b}.m.{j}" for b, js in drop.items() for j in js],
-        "speedup": measured[-1],
+        "speedup": speedup,
         "ceiling_speedup": ceiling,
         "predicted_loss": predicted(levels, chosen)[0],
         "unpruned_ms": table.base_ms,
         "unpruned_map50_95": sens.base_score,
         "imgsz": imgsz,
         "threads": threads,
-        "steps": walk,
+        "steps": walked,
         "timings": len(measured),
         "table": {"key": table.key, "timed_now": timed, "seconds": table_s},
         "scan_seconds": scan_s,
         "allocation_seconds": time.perf_counter() - t2,
     }
+
+
+def _shortest(
+    n: int, guess: int, meets: Callable[[int], bool], measured: list[float], last: float
+) -> tuple[int, float]:
+    """The shortest prefix of the walk (an index into its ``n`` maps) whose timing meets the target: bisection,
+    probing the table's ``guess`` first (speed grows along the walk, each step cutting more; the last map, every
+    cut, met it at ``last``x). (index, its measured speed-up) after about ``log2(n)`` timings, not one per step."""
+    lo, hi, best = 0, n - 1, last
+    probe = min(guess, hi - 1) if hi else 0
+    while lo < hi:
+        if meets(probe):
+            hi, best = probe, measured[-1]
+        else:
+            lo = probe + 1
+        probe = (lo + hi) // 2
+    return hi, best
 
 
 def _has_c3(model: torch.nn.Module) -> bool:
