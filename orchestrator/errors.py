@@ -48,4 +48,4 @@ class PruningError(OrchestratorError):
 
 
 class UnreachableTarget(PruningError):
-    """A GFLOPs budget that the scanned cuts cannot reach (a warm start falls back to the uniform cut)."""
+    """A GFLOPs or speed-up budget that the scanned cuts cannot reach (a warm start falls back to the uniform cut)."""

@@ -21,7 +21,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "Names come from `orchestrator layers` (`layers --depth` for the C3 blocks).",
     )
     p.add_argument("--weights", required=True, help="checkpoint file (official YOLOv5 .pt or one of ours)")
-    p.add_argument("--method", choices=(*METHODS, "global"), default="unstructured")
+    p.add_argument(
+        "--method",
+        choices=(*METHODS, "global"),
+        default=None,
+        help="default unstructured (structured with --target-speedup)",
+    )
     how = p.add_mutually_exclusive_group()
     how.add_argument("--ratio", type=float, help="one ratio in [0, 1) for every group")
     how.add_argument("--ratios", metavar="FILE.yaml", help="yaml mapping of group names to ratios in [0, 1)")
@@ -30,6 +35,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=float,
         metavar="F",
         help="structured, needs --data: scan each group's sensitivity, then cut to F x the unpruned GFLOPs",
+    )
+    how.add_argument(
+        "--target-speedup",
+        type=float,
+        metavar="S",
+        help="structured, needs --data: cut channels and bottlenecks until ONNX Runtime runs the model S x as fast "
+        "(S > 1; cuts ranked by the ms each saves on this machine, timed once and cached)",
     )
     how.add_argument(
         "--depth",
@@ -70,6 +82,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--scan-ratios", default="0.25,0.5", metavar="R,R", help="with --target-gflops: ratios each group is scanned at"
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --target-speedup: ONNX Runtime threads timed (default torch's thread count)",
+    )
+    p.add_argument(
+        "--max-depth",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --target-speedup: drop at most N bottlenecks (0: channel cuts only; default any)",
+    )
+    p.add_argument(
+        "--timing-runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --target-speedup: pairs per interleaved timing (default 40)",
+    )
     p.add_argument("--round-to", type=int, default=None, metavar="N", help="structured: keep multiples of N channels")
     p.add_argument("--out", required=True, help="where to write the pruned checkpoint")
     p.add_argument("--official", action="store_true", help="write the official YOLOv5 layout (fp16 pickled module)")
@@ -101,12 +134,17 @@ def run(args: argparse.Namespace) -> int:
     from ..yolo.checkpoint import load_checkpoint
     from ..yolo.masks import attach_masks, carried_masks
 
+    if args.target_speedup is not None:
+        from .prune_speedup import run_speedup
+
+        return run_speedup(args, out)
+    args.method = args.method or "unstructured"
     if args.depth is not None:
         from .prune_depth import run_depth
 
         return run_depth(args, out)
     if args.ratio is None and args.ratios is None and args.target_gflops is None:
-        raise PruningError("give one of --ratio, --ratios, --target-gflops or --depth")
+        raise PruningError("give one of --ratio, --ratios, --target-gflops, --target-speedup or --depth")
     _check_structured_args(args)
     weights = resolve_weights(args.weights)
     ck = load_checkpoint(weights)
@@ -170,6 +208,9 @@ def _check_structured_args(args: argparse.Namespace) -> None:
         raise PruningError("--importance output_error needs --method structured and --data (calibration images)")
     if args.calib_images < 2:
         raise PruningError(f"--calib-images must be at least 2, got {args.calib_images}")
+    for flag in ("threads", "max_depth", "timing_runs"):
+        if getattr(args, flag) is not None:
+            raise PruningError(f"--{flag.replace('_', '-')} goes with --target-speedup")
 
 
 def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) -> int:
@@ -186,8 +227,8 @@ def _run_recovered(args: argparse.Namespace, model, weights: Path, out: Path) ->
     steps = parse_steps(args.recover)
     data = load_data_config(resolve_data(args.data))  # names resolve as in every command ($ORCHESTRATOR_ASSETS)
     importance = args.importance or "output_error"
-    scan_ratios = _scan_ratios(args.scan_ratios) if args.target_gflops is not None else []
-    previous = _previous_scan(args.scan_from) if args.scan_from and args.target_gflops is not None else None
+    scan_ratios = parse_scan_ratios(args.scan_ratios) if args.target_gflops is not None else []
+    previous = previous_scan(args.scan_from) if args.scan_from and args.target_gflops is not None else None
     shot = OneShot(model, calibration_set(data, args.imgsz, args.calib_images))
     budget = None
     with _Stages() as stages:
@@ -236,6 +277,7 @@ class _Stages:
             console=console, disable=not console.is_terminal, transient=True,
         )  # fmt: skip
         self.scan_task: int | None = None
+        self.table_task: int | None = None
 
     def __enter__(self) -> _Stages:
         self.progress.start()
@@ -249,12 +291,17 @@ class _Stages:
             self.scan_task = self.progress.add_task("sensitivity scan (cut, compensate, val)", total=total)
         self.progress.update(self.scan_task, completed=done)
 
+    def table_point(self, done: int, total: int) -> None:
+        if self.table_task is None:
+            self.table_task = self.progress.add_task("latency table (cut, export, time in ORT)", total=total)
+        self.progress.update(self.table_task, completed=done)
+
     def recovery(self, images: int, steps) -> None:
         what = " + ".join(steps) if steps else "no recovery"
         self.progress.add_task(f"cut + {what} on {images} train images", total=None)
 
 
-def _previous_scan(path: str) -> dict:
+def previous_scan(path: str) -> dict:
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
@@ -265,7 +312,7 @@ def _previous_scan(path: str) -> dict:
     return budget
 
 
-def _scan_ratios(text: str) -> list[float]:
+def parse_scan_ratios(text: str) -> list[float]:
     from ..prune.layers import check_ratio
 
     try:

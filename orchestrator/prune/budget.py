@@ -14,7 +14,7 @@ greedy walk goes on until the real GFLOPs meet the budget.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import PruningError, UnreachableTarget
@@ -84,13 +84,71 @@ def scan(
     return Sensitivity(float(base_score), float(base_gflops), tuple(points), time.perf_counter() - t0)
 
 
+Levels = dict[str, list[tuple[float, float, float]]]  # group -> [(level, predicted loss, saved)], level 0 first
+
+
 def _interp(table: list[tuple[float, float, float]], r: float) -> tuple[float, float]:
-    """(loss, saved) at ratio ``r``, linear between scanned ratios."""
+    """(loss, saved) at level ``r``, linear between scanned levels."""
     for (r0, l0, s0), (r1, l1, s1) in zip(table, table[1:]):
         if r0 <= r <= r1:
             t = (r - r0) / (r1 - r0) if r1 > r0 else 0.0
             return l0 + t * (l1 - l0), s0 + t * (s1 - s0)
     return table[-1][1], table[-1][2]
+
+
+def predicted(table: Levels, levels: Mapping[str, float]) -> tuple[float, float]:
+    """(predicted loss, saving) of a level map: the single cuts' figures added up."""
+    loss = saved = 0.0
+    for g, r in levels.items():
+        lo, sv = _interp(table[g], r)
+        loss, saved = loss + lo, saved + sv
+    return loss, saved
+
+
+def walk(table: Levels, step_of: Callable[[str], float]) -> Iterator[tuple[dict[str, float], str]]:
+    """The greedy order both budgets share: from nothing cut, repeatedly the step (one group to its next level,
+    ``step_of(group)`` further, never past its largest scanned level) with the least predicted loss per unit
+    saved; yields the level map after each step (groups at 0 left out) and the step's name, until every group is
+    at its largest level."""
+    top = {g: t[-1][0] for g, t in table.items()}
+    levels = dict.fromkeys(table, 0.0)
+    while True:
+        best, best_cost = None, None
+        for g, r in levels.items():
+            nxt = round(min(r + step_of(g), top[g]), 10)
+            if nxt <= r:
+                continue
+            l0, s0 = _interp(table[g], r)
+            l1, s1 = _interp(table[g], nxt)
+            gain = s1 - s0
+            cost = (l1 - l0) / gain if gain > 1e-12 else float("inf")
+            if best_cost is None or cost < best_cost:
+                best, best_cost = (g, nxt), cost
+        if best is None:
+            return
+        levels[best[0]] = best[1]
+        yield {g: r for g, r in levels.items() if r > 0}, f"{best[0]}={best[1]:g}"
+
+
+def greedy(
+    table: Levels,
+    saved_enough: Callable[[float], bool],
+    real_enough: Callable[[Mapping[str, float]], bool],
+    step_of: Callable[[str], float],
+) -> tuple[dict[str, float], list[str], bool]:
+    """Along :func:`walk`, the first map whose predicted saving is enough (``saved_enough``) and whose real check
+    (``real_enough``) passes; the real check runs at every step from the first predicted enough. Returns (level map,
+    steps taken, whether the real check passed); the last map is every step taken when it did not."""
+    if real_enough({}):
+        return {}, [], True
+    chosen: dict[str, float] = {}
+    steps: list[str] = []
+    for levels, step in walk(table, step_of):
+        chosen = levels
+        steps.append(step)
+        if saved_enough(predicted(table, levels)[1]) and real_enough(levels):
+            return chosen, steps, True
+    return chosen, steps, False
 
 
 def allocate(
@@ -109,51 +167,18 @@ def allocate(
         raise PruningError(f"--target-gflops must be in (0, 1], got {target:g}")
     t0 = time.perf_counter()
     table = sens.table()
-    top = {g: t[-1][0] for g, t in table.items()}
-    ratios = dict.fromkeys(table, 0.0)
     goal = target * sens.base_gflops
-    steps: list[str] = []
+    real = [sens.base_gflops]
 
-    def predicted(rs: Mapping[str, float]) -> tuple[float, float]:
-        loss = saved = 0.0
-        for g, r in rs.items():
-            lo, sv = _interp(table[g], r)
-            loss, saved = loss + lo, saved + sv
-        return loss, saved
+    def real_enough(ratios: Mapping[str, float]) -> bool:
+        real[0] = gflops_of(ratios)
+        return real[0] <= goal
 
-    def advance() -> bool:
-        best, best_cost = None, None
-        for g, r in ratios.items():
-            nxt = round(min(r + step, top[g]), 10)
-            if nxt <= r:
-                continue
-            l0, s0 = _interp(table[g], r)
-            l1, s1 = _interp(table[g], nxt)
-            gain = s1 - s0
-            cost = (l1 - l0) / gain if gain > 1e-12 else float("inf")
-            if best_cost is None or cost < best_cost:
-                best, best_cost = (g, nxt), cost
-        if best is None:
-            return False
-        ratios[best[0]] = best[1]
-        steps.append(f"{best[0]}={best[1]:g}")
-        return True
-
-    real = gflops_of({})
-    if real <= goal:
-        return Allocation({}, real / sens.base_gflops, 0.0, time.perf_counter() - t0, steps)
-    while True:
-        while sens.base_gflops - predicted(ratios)[1] > goal:
-            if not advance():
-                break
-        real = gflops_of({g: r for g, r in ratios.items() if r > 0})
-        if real <= goal:
-            break
-        if not advance():
-            floor = real / sens.base_gflops
-            raise UnreachableTarget(
-                f"--target-gflops {target:g} is unreachable: cutting every group by its largest scanned ratio "
-                f"leaves {floor:.3f}x; scan larger ratios or ask for more"
-            )
-    chosen = {g: r for g, r in ratios.items() if r > 0}
-    return Allocation(chosen, real / sens.base_gflops, predicted(chosen)[0], time.perf_counter() - t0, steps)
+    chosen, steps, met = greedy(table, lambda saved: sens.base_gflops - saved <= goal, real_enough, lambda _: step)
+    if not met:
+        raise UnreachableTarget(
+            f"--target-gflops {target:g} is unreachable: cutting every group by its largest scanned ratio "
+            f"leaves {real[0] / sens.base_gflops:.3f}x; scan larger ratios or ask for more"
+        )
+    loss = predicted(table, chosen)[0]
+    return Allocation(chosen, real[0] / sens.base_gflops, loss, time.perf_counter() - t0, steps)

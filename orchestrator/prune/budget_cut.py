@@ -46,6 +46,41 @@ def gflops_fraction(
     return cut_gflops(model, ratios, granularity, imgsz, round_to) / cut_gflops(model, {}, granularity, imgsz)
 
 
+def sensitivity(
+    shot: OneShot,
+    data: DataConfig,
+    scan_ratios: Sequence[float],
+    granularity: str,
+    importance: str,
+    steps: Sequence[str],
+    imgsz: int,
+    groups: Sequence[str],
+    previous: Mapping[str, Any] | None = None,
+    round_to: int | None = None,
+    on_point: Callable[[int, int], None] | None = None,
+) -> Sensitivity:
+    """The per-group scan on the val split (or ``previous``'s, reused): what both budgets rank cuts by."""
+    val_set = val_set_of(shot, data, imgsz)
+    scan_steps = tuple(s for s in SCAN_STEPS if s in steps)
+
+    def evaluate(ratios: Mapping[str, float]) -> tuple[float, float]:
+        m = (
+            shot.cut(ratios, granularity=granularity, importance=importance, round_to=round_to, steps=scan_steps).model
+            if ratios
+            else shot.model
+        )
+        return validate(m, val_set(), device=torch.device("cpu")).map50_95, count_gflops(deployable(m), imgsz)
+
+    if previous:
+        return _reuse(previous, groups, cut_gflops(shot.model, {}, granularity, imgsz, round_to))
+    return scan(groups, scan_ratios, evaluate, on_point)
+
+
+def val_set_of(shot: OneShot, data: DataConfig, imgsz: int) -> Callable[[], ValSet]:
+    """The val split, decoded at its first use: a reused scan never reads the val images."""
+    return functools.cache(lambda: ValSet(data, imgsz, 32, stride=val_stride(shot.model)))
+
+
 def cut_to_budget(
     shot: OneShot,
     data: DataConfig,
@@ -70,26 +105,10 @@ def cut_to_budget(
     """
     imgsz = imgsz or int(shot.calib.images.shape[-1])
     groups = list(groups or prunable_groups(shot.model, granularity, method="structured"))  # the searched ones
-
-    @functools.cache
-    def val_set() -> ValSet:  # decoded at the first scan point: a reused scan never reads the val images
-        return ValSet(data, imgsz, 32, stride=val_stride(shot.model))
-
-    scan_steps = tuple(s for s in SCAN_STEPS if s in steps)
-
-    def gflops_of(ratios: Mapping[str, float]) -> float:
-        return cut_gflops(shot.model, ratios, granularity, imgsz, round_to)
-
-    def evaluate(ratios: Mapping[str, float]) -> tuple[float, float]:
-        m = (
-            shot.cut(ratios, granularity=granularity, importance=importance, round_to=round_to, steps=scan_steps).model
-            if ratios
-            else shot.model
-        )
-        return validate(m, val_set(), device=torch.device("cpu")).map50_95, count_gflops(deployable(m), imgsz)
-
-    sens = _reuse(previous, groups, gflops_of({})) if previous else scan(groups, scan_ratios, evaluate, on_point)
-    alloc = allocate(sens, target, gflops_of)
+    sens = sensitivity(
+        shot, data, scan_ratios, granularity, importance, steps, imgsz, groups, previous, round_to, on_point
+    )
+    alloc = allocate(sens, target, lambda ratios: cut_gflops(shot.model, ratios, granularity, imgsz, round_to))
     return {
         "target": target,
         "ratios": alloc.ratios,
@@ -97,9 +116,13 @@ def cut_to_budget(
         "predicted_loss": alloc.predicted_loss,
         "scan_seconds": sens.seconds,
         "allocation_seconds": alloc.seconds,
-        "unpruned_map50_95": sens.base_score,
-        "scan": [[p.group, p.ratio, p.score, p.gflops] for p in sens.points],
+        **scan_record(sens),
     }
+
+
+def scan_record(sens: Sensitivity) -> dict[str, Any]:
+    """The scan as JSON (what ``--scan-from`` reads back)."""
+    return {"unpruned_map50_95": sens.base_score, "scan": [[p.group, p.ratio, p.score, p.gflops] for p in sens.points]}
 
 
 def _reuse(previous: Mapping[str, Any], groups: Sequence[str], base_gflops: float) -> Sensitivity:

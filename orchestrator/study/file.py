@@ -20,7 +20,7 @@ from ..vocabulary import DATA_IMPORTANCES, RECOVERY_DEFAULT, RECOVERY_STEPS
 from ..yolo.hyp import Hyp
 from .dimensions import DIMENSIONS, Range
 from .keys import KeyReader, close_match, is_number, known_keys, ordered, read_fields, show, to_float, unusable
-from .metrics import CUT_COSTS, OBJECTIVES, QUALITY_METRICS
+from .metrics import CUT_COSTS, LATENCY_OBJECTIVES, OBJECTIVES, QUALITY_METRICS
 from .spec import (
     DEFAULT_SCREEN,
     DEFAULT_STOP_MARGIN,
@@ -137,10 +137,13 @@ def _check_together(r: KeyReader, spec: dict[str, Any]) -> None:
     warm = spec["sampler"].warm_start
     if warm == "global_magnitude" and pr.method != "unstructured":
         r.bad("sampler.warm_start", f"{warm} allocates single weights: it needs pruning.method unstructured")
-    if warm == "sensitivity" and pr.method != "structured":
+    if warm in ("sensitivity", "latency") and pr.method != "structured":
         r.bad("sampler.warm_start", f"{warm} allocates channel cuts: it needs pruning.method structured")
     if spec["sampler"].space == "relative" and warm == "none":
         r.bad("sampler.space", "relative searches around the warm-start allocation: give sampler.warm_start")
+    if warm == "latency" and not any(o.metric in LATENCY_OBJECTIVES for o in spec["objectives"]):
+        need = " or ".join(LATENCY_OBJECTIVES)
+        r.bad("sampler.warm_start", f"latency ranks cuts by ONNX Runtime milliseconds: it needs an objective {need}")
     if warm != "none" and not spec["baselines"].ratios:
         r.bad("sampler.warm_start", "pairs one allocation with each uniform baseline: baselines.ratios is empty")
 

@@ -22,6 +22,8 @@ OBJECTIVES: dict[str, str] = {
     "ort_latency_ms": "minimize",  # ONNX Runtime (the deployed runtime); latency_ms/speedup are eager PyTorch
     "ort_speedup": "maximize",
 }
+# the ONNX Runtime latencies: a study after one of them gets the warm start ranked by measured ms (prune/latency.py)
+LATENCY_OBJECTIVES = ("ort_speedup", "ort_latency_ms")
 QUALITY = "map50_95"  # the accuracy every cost is plotted against
 QUALITY_METRICS = ("map50_95", "map50")  # the objectives that are accuracies; every other objective is a cost
 # the costs a trial knows at its cut, before any fine-tune (weights kept; the architecture's FLOPs): early stopping

@@ -33,7 +33,7 @@ from .keys import (
 SAMPLERS = ("gp", "tpe", "nsga2", "random")
 # global_magnitude (unstructured): one L1 threshold over all groups; sensitivity (structured): a per-group
 # sensitivity scan, then the ratios with the least predicted loss at the uniform cut's GFLOPs
-WARM_STARTS = ("none", "global_magnitude", "sensitivity")
+WARM_STARTS = ("none", "global_magnitude", "sensitivity", "latency")
 # absolute: one ratio per group in its bounds; relative: one level plus bounded per-group offsets around the
 # warm-start allocation at that level (search/relative.py), so every sample perturbs an allocation that works
 SPACES = ("absolute", "relative")

@@ -40,6 +40,7 @@ class WorkerContext:
     val_set: ValSet
     masks: dict[str, Any]  # prune masks the base checkpoint records (empty for an unpruned one)
     sensitivity: dict[str, Any] | None = None  # the last budget cut's scan, reused for the next target
+    speed_scan: dict[str, Any] = field(default_factory=dict)  # the speed-up allocations' scan (speedup_cut memo)
     _oneshot: Any = field(default=_UNSET, repr=False)
     _ort_baseline: Any = field(default=_UNSET, repr=False)
     _calibration: Any = field(default=_UNSET, repr=False)

@@ -40,6 +40,9 @@ class Workload:
     # the study's base size when a trial runs at another (``imgsz: [320, 256]``): every speed-up is against the
     # unpruned model at this size; 0: ``imgsz`` is the base
     base_imgsz: int = 0
+    # sampler.warm_start: latency: the structured warm start ranks cuts by the ONNX Runtime ms they save on this
+    # machine (prune/latency.py) instead of the FLOPs: opt-in, as timings make it differ from machine to machine
+    latency_objective: bool = False
 
     @property
     def speed_imgsz(self) -> int:
@@ -73,6 +76,7 @@ class Workload:
             fake=spec.fake if spec.trial == "fake" else None,
             test_data=spec.test_data or "",
             cache=spec.cache,
+            latency_objective=spec.sampler.warm_start == "latency",
         )
 
 

@@ -120,6 +120,8 @@ def _sensitivity_allocations(ctx: WorkerContext, request: AllocationRequest) -> 
     from ..prune.budget_cut import SCAN_RATIOS, cut_to_budget, gflops_fraction
 
     w, p = ctx.workload, ctx.workload.pruning
+    if w.latency_objective and ctx.device.type == "cpu":
+        return _speedup_allocations(ctx, request)
     shot, out = ctx.oneshot(), []
     for target in request.targets:
         uniform = dict.fromkeys(request.bounds, target)
@@ -133,6 +135,44 @@ def _sensitivity_allocations(ctx: WorkerContext, request: AllocationRequest) -> 
             out.append({g: snap_ratio(target, b, request.step) for g, b in request.bounds.items()})
             continue
         ctx.sensitivity = budget  # its scan is reused for the next target
+        ratios = budget["ratios"]
+        out.append({g: snap_ratio(ratios.get(g, 0.0), b, request.step) for g, b in request.bounds.items()})
+    return out
+
+
+def _speedup_allocations(ctx: WorkerContext, request: AllocationRequest) -> list[dict[str, float]]:
+    """Per target ratio: the channel cut with the least predicted mAP loss that ONNX Runtime runs as fast as the
+    uniform cut (measured here, interleaved with the unpruned model), ranked by the latency table's ms.
+
+    For a study after an ONNX Runtime latency; channel cuts only (a warm start is a ratio map). A target whose
+    uniform cut is no faster than the unpruned model, or that the scanned cuts cannot reach, keeps the uniform cut.
+    """
+    from ..assets import local_ref, resolve_weights
+    from ..errors import UnreachableTarget
+    from ..prune.allocation import snap_ratio
+    from ..prune.budget_cut import SCAN_RATIOS
+    from ..prune.latency import SpeedupTimer, plain_cut
+    from ..prune.speedup_cut import cut_to_speedup
+
+    w, p = ctx.workload, ctx.workload.pruning
+    shot, out = ctx.oneshot(), []
+    weights = resolve_weights(local_ref(w.model, Path(w.base_dir)), progress=False)
+    timer = SpeedupTimer(shot.model, w.imgsz, w.threads)
+    for target in request.targets:
+        uniform = {g: snap_ratio(target, b, request.step) for g, b in request.bounds.items()}
+        speedup = timer.time(plain_cut(shot.model, uniform, {}, p.granularity, p.round_to))[0] if target else 1.0
+        if speedup <= 1.0:
+            out.append(uniform)
+            continue
+        try:
+            budget = cut_to_speedup(
+                shot, ctx.data, weights, speedup, SCAN_RATIOS, p.granularity, p.importance, p.recover, w.imgsz,
+                w.threads, round_to=p.round_to, max_depth=0, groups=list(request.bounds), timer=timer,
+                memo=ctx.speed_scan,
+            )  # fmt: skip
+        except UnreachableTarget:
+            out.append(uniform)
+            continue
         ratios = budget["ratios"]
         out.append({g: snap_ratio(ratios.get(g, 0.0), b, request.step) for g, b in request.bounds.items()})
     return out
