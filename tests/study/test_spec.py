@@ -141,7 +141,7 @@ bogus: 1
         ("trial: pretend", "trial: must be one of real, fake, got 'pretend'"),
         (
             "sampler: {warm_start: lamp}",
-            "sampler.warm_start: must be one of none, global_magnitude, sensitivity, got 'lamp'",
+            "sampler.warm_start: must be one of none, global_magnitude, sensitivity, latency, got 'lamp'",
         ),
         (
             "pruning: {method: unstructured}\nbaselines: {ratios: []}\nsampler: {warm_start: global_magnitude}",

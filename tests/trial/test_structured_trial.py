@@ -13,9 +13,11 @@ pytestmark = pytest.mark.slow
 VALUES = {"epochs": 0, "lr0": 0.0003, "quantize": "none"}
 
 
-def _workload(folder, assets, imgsz=224, objectives=None, **pruning):
+def _workload(folder, assets, imgsz=224, objectives=None, sampler=None, **pruning):
     folder.mkdir(exist_ok=True)
     extra = {"objectives": objectives} if objectives else {}
+    if sampler:
+        extra["sampler"] = sampler
     path = fake_study(
         folder,
         trial="real",
