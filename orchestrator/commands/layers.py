@@ -82,11 +82,13 @@ def _depth(model, file: str, as_json: bool) -> int:
     from .console import stdout_console
 
     kept, total = sum(b.bottlenecks for b in blocks), sum(b.original for b in blocks)
-    t = Table(title=f"{file}: {len(blocks)} C3 blocks, {kept}/{total} bottlenecks", title_justify="left")
+    console = stdout_console()
+    console.print(f"{file}: {len(blocks)} C3 blocks, {kept}/{total} bottlenecks")  # a line: wider than the table
+    t = Table()
     t.add_column("name")
     t.add_column("bottlenecks", justify="right")
     t.add_column("residual")
     for b in blocks:
         t.add_row(b.name, f"{b.bottlenecks}/{b.original}", "yes" if b.residual else "no")
-    stdout_console().print(t)
+    console.print(t)
     return 0
