@@ -165,7 +165,7 @@ STUDY_CASES = {
         _all(_set("pruning.ratio", 0.3), _set("finetune.epochs", 1)),
         [
             "pruning.ratio: the search space is empty (pruning.ratio, finetune.epochs, finetune.lr0, "
-            "quantize.choices and imgsz are all fixed): give one of them {min, max}"
+            "quantize.choices, imgsz and pruning.depth are all fixed): give one of them {min, max}"
         ],
     ),
     "epochs range reversed": (
