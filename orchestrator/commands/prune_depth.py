@@ -31,7 +31,7 @@ def run_depth(args: argparse.Namespace, out: Path) -> int:
     from ..prune.depth import c3_blocks, shallower
     from ..yolo.checkpoint import load_checkpoint
     from ..yolo.flops import count_gflops
-    from .prune import save_pruned
+    from .prune_output import save_pruned
 
     depth, steps = _check_depth_args(args)
     weights = resolve_weights(args.weights)

@@ -10,7 +10,7 @@ from ..errors import PruningError
 
 def _check_speedup_args(args: argparse.Namespace) -> None:
     """The flags --target-speedup goes with, refused before any model is loaded (one line naming the flag, exit 2)."""
-    from ..prune.speedup_cut import check_target
+    from ..deploy.speedup_cut import check_target
 
     check_target(args.target_speedup)
     args.method = args.method or "structured"
@@ -39,15 +39,15 @@ def run_speedup(args: argparse.Namespace, out: Path) -> int:
     """Latency table (cached), sensitivity scan, greedy allocation checked by timing, then the recovered cut."""
     import torch
 
-    from ..assets import resolve_data, resolve_weights
+    from ..assets import cache_dir, resolve_data, resolve_weights
+    from ..deploy.latency import TIMING_RUNS
+    from ..deploy.speedup_cut import cut_to_speedup
     from ..prune.calibration import calibration_set
-    from ..prune.latency import TIMING_RUNS
     from ..prune.oneshot import OneShot
     from ..prune.recovery import parse_steps
-    from ..prune.speedup_cut import cut_to_speedup
     from ..yolo.checkpoint import load_checkpoint
     from ..yolo.data import load_data_config
-    from .prune import _Stages, parse_scan_ratios, save_pruned
+    from .prune_output import Stages, parse_scan_ratios, save_pruned
 
     _check_speedup_args(args)
     steps = parse_steps(args.recover)
@@ -60,11 +60,11 @@ def run_speedup(args: argparse.Namespace, out: Path) -> int:
     importance = args.importance or "output_error"
     threads = args.threads or torch.get_num_threads()
     shot = OneShot(ck.model, calibration_set(data, args.imgsz, args.calib_images))
-    with _Stages() as stages:
+    with Stages() as stages:
         budget = cut_to_speedup(
             shot, data, weights, args.target_speedup, ratios, args.granularity, importance, steps, args.imgsz,
             threads, round_to=args.round_to, max_depth=args.max_depth, runs=args.timing_runs or TIMING_RUNS,
-            on_table=stages.table_point, on_point=stages.scan_point,
+            on_table=stages.table_point, on_point=stages.scan_point, cache=cache_dir(),
         )  # fmt: skip
         stages.recovery(len(shot.calib), steps)
         done = shot.cut(budget["ratios"], granularity=args.granularity, importance=importance,

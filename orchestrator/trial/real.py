@@ -147,12 +147,12 @@ def _speedup_allocations(ctx: WorkerContext, request: AllocationRequest) -> list
     For a study after an ONNX Runtime latency; channel cuts only (a warm start is a ratio map). A target whose
     uniform cut is no faster than the unpruned model, or that the scanned cuts cannot reach, keeps the uniform cut.
     """
-    from ..assets import local_ref, resolve_weights
+    from ..assets import cache_dir, local_ref, resolve_weights
+    from ..deploy.latency import SpeedupTimer, plain_cut
+    from ..deploy.speedup_cut import cut_to_speedup
     from ..errors import UnreachableTarget
     from ..prune.allocation import snap_ratio
     from ..prune.budget_cut import SCAN_RATIOS
-    from ..prune.latency import SpeedupTimer, plain_cut
-    from ..prune.speedup_cut import cut_to_speedup
 
     w, p = ctx.workload, ctx.workload.pruning
     shot, out = ctx.oneshot(), []
@@ -168,7 +168,7 @@ def _speedup_allocations(ctx: WorkerContext, request: AllocationRequest) -> list
             budget = cut_to_speedup(
                 shot, ctx.data, weights, speedup, SCAN_RATIOS, p.granularity, p.importance, p.recover, w.imgsz,
                 w.threads, round_to=p.round_to, max_depth=0, groups=list(request.bounds), timer=timer,
-                memo=ctx.speed_scan,
+                memo=ctx.speed_scan, cache=cache_dir(),
             )  # fmt: skip
         except UnreachableTarget:
             out.append(uniform)

@@ -87,9 +87,9 @@ def test_budget_run_reports_its_progress_and_keeps_stderr_clean_off_a_terminal(
     import orchestrator.commands.prune as prune_cmd
 
     seen: list[tuple] = []
-    scan_point, recovery = prune_cmd._Stages.scan_point, prune_cmd._Stages.recovery
-    monkeypatch.setattr(prune_cmd._Stages, "scan_point", lambda s, d, t: (seen.append((d, t)), scan_point(s, d, t)))
-    monkeypatch.setattr(prune_cmd._Stages, "recovery", lambda s, n, st: (seen.append((n, st)), recovery(s, n, st)))
+    scan_point, recovery = prune_cmd.Stages.scan_point, prune_cmd.Stages.recovery
+    monkeypatch.setattr(prune_cmd.Stages, "scan_point", lambda s, d, t: (seen.append((d, t)), scan_point(s, d, t)))
+    monkeypatch.setattr(prune_cmd.Stages, "recovery", lambda s, n, st: (seen.append((n, st)), recovery(s, n, st)))
     rc, out, err = _run(
         capsys, "prune", "--weights", str(yolov5n_pt), "--method", "structured", "--granularity", "stage",
         "--target-gflops", "0.9", "--data", str(coco128_yaml), "--imgsz", "64", "--calib-images", "4",

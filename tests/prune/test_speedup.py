@@ -90,7 +90,7 @@ def speedup_run(yolov5n_pt, coco128_yaml, tmp_path_factory):
 
 
 def test_a_reachable_speedup_gives_a_checkpoint_that_loads_and_runs_that_fast(speedup_run, yolov5n):
-    from orchestrator.prune.latency import SpeedupTimer
+    from orchestrator.deploy.latency import SpeedupTimer
     from orchestrator.yolo.checkpoint import load_checkpoint
 
     report, d = speedup_run
@@ -103,14 +103,15 @@ def test_a_reachable_speedup_gives_a_checkpoint_that_loads_and_runs_that_fast(sp
 
 
 def test_the_latency_table_is_read_back_without_timing(speedup_run, yolov5n, yolov5n_pt, monkeypatch):
-    from orchestrator.prune import latency, prunable_groups
+    from orchestrator.deploy import latency
+    from orchestrator.prune import prunable_groups
 
     report, d = speedup_run
     timer = latency.SpeedupTimer(yolov5n, 128, 2, runs=3)
     monkeypatch.setattr(latency.SpeedupTimer, "saved_ms", lambda *_: pytest.fail("timed a cached cut"))
     groups = list(prunable_groups(yolov5n, "stage", method="structured"))
     t0 = time.perf_counter()
-    table, timed = latency.cached_table(yolov5n_pt, yolov5n, timer, groups, [0.5], [], "stage", cache=d / "cache")
+    table, timed = latency.cached_table(yolov5n_pt, yolov5n, timer, groups, [0.5], [], "stage", None, d / "cache")
     assert timed == 0 and time.perf_counter() - t0 < 1.0
     assert table.key == report["speedup_budget"]["table"]["key"] and set(table.channel) >= {"neck", "backbone.P4"}
 

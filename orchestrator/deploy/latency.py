@@ -28,9 +28,9 @@ from typing import Any
 
 import torch.nn as nn
 
+from ..prune.apply import apply_ratios
+from ..prune.depth import drop_bottlenecks, without_dropped
 from ..yolo.model import copy_model
-from .apply import apply_ratios
-from .depth import drop_bottlenecks, without_dropped
 
 TIMING_RUNS = 40  # pairs per timing: a few ms each at 320 px, so a cut is timed in about a second
 TIMING_WARMUP = 5
@@ -102,16 +102,16 @@ class SpeedupTimer:
     """The unpruned model's ONNX Runtime session, kept open, and models timed against it interleaved."""
 
     def __init__(self, model: nn.Module, imgsz: int, threads: int, runs: int = TIMING_RUNS):
-        from ..deploy.export import onnx_bytes
-        from ..deploy.ort_runtime import open_session
+        from .export import onnx_bytes
+        from .ort_runtime import open_session
 
         self.imgsz, self.threads, self.runs = imgsz, threads, runs
         self.base = open_session(onnx_bytes(model, imgsz=imgsz), threads=threads)
 
     def time(self, model: nn.Module) -> tuple[float, float]:
         """(speed-up over the unpruned model, the unpruned model's median ms in these pairs)."""
-        from ..deploy.export import onnx_bytes
-        from ..deploy.ort_runtime import open_session, time_sessions
+        from .export import onnx_bytes
+        from .ort_runtime import open_session, time_sessions
 
         sess = open_session(onnx_bytes(model, imgsz=self.imgsz), threads=self.threads)
         t = time_sessions(sess, self.base, self.imgsz, runs=self.runs, warmup=TIMING_WARMUP, threads=self.threads)
@@ -168,17 +168,15 @@ def cached_table(
     ratios: Sequence[float],
     drops: Sequence[str],
     granularity: str,
-    round_to: int | None = None,
-    cache: Path | None = None,
+    round_to: int | None,
+    cache: Path,
     on_point: Callable[[int, int], None] | None = None,
 ) -> tuple[LatencyTable, int]:
     """The table for these cuts: the points measured before for the same key read from the cache, the missing
     ones measured and the file rewritten with them; (table, how many points were timed now). An unreadable or
     unwritable cache only costs a measurement."""
-    from ..assets import cache_dir
-
     key = table_key(weights, timer.imgsz, timer.threads, granularity, round_to)
-    path = (cache if cache is not None else cache_dir()) / "latency" / f"{key}.json"
+    path = cache / "latency" / f"{key}.json"
     known: LatencyTable | None
     try:
         known = LatencyTable.from_json(json.loads(path.read_text()))

@@ -24,14 +24,14 @@ from typing import Any
 import torch
 
 from ..errors import PruningError, UnreachableTarget
+from ..prune.budget import Levels, predicted, walk
+from ..prune.budget_cut import sensitivity, val_set_of
+from ..prune.depth import plan_total
+from ..prune.layers import prunable_groups
+from ..prune.oneshot import OneShot
 from ..yolo.data import DataConfig
 from ..yolo.val import validate
-from .budget import Levels, predicted, walk
-from .budget_cut import sensitivity, val_set_of
-from .depth import plan_total
 from .latency import TIMING_RUNS, LatencyTable, SpeedupTimer, cached_table, plain_cut
-from .layers import prunable_groups
-from .oneshot import OneShot
 
 DEPTH = "depth"  # the level map's key for how many of the least missed bottlenecks go
 CHANNEL_STEP = 0.05
@@ -62,6 +62,8 @@ def cut_to_speedup(
     on_point: Callable[[int, int], None] | None = None,
     timer: SpeedupTimer | None = None,
     memo: dict[str, Any] | None = None,
+    *,
+    cache: Path,
 ) -> dict[str, Any]:
     """The latency table (cached), the sensitivity scan, then the cut meeting ``target`` x the unpruned model's
     speed in ONNX Runtime (``threads`` threads, ``imgsz`` px) with the least predicted loss; a JSON-able summary.
@@ -80,7 +82,7 @@ def cut_to_speedup(
     drops = [f"{r.block}.m.{r.index}" for r in ranking]
     timer = timer or SpeedupTimer(model, imgsz, threads, runs)
     table, timed = cached_table(
-        weights, model, timer, groups, scan_ratios, drops, granularity, round_to, on_point=on_table
+        weights, model, timer, groups, scan_ratios, drops, granularity, round_to, cache, on_point=on_table
     )
     table_s = time.perf_counter() - t0
 
@@ -160,7 +162,7 @@ def _shortest(
 
 
 def _has_c3(model: torch.nn.Module) -> bool:
-    from .depth import c3_blocks
+    from ..prune.depth import c3_blocks
 
     return bool(c3_blocks(model))
 
